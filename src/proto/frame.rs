@@ -1,0 +1,351 @@
+//! The frame header: decoding it from bytes and encoding it for sending (RFC 6455 §5.2).
+//!
+//! Owns: `OpCode`, `FrameHeader`, `decode_header` and the encoders. It judges only what a header
+//! says (bits, opcode, lengths, the mask bit for the decoding side); size limits and payloads are
+//! the decoder's. Invariant: decoding never allocates and fails as soon as the first offending
+//! byte is seen, even when the rest of the header has not arrived.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::error::ProtocolError;
+use super::mask::apply_mask;
+use super::Status;
+
+/// The longest header: 2 bytes, an 8-byte extended length and a 4-byte masking key.
+pub const MAX_HEADER_LEN: usize = 14;
+
+/// Largest payload a control frame may carry (§5.5).
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Frame opcodes that RFC 6455 defines; every other value is reserved and fails the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum OpCode {
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl OpCode {
+    /// The opcode for the low four bits of a frame's first byte, or `None` when reserved.
+    pub const fn from_bits(bits: u8) -> Option<OpCode> {
+        match bits {
+            0x0 => Some(OpCode::Continuation),
+            0x1 => Some(OpCode::Text),
+            0x2 => Some(OpCode::Binary),
+            0x8 => Some(OpCode::Close),
+            0x9 => Some(OpCode::Ping),
+            0xA => Some(OpCode::Pong),
+            _ => None,
+        }
+    }
+
+    /// Close, ping and pong: frames with the high opcode bit set (§5.5).
+    pub const fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+/// Which end of the connection is decoding. A server requires masked frames, a client forbids them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub fin: bool,
+    /// RSV1..RSV3 as the top three bits of the low nibble (0b100 is RSV1).
+    pub rsv: u8,
+    pub opcode: OpCode,
+    pub mask: Option<[u8; 4]>,
+    pub payload_len: u64,
+    /// Bytes the header occupies, 2 to 14.
+    pub header_len: usize,
+}
+
+/// Decodes the header at the start of `buf` as seen by `role`.
+///
+/// `allowed_rsv` holds the RSV bits a negotiated extension permits (0 without extensions).
+/// Returns `Partial` while more bytes are needed; an error as soon as a byte breaks a rule.
+pub fn decode_header(
+    buf: &[u8],
+    role: Role,
+    allowed_rsv: u8,
+) -> Result<Status<FrameHeader>, ProtocolError> {
+    let Some(&b0) = buf.first() else {
+        return Ok(Status::Partial);
+    };
+    let fin = b0 & 0x80 != 0;
+    let rsv = (b0 >> 4) & 0x7;
+    if rsv & !allowed_rsv != 0 {
+        // §5.2: "If a nonzero value is received and none of the negotiated extensions defines
+        // the meaning of such a nonzero value, the receiving endpoint MUST _Fail the WebSocket
+        // Connection_."
+        return Err(ProtocolError::ReservedBits);
+    }
+    let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(ProtocolError::ReservedOpcode)?;
+    if opcode.is_control() && !fin {
+        return Err(ProtocolError::FragmentedControl);
+    }
+    let Some(&b1) = buf.get(1) else {
+        return Ok(Status::Partial);
+    };
+    let masked = b1 & 0x80 != 0;
+    match (role, masked) {
+        (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+        (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+        _ => {}
+    }
+    let len7 = b1 & 0x7F;
+    if opcode.is_control() && usize::from(len7) > MAX_CONTROL_PAYLOAD {
+        return Err(ProtocolError::ControlTooLong);
+    }
+    let (payload_len, len_end) = match len7 {
+        126 => {
+            let Some(ext) = buf.get(2..4) else {
+                return Ok(Status::Partial);
+            };
+            (u64::from(u16::from_be_bytes([ext[0], ext[1]])), 4)
+        }
+        127 => {
+            let Some(&first) = buf.get(2) else {
+                return Ok(Status::Partial);
+            };
+            if first & 0x80 != 0 {
+                // §5.2: "the most significant bit MUST be 0".
+                return Err(ProtocolError::LengthTopBit);
+            }
+            let Some(ext) = buf.get(2..10) else {
+                return Ok(Status::Partial);
+            };
+            let mut be = [0u8; 8];
+            be.copy_from_slice(ext);
+            (u64::from_be_bytes(be), 10)
+        }
+        n => (u64::from(n), 2),
+    };
+    let (mask, header_len) = if masked {
+        let Some(key) = buf.get(len_end..len_end + 4) else {
+            return Ok(Status::Partial);
+        };
+        (Some([key[0], key[1], key[2], key[3]]), len_end + 4)
+    } else {
+        (None, len_end)
+    };
+    Ok(Status::Complete(FrameHeader {
+        fin,
+        rsv,
+        opcode,
+        mask,
+        payload_len,
+        header_len,
+    }))
+}
+
+/// Writes a header into `dst` and returns its length. Uses the shortest length encoding, as §5.2
+/// requires ("the minimal number of bytes MUST be used").
+pub fn encode_header(
+    dst: &mut [u8; MAX_HEADER_LEN],
+    fin: bool,
+    opcode: OpCode,
+    mask: Option<[u8; 4]>,
+    payload_len: u64,
+) -> usize {
+    dst[0] = (if fin { 0x80 } else { 0 }) | opcode as u8;
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut at = if payload_len < 126 {
+        dst[1] = mask_bit | payload_len as u8;
+        2
+    } else if payload_len <= u64::from(u16::MAX) {
+        dst[1] = mask_bit | 126;
+        dst[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+        4
+    } else {
+        dst[1] = mask_bit | 127;
+        dst[2..10].copy_from_slice(&payload_len.to_be_bytes());
+        10
+    };
+    if let Some(key) = mask {
+        dst[at..at + 4].copy_from_slice(&key);
+        at += 4;
+    }
+    at
+}
+
+/// Length of the unmasked header for a payload of `payload_len` bytes.
+pub const fn server_header_len(payload_len: usize) -> usize {
+    if payload_len < 126 {
+        2
+    } else if payload_len <= u16::MAX as usize {
+        4
+    } else {
+        10
+    }
+}
+
+/// Appends one final, unmasked (server) frame to `dst`: the header written once, then the payload.
+pub fn encode_frame_into(dst: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, true, opcode, None, payload.len() as u64);
+    dst.reserve(n + payload.len());
+    dst.put_slice(&header[..n]);
+    dst.put_slice(payload);
+}
+
+/// One final, unmasked (server) frame in a single allocation of exactly its size.
+pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(server_header_len(payload.len()) + payload.len());
+    encode_frame_into(&mut buf, opcode, payload);
+    buf.freeze()
+}
+
+/// One masked (client) frame. The caller supplies the key: proto has no source of randomness.
+pub fn encode_masked_frame(fin: bool, opcode: OpCode, payload: &[u8], key: [u8; 4]) -> Bytes {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, fin, opcode, Some(key), payload.len() as u64);
+    let mut buf = BytesMut::with_capacity(n + payload.len());
+    buf.put_slice(&header[..n]);
+    buf.put_slice(payload);
+    apply_mask(&mut buf[n..], key, 0);
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(bytes: &[u8], role: Role) -> Result<Status<FrameHeader>, ProtocolError> {
+        decode_header(bytes, role, 0)
+    }
+
+    fn complete(bytes: &[u8], role: Role) -> FrameHeader {
+        match header(bytes, role) {
+            Ok(Status::Complete(h)) => h,
+            other => panic!("expected a header from {bytes:02x?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rfc_5_7_examples() {
+        // A single-frame unmasked text message "Hello".
+        let h = complete(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f], Role::Client);
+        assert_eq!(
+            (h.fin, h.opcode, h.payload_len, h.header_len),
+            (true, OpCode::Text, 5, 2)
+        );
+        // A single-frame masked text message "Hello".
+        let h = complete(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f], Role::Server);
+        assert_eq!(h.mask, Some([0x37, 0xfa, 0x21, 0x3d]));
+        assert_eq!(h.header_len, 6);
+        // A fragmented unmasked text message: "Hel" then "lo".
+        let h = complete(&[0x01, 0x03, 0x48, 0x65, 0x6c], Role::Client);
+        assert_eq!((h.fin, h.opcode), (false, OpCode::Text));
+        let h = complete(&[0x80, 0x02, 0x6c, 0x6f], Role::Client);
+        assert_eq!((h.fin, h.opcode), (true, OpCode::Continuation));
+        // 256 bytes binary message in a single unmasked frame.
+        let h = complete(&[0x82, 0x7E, 0x01, 0x00], Role::Client);
+        assert_eq!(
+            (h.opcode, h.payload_len, h.header_len),
+            (OpCode::Binary, 256, 4)
+        );
+        // 64KiB binary message in a single unmasked frame.
+        let h = complete(
+            &[0x82, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00],
+            Role::Client,
+        );
+        assert_eq!((h.payload_len, h.header_len), (65536, 10));
+    }
+
+    #[test]
+    fn every_prefix_of_a_header_is_partial() {
+        let full = [0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4];
+        for cut in 0..full.len() {
+            assert_eq!(
+                header(&full[..cut], Role::Server),
+                Ok(Status::Partial),
+                "cut {cut}"
+            );
+        }
+        let h = complete(&full, Role::Server);
+        assert_eq!(
+            (h.payload_len, h.header_len, h.mask),
+            (65536, 14, Some([1, 2, 3, 4]))
+        );
+    }
+
+    #[test]
+    fn violations_table() {
+        use ProtocolError::*;
+        let cases: &[(&[u8], Role, ProtocolError)] = &[
+            (&[0xC1], Role::Server, ReservedBits), // RSV1, judged from one byte
+            (&[0xA1], Role::Server, ReservedBits), // RSV2
+            (&[0x91], Role::Server, ReservedBits), // RSV3
+            (&[0x83], Role::Server, ReservedOpcode), // 0x3
+            (&[0x87], Role::Server, ReservedOpcode), // 0x7
+            (&[0x8B], Role::Server, ReservedOpcode), // 0xB
+            (&[0x8F], Role::Server, ReservedOpcode), // 0xF
+            (&[0x09], Role::Server, FragmentedControl), // ping without FIN
+            (&[0x08], Role::Server, FragmentedControl), // close without FIN
+            (&[0x89, 0xFE], Role::Server, ControlTooLong), // ping with 16-bit length
+            (&[0x89, 0xFF], Role::Server, ControlTooLong), // ping with 64-bit length
+            (&[0x81, 0x05], Role::Server, UnmaskedFrame),
+            (&[0x81, 0x85], Role::Client, MaskedFrame),
+            (&[0x82, 0xFF, 0x80], Role::Server, LengthTopBit),
+        ];
+        for (bytes, role, want) in cases {
+            assert_eq!(header(bytes, *role), Err(*want), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn allowed_rsv_bits_pass() {
+        let h = match decode_header(&[0xC1, 0x80, 0, 0, 0, 0], Role::Server, 0b100) {
+            Ok(Status::Complete(h)) => h,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(h.rsv, 0b100);
+    }
+
+    #[test]
+    fn control_frame_of_exactly_125_bytes_is_allowed() {
+        let h = complete(&[0x89, 0xFD, 1, 2, 3, 4], Role::Server);
+        assert_eq!(h.payload_len, 125);
+    }
+
+    #[test]
+    fn encode_uses_minimal_lengths_and_round_trips() {
+        for len in [0u64, 1, 125, 126, 65535, 65536, 1 << 40] {
+            let mut buf = [0u8; MAX_HEADER_LEN];
+            let n = encode_header(&mut buf, true, OpCode::Binary, None, len);
+            assert_eq!(n, server_header_len(len as usize), "len {len}");
+            let h = complete(&buf[..n], Role::Client);
+            assert_eq!((h.payload_len, h.header_len), (len, n));
+        }
+    }
+
+    #[test]
+    fn encode_frame_matches_rfc_hello() {
+        assert_eq!(
+            &encode_frame(OpCode::Text, b"Hello")[..],
+            &[0x81, 0x05, b'H', b'e', b'l', b'l', b'o']
+        );
+        let masked = encode_masked_frame(true, OpCode::Text, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
+        assert_eq!(
+            &masked[..],
+            &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+    }
+
+    #[test]
+    fn encode_frame_allocates_exactly() {
+        let f = encode_frame(OpCode::Binary, &[7u8; 300]);
+        assert_eq!(f.len(), 304);
+        assert_eq!(&f[..4], &[0x82, 0x7E, 0x01, 0x2C]);
+    }
+}
