@@ -33,8 +33,7 @@ pub struct Frame {
 
 /// Takes one complete frame off the front of `buf`.
 ///
-/// `Partial` leaves `buf` as it was, except that its capacity may have grown to hold the rest of
-/// a frame whose length passed the limit.
+/// `Partial` leaves `buf` untouched; the caller owns growing it (see `frame_len_hint`).
 pub fn decode_frame(
     buf: &mut BytesMut,
     rules: &FrameRules,
@@ -48,7 +47,6 @@ pub fn decode_frame(
     }
     let total = header.header_len + header.payload_len as usize;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
         return Ok(Status::Partial);
     }
     let mut frame = buf.split_to(total);

@@ -1,0 +1,176 @@
+//! Every knob of the server in one struct, with its default and the trade-off it makes.
+//!
+//! Owns: `Config` and `Config::validate`. Must not: depend on any other module of this crate;
+//! the reactor and the public API read it, nothing here reads them. Invariant: a `Config` that
+//! passed `validate` cannot make the server hold unbounded memory or wait forever.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Server configuration. `Config::default()` is safe to expose to untrusted clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port (see
+    /// `ServerHandle::local_addr`).
+    pub listen: SocketAddr,
+    /// Kernel accept queue length. Default 4096: the common default of 128 drops SYNs when
+    /// thousands of clients connect at once, and each drop costs the client a 1 s retransmit.
+    pub listen_backlog: u32,
+    /// Largest payload of one frame. Default 1 MiB. Checked from the header, before any memory is
+    /// reserved; a longer frame closes the connection with 1009.
+    pub max_frame_size: usize,
+    /// Largest message (all fragments). Default 1 MiB. A larger one closes with 1009. This bounds
+    /// what one connection can make the server buffer on the way in.
+    pub max_message_size: usize,
+    /// Bytes queued for one client before it counts as a slow consumer and is closed with 1008.
+    /// Default 1 MiB. A single frame is always accepted into an empty queue, so the bound is this
+    /// plus one message. Higher tolerates slower clients and costs memory under backpressure.
+    pub max_queued_bytes: usize,
+    /// Largest HTTP request head (request line and headers). Default 8 KiB; 431 beyond it.
+    pub max_request_bytes: usize,
+    /// Most headers in one request. Default 64 (at most 128); 431 beyond it.
+    pub max_headers: usize,
+    /// Largest body of a plain HTTP request. Default 64 KiB; 413 beyond it.
+    pub max_body_bytes: usize,
+    /// Time a client has to complete its upgrade request. Default 10 s: long enough for a slow
+    /// mobile link, short enough that a slowloris attacker holds few sockets.
+    pub handshake_timeout: Duration,
+    /// Silence after which an open connection is closed with 1001. The server sends a ping after
+    /// half of it, so a live client that only listens is never closed. Default 120 s; zero
+    /// disables both. Shorter finds dead peers sooner and costs more pings.
+    pub idle_timeout: Duration,
+    /// How long the server waits for the peer to finish a close handshake (or to read an error
+    /// response) before dropping the TCP connection. Default 5 s.
+    pub close_timeout: Duration,
+    /// Subprotocols the server speaks, in no particular order; the first one the client offers
+    /// that is listed here is selected. Default empty (no `Sec-WebSocket-Protocol` is echoed).
+    pub subprotocols: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen_backlog: 4096,
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+            max_queued_bytes: 1 << 20,
+            max_request_bytes: 8 * 1024,
+            max_headers: 64,
+            max_body_bytes: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            close_timeout: Duration::from_secs(5),
+            subprotocols: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings against each other; the error names the setting and the reason.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max_frame_size", self.max_frame_size),
+            ("max_message_size", self.max_message_size),
+            ("max_queued_bytes", self.max_queued_bytes),
+            ("max_request_bytes", self.max_request_bytes),
+            ("max_headers", self.max_headers),
+            ("listen_backlog", self.listen_backlog as usize),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.max_headers > 128 {
+            return Err("max_headers must be at most 128".into());
+        }
+        if self.max_frame_size > self.max_message_size {
+            return Err(format!(
+                "max_frame_size ({}) must not exceed max_message_size ({})",
+                self.max_frame_size, self.max_message_size
+            ));
+        }
+        if (self.max_message_size as u64) > (1u64 << 40) {
+            return Err("max_message_size must be at most 1 TiB".into());
+        }
+        for (name, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("close_timeout", self.close_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        if self
+            .subprotocols
+            .iter()
+            .any(|p| p.is_empty() || p.contains([',', ' ', '\r', '\n']))
+        {
+            return Err("subprotocols must be non-empty tokens without commas or spaces".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    max_frame_size: 0,
+                    ..Config::default()
+                },
+                "max_frame_size",
+            ),
+            (
+                Config {
+                    max_queued_bytes: 0,
+                    ..Config::default()
+                },
+                "max_queued_bytes",
+            ),
+            (
+                Config {
+                    max_headers: 500,
+                    ..Config::default()
+                },
+                "max_headers",
+            ),
+            (
+                Config {
+                    max_frame_size: 2 << 20,
+                    ..Config::default()
+                },
+                "max_frame_size",
+            ),
+            (
+                Config {
+                    handshake_timeout: Duration::ZERO,
+                    ..Config::default()
+                },
+                "handshake_timeout",
+            ),
+            (
+                Config {
+                    subprotocols: vec!["a,b".into()],
+                    ..Config::default()
+                },
+                "subprotocols",
+            ),
+        ];
+        for (config, name) in cases {
+            let err = config.validate().unwrap_err();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! One connection's state: its socket, phase, buffers, deadline and the application's session.
+//!
+//! Owns: `Connection` and `Phase`. Phases only move forward:
+//! Handshake -> Open -> CloseSent -> Lingering -> Draining, where any phase may skip ahead.
+//! Invariants: an idle open connection owns no read buffer (`rbuf` is released once empty), no
+//! write buffer (`wq` holds at most an inline slot) and no message buffer (the assembler is one
+//! null pointer); the session exists exactly while the connection is `Open` or `CloseSent`
+//! before `on_close` ran.
+
+use mio::net::TcpStream;
+
+use super::read_buf::ReadBuf;
+use super::timer::Tick;
+use super::write_queue::WriteQueue;
+use crate::proto::Assembler;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading the HTTP request.
+    Handshake,
+    /// WebSocket frames flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's (frames still read, data discarded).
+    CloseSent,
+    /// Our last bytes (a close reply, an error response) are queued; once they are written the
+    /// write side is shut down.
+    Lingering,
+    /// Write side shut down; reads are discarded until the peer closes or the close timeout.
+    Draining,
+}
+
+pub(crate) struct Connection<S> {
+    pub(crate) stream: TcpStream,
+    pub(crate) generation: u32,
+    pub(crate) phase: Phase,
+    /// Queued in the worker's dirty list for the end-of-turn flush.
+    pub(crate) dirty: bool,
+    /// WRITABLE interest is registered (only while bytes are pending after a short write).
+    pub(crate) wants_write: bool,
+    /// A keep-alive ping is out and nothing has been heard since.
+    pub(crate) ping_sent: bool,
+    /// When the current phase's timeout (or the idle ping) is due.
+    pub(crate) deadline: Tick,
+    /// The tick of the wheel entry responsible for this connection (0: none).
+    pub(crate) timer_at: Tick,
+    pub(crate) rbuf: ReadBuf,
+    pub(crate) wq: WriteQueue,
+    pub(crate) assembler: Assembler,
+    pub(crate) session: Option<S>,
+}
+
+impl<S> Connection<S> {
+    pub(crate) fn new(stream: TcpStream, generation: u32) -> Self {
+        Connection {
+            stream,
+            generation,
+            phase: Phase::Handshake,
+            dirty: false,
+            wants_write: false,
+            ping_sent: false,
+            deadline: 0,
+            timer_at: 0,
+            rbuf: ReadBuf::default(),
+            wq: WriteQueue::default(),
+            assembler: Assembler::new(),
+            session: None,
+        }
+    }
+
+    /// Bytes of buffer memory the connection holds beyond its fixed-size state.
+    pub(crate) fn buffer_bytes(&self) -> usize {
+        self.rbuf.capacity() + self.wq.queued_bytes() + usize::from(self.assembler.in_message())
+    }
+}

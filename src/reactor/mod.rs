@@ -1,0 +1,906 @@
+//! The event loop: one `mio::Poll`, its listener and its connections, driven by readiness.
+//!
+//! Owns: `Worker` (Poll + Slab<Connection> + listener + Waker), the `Service` trait the loop calls
+//! (server.rs adapts the public `Handler` to it), and `Io`, through which a callback asks for
+//! sends and closes. One turn of the loop is:
+//! poll -> accept -> read and dispatch -> apply commands -> expire timers -> flush dirty.
+//!
+//! Invariants:
+//! - Reads go into the worker's buffer; complete frames leave it as `Bytes` views; only an
+//!   incomplete frame's tail moves into the connection's own buffer, which is released once
+//!   empty. Writes are queued and flushed once per turn, one `writev` per connection.
+//! - Callbacks never touch the slab: they push commands into `Io`, applied right after the
+//!   callback returns, so the session can be borrowed from the slab during the callback.
+//! - A connection leaves the slab on every path (EOF, error, timeout, close), and `on_close` runs
+//!   exactly once for every connection that reached `Open`.
+//! - Knows readiness and bytes; asks `proto` what the bytes mean. Never uses server or gateway.
+
+mod connection;
+mod listener;
+mod read_buf;
+mod timer;
+mod token;
+mod write_queue;
+
+use std::io::{self, Read};
+use std::mem;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use mio::{Events, Interest, Poll, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::metrics::WorkerMetrics;
+use crate::proto::close::{encode_close_frame, ABNORMAL, GOING_AWAY, NO_STATUS, POLICY_VIOLATION};
+use crate::proto::frame::{encode_frame, server_header_len, OpCode, Role, MAX_CONTROL_PAYLOAD};
+use crate::proto::handshake::{accept_response, parse_request};
+use crate::proto::{
+    decode_frame, Event, Frame, FrameRules, HttpLimits, Parsed, ProtocolError, Request, Response,
+    Status, Upgrade,
+};
+use connection::{Connection, Phase};
+use read_buf::ReadBuf;
+use timer::{Tick, Timers};
+pub use token::ConnId;
+use token::{LISTENER, WAKER};
+
+/// Spare room wanted before each read; less than this and a fresh block is allocated.
+const MIN_READ: usize = 4 * 1024;
+/// Size of a fresh read block.
+const READ_BLOCK: usize = 64 * 1024;
+/// A partial tail at least this long is handed to the connection with its block instead of
+/// being copied out (a large frame in progress keeps reading into its own buffer).
+const ADOPT_LIMIT: usize = 4 * 1024;
+/// Reads per readiness event before the connection yields to the others (1 MiB at 64 KiB).
+const MAX_READS_PER_TURN: usize = 16;
+/// Payloads at least this long are queued as header + shared payload instead of being copied
+/// into one buffer with their header.
+const SHARE_THRESHOLD: usize = 16 * 1024;
+
+/// What the loop calls. Implemented by server.rs around the application's `Handler`.
+pub(crate) trait Service: 'static {
+    type Session;
+    /// A valid upgrade arrived; return the session or the response that refuses it.
+    fn open(
+        &mut self,
+        io: &mut Io,
+        id: ConnId,
+        upgrade: &Upgrade,
+        peer: SocketAddr,
+        protocol: Option<&str>,
+    ) -> Result<Self::Session, Response>;
+    /// A whole message: text (validated UTF-8) or binary.
+    fn message(
+        &mut self,
+        io: &mut Io,
+        id: ConnId,
+        session: &mut Self::Session,
+        text: bool,
+        payload: Bytes,
+    );
+    /// The connection left the open state (close frame either way, error, EOF, timeout).
+    fn close(&mut self, io: &mut Io, id: ConnId, session: Self::Session, code: u16, reason: &str);
+    /// A plain HTTP request on the WebSocket port.
+    fn request(&mut self, io: &mut Io, request: &Request, peer: SocketAddr) -> Response;
+}
+
+pub(crate) enum Command {
+    /// Queue `head` then `tail` (often empty) on an open connection.
+    Send {
+        id: ConnId,
+        head: Bytes,
+        tail: Bytes,
+    },
+    /// Start the close handshake.
+    Close {
+        id: ConnId,
+        code: u16,
+        reason: String,
+    },
+}
+
+/// Requests a callback makes of the loop; applied when the callback returns, in order.
+#[derive(Default)]
+pub(crate) struct Io {
+    commands: Vec<Command>,
+}
+
+impl Io {
+    /// Queues a data frame (text or binary) on an open connection.
+    pub(crate) fn send_data(&mut self, id: ConnId, text: bool, payload: Bytes) {
+        let opcode = if text { OpCode::Text } else { OpCode::Binary };
+        self.commands.push(encode_for_send(id, opcode, payload));
+    }
+
+    /// Queues a ping; payloads longer than a control frame allows are cut to 125 bytes.
+    pub(crate) fn ping(&mut self, id: ConnId, payload: &[u8]) {
+        let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+        self.commands.push(Command::Send {
+            id,
+            head: encode_frame(OpCode::Ping, payload),
+            tail: Bytes::new(),
+        });
+    }
+
+    pub(crate) fn close(&mut self, id: ConnId, code: u16, reason: &str) {
+        self.commands.push(Command::Close {
+            id,
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+/// Small payloads are copied behind their header into one buffer (one iovec, one allocation);
+/// large ones keep their own memory and get a separate header.
+fn encode_for_send(id: ConnId, opcode: OpCode, payload: Bytes) -> Command {
+    if payload.len() < SHARE_THRESHOLD {
+        return Command::Send {
+            id,
+            head: encode_frame(opcode, &payload),
+            tail: Bytes::new(),
+        };
+    }
+    let mut header = [0u8; crate::proto::frame::MAX_HEADER_LEN];
+    let n =
+        crate::proto::frame::encode_header(&mut header, true, opcode, None, payload.len() as u64);
+    debug_assert_eq!(n, server_header_len(payload.len()));
+    Command::Send {
+        id,
+        head: Bytes::copy_from_slice(&header[..n]),
+        tail: payload,
+    }
+}
+
+/// State a worker shares with the handle that started it.
+#[derive(Default)]
+pub(crate) struct Shared {
+    pub(crate) stop: AtomicBool,
+    pub(crate) metrics: WorkerMetrics,
+}
+
+/// Settings the loop reads on every event, derived once from `Config`.
+struct Limits {
+    frame_rules: FrameRules,
+    http: HttpLimits,
+    max_message: usize,
+    max_queued: usize,
+    handshake_ticks: Tick,
+    /// Silence before a keep-alive ping; 0 disables idle handling.
+    ping_ticks: Tick,
+    /// Further silence after the ping before the connection is closed.
+    pong_ticks: Tick,
+    close_ticks: Tick,
+    subprotocols: Vec<String>,
+}
+
+impl Limits {
+    fn new(config: &Config) -> Self {
+        let idle = Timers::ticks(config.idle_timeout);
+        let ping = idle / 2;
+        Limits {
+            frame_rules: FrameRules {
+                role: Role::Server,
+                allowed_rsv: 0,
+                max_frame_payload: config.max_frame_size,
+            },
+            http: HttpLimits {
+                max_request_bytes: config.max_request_bytes,
+                max_headers: config.max_headers,
+                max_body_bytes: config.max_body_bytes,
+            },
+            max_message: config.max_message_size,
+            max_queued: config.max_queued_bytes,
+            handshake_ticks: Timers::ticks(config.handshake_timeout).max(1),
+            ping_ticks: if idle == 0 { 0 } else { ping.max(1) },
+            pong_ticks: (idle - ping).max(1),
+            close_ticks: Timers::ticks(config.close_timeout).max(1),
+            subprotocols: config.subprotocols.clone(),
+        }
+    }
+}
+
+/// A running worker thread.
+pub(crate) struct Running {
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) thread: JoinHandle<io::Result<()>>,
+}
+
+/// Binds the listener here (so errors and the chosen port are known at once) and runs a worker
+/// on its own thread; `make` builds the service inside that thread.
+pub(crate) fn spawn<S, F>(config: &Config, name: String, make: F) -> io::Result<Running>
+where
+    S: Service,
+    F: FnOnce() -> S + Send + 'static,
+{
+    let listener = listener::bind(config.listen, config.listen_backlog)?;
+    let local_addr = listener.local_addr()?;
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let shared = Arc::new(Shared::default());
+    let limits = Limits::new(config);
+    let thread_shared = shared.clone();
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let mut worker = Worker::new(poll, listener, make(), limits, thread_shared)?;
+        worker.run()
+    })?;
+    Ok(Running {
+        local_addr,
+        shared,
+        waker,
+        thread,
+    })
+}
+
+pub(crate) struct Worker<S: Service> {
+    poll: Poll,
+    listener: Option<mio::net::TcpListener>,
+    conns: Slab<Connection<S::Session>>,
+    service: S,
+    io: Io,
+    rbuf: ReadBuf,
+    dirty: Vec<u32>,
+    /// Connections that used up their read budget and have bytes left in the kernel.
+    read_again: Vec<ConnId>,
+    timers: Timers,
+    due: Vec<(ConnId, Tick)>,
+    now: Tick,
+    next_generation: u32,
+    /// Accepting failed for lack of file descriptors; retried on the next tick.
+    accept_paused: bool,
+    stopping: bool,
+    limits: Limits,
+    shared: Arc<Shared>,
+}
+
+impl<S: Service> Worker<S> {
+    fn new(
+        poll: Poll,
+        mut listener: mio::net::TcpListener,
+        service: S,
+        limits: Limits,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let timers = Timers::new(Instant::now());
+        Ok(Worker {
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            service,
+            io: Io::default(),
+            rbuf: ReadBuf::default(),
+            dirty: Vec::new(),
+            read_again: Vec::new(),
+            now: timers.tick_at(Instant::now()),
+            timers,
+            due: Vec::new(),
+            next_generation: 0,
+            accept_paused: false,
+            stopping: false,
+            limits,
+            shared,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.turn(&mut events)?;
+            if self.stopping && self.conns.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One pass of the loop; returns after the dirty connections are flushed.
+    fn turn(&mut self, events: &mut Events) -> io::Result<()> {
+        let mut timeout = self.timers.poll_timeout(Instant::now());
+        if !self.read_again.is_empty() {
+            timeout = Some(std::time::Duration::ZERO);
+        } else if self.accept_paused {
+            timeout = Some(timeout.unwrap_or(timer::TICK).min(timer::TICK));
+        }
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.now = self.timers.tick_at(Instant::now());
+        for id in mem::take(&mut self.read_again) {
+            self.on_readable(id);
+        }
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept(),
+                WAKER => {}
+                token => {
+                    let id = ConnId::from_token(token);
+                    if event.is_writable() {
+                        self.flush(id);
+                    }
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.on_readable(id);
+                    }
+                }
+            }
+        }
+        if self.accept_paused {
+            self.accept_paused = false;
+            self.accept();
+        }
+        if !self.stopping && self.shared.stop.load(Ordering::Acquire) {
+            self.begin_stop();
+        }
+        self.expire_timers();
+        self.flush_dirty();
+        Ok(())
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, _peer)) => {
+                    self.shared.metrics.accepted.add(1);
+                    // Latency over throughput: frames are already batched per turn.
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let Ok(slot) = u32::try_from(entry.key()) else {
+                        continue;
+                    };
+                    self.next_generation = if self.next_generation >= ConnId::MAX_GENERATION {
+                        1
+                    } else {
+                        self.next_generation + 1
+                    };
+                    let id = ConnId {
+                        slot,
+                        generation: self.next_generation,
+                    };
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, id.token(), Interest::READABLE)
+                    {
+                        log::warn!("register accepted socket: {e}");
+                        continue;
+                    }
+                    entry.insert(Connection::new(stream, id.generation));
+                    self.shared.metrics.connections.add(1);
+                    let at = self.now + self.limits.handshake_ticks;
+                    self.set_deadline(id, at);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc_emfile) if libc_emfile == 24 || libc_emfile == 23) =>
+                {
+                    // EMFILE / ENFILE: the pending connection stays in the backlog; the listener
+                    // is edge-triggered, so retry on a timer rather than wait for a new SYN.
+                    log::warn!("accept: {e}; retrying shortly");
+                    self.accept_paused = true;
+                    return;
+                }
+                Err(e) => log::debug!("accept: {e}"),
+            }
+        }
+    }
+
+    /// Reads until WouldBlock (or the per-turn budget) and dispatches what arrived.
+    fn on_readable(&mut self, id: ConnId) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        if conn.phase == Phase::Open && self.limits.ping_ticks > 0 {
+            conn.ping_sent = false;
+            conn.deadline = self.now + self.limits.ping_ticks;
+        }
+        // A large frame in progress keeps its own buffer; a small tail joins the worker's.
+        let own = conn.rbuf.filled() >= ADOPT_LIMIT;
+        let mut buf = if own {
+            mem::take(&mut conn.rbuf)
+        } else {
+            let mut worker_buf = mem::take(&mut self.rbuf);
+            if !conn.rbuf.is_empty() {
+                worker_buf.append(&conn.rbuf);
+                conn.rbuf = ReadBuf::default();
+            }
+            worker_buf
+        };
+        let mut reads = 0;
+        loop {
+            let Some(conn) = get(&mut self.conns, id) else {
+                break;
+            };
+            let result = (&conn.stream).read(buf.spare(MIN_READ, READ_BLOCK));
+            match result {
+                Ok(0) => {
+                    self.stash(id, buf, own);
+                    self.peer_closed(id);
+                    return;
+                }
+                Ok(n) => {
+                    buf.commit(n);
+                    self.shared.metrics.bytes_in.add(n as u64);
+                    self.process(id, &mut buf);
+                    reads += 1;
+                    if reads == MAX_READS_PER_TURN {
+                        self.read_again.push(id);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.stash(id, buf, own);
+                    self.remove(id);
+                    return;
+                }
+            }
+        }
+        self.stash(id, buf, own);
+    }
+
+    /// Puts the read buffer back: unconsumed bytes belong to the connection, the rest of the
+    /// block to whoever owned it.
+    fn stash(&mut self, id: ConnId, mut buf: ReadBuf, own: bool) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            drop(buf.take_filled());
+            if !own {
+                self.rbuf = buf;
+            }
+            return;
+        };
+        if own {
+            buf.release_if_empty();
+            conn.rbuf = buf;
+        } else if buf.is_empty() {
+            self.rbuf = buf;
+        } else if buf.filled() < ADOPT_LIMIT {
+            conn.rbuf = buf.take_copy();
+            self.rbuf = buf;
+        } else {
+            conn.rbuf = buf;
+        }
+    }
+
+    /// Hands the received bytes to proto, phase by phase, and acts on what comes back.
+    fn process(&mut self, id: ConnId, buf: &mut ReadBuf) {
+        let mut data = buf.take_filled();
+        loop {
+            let Some(conn) = get(&mut self.conns, id) else {
+                data.clear();
+                break;
+            };
+            match conn.phase {
+                Phase::Handshake => match parse_request(&mut data, &self.limits.http) {
+                    Ok(Status::Partial) => break,
+                    Ok(Status::Complete(Parsed::Upgrade(upgrade))) => self.upgrade(id, upgrade),
+                    Ok(Status::Complete(Parsed::Http(request))) => {
+                        self.http_request(id, request);
+                        data.clear();
+                    }
+                    Err(e) => {
+                        log::debug!("handshake refused: {e}");
+                        self.shared.metrics.handshake_failures.add(1);
+                        self.finish_with(id, e.response());
+                        data.clear();
+                    }
+                },
+                Phase::Open | Phase::CloseSent => {
+                    match decode_frame(&mut data, &self.limits.frame_rules) {
+                        Ok(Status::Partial) => break,
+                        Ok(Status::Complete(frame)) => self.on_frame(id, frame),
+                        Err(e) => {
+                            self.fail(id, e);
+                            data.clear();
+                        }
+                    }
+                }
+                Phase::Lingering | Phase::Draining => {
+                    data.clear();
+                    break;
+                }
+            }
+        }
+        buf.give_back(data);
+    }
+
+    fn upgrade(&mut self, id: ConnId, upgrade: Upgrade) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        let Ok(peer) = conn.stream.peer_addr() else {
+            self.remove(id);
+            return;
+        };
+        let protocol = upgrade.select_protocol(&self.limits.subprotocols);
+        match self
+            .service
+            .open(&mut self.io, id, &upgrade, peer, protocol)
+        {
+            Ok(session) => {
+                let response = accept_response(&upgrade.accept, protocol);
+                if let Some(conn) = self.conns.get_mut(id.slot as usize) {
+                    conn.session = Some(session);
+                    conn.phase = Phase::Open;
+                    conn.wq.push(response);
+                }
+                self.shared.metrics.handshakes.add(1);
+                self.mark_dirty(id);
+                let at = if self.limits.ping_ticks > 0 {
+                    self.now + self.limits.ping_ticks
+                } else {
+                    0
+                };
+                self.set_deadline(id, at);
+            }
+            Err(response) => {
+                self.shared.metrics.handshake_failures.add(1);
+                self.finish_with(id, response.encode(false));
+            }
+        }
+        self.apply_commands();
+    }
+
+    fn http_request(&mut self, id: ConnId, request: Request) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        let Ok(peer) = conn.stream.peer_addr() else {
+            self.remove(id);
+            return;
+        };
+        self.shared.metrics.http_requests.add(1);
+        let response = self.service.request(&mut self.io, &request, peer);
+        self.apply_commands();
+        self.finish_with(id, response.encode(false));
+    }
+
+    fn on_frame(&mut self, id: ConnId, frame: Frame) {
+        let max_message = self.limits.max_message;
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        let event = match conn.assembler.push(frame, max_message) {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(e) => return self.fail(id, e),
+        };
+        match event {
+            Event::Text(payload) => self.deliver(id, true, payload),
+            Event::Binary(payload) => self.deliver(id, false, payload),
+            Event::Ping(payload) => {
+                // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
+                // response ... [with] identical Application data".
+                if conn.phase == Phase::Open {
+                    conn.wq.push(encode_frame(OpCode::Pong, &payload));
+                    self.mark_dirty(id);
+                }
+            }
+            Event::Pong(_) => {}
+            Event::Close(close) => {
+                let phase = conn.phase;
+                // §5.5.1: "If an endpoint receives a Close frame and did not previously send a
+                // Close frame, the endpoint MUST send a Close frame in response" (echoing the code).
+                let (code, reason) = close
+                    .as_ref()
+                    .map_or((NO_STATUS, ""), |c| (c.code, c.reason_str()));
+                if phase == Phase::Open {
+                    conn.wq.push(encode_close_frame(code, reason));
+                }
+                conn.phase = Phase::Lingering;
+                self.mark_dirty(id);
+                let at = self.now + self.limits.close_ticks;
+                self.set_deadline(id, at);
+                if phase == Phase::Open {
+                    self.leave_open(id, code, reason);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, id: ConnId, text: bool, payload: Bytes) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        // After our close frame, data is read and dropped (§5.5.1: no more data frames).
+        let (Phase::Open, Some(session)) = (conn.phase, conn.session.as_mut()) else {
+            return;
+        };
+        self.shared.metrics.messages_in.add(1);
+        self.service
+            .message(&mut self.io, id, session, text, payload);
+        self.apply_commands();
+    }
+
+    /// Fails the connection (§7.1.7): a close frame with the violation's code, then the TCP close.
+    fn fail(&mut self, id: ConnId, error: ProtocolError) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        log::debug!("connection {id}: {error}");
+        self.shared.metrics.protocol_errors.add(1);
+        let was_open = conn.phase == Phase::Open;
+        if was_open {
+            conn.wq
+                .push(encode_close_frame(error.close_code(), error.reason()));
+        }
+        conn.phase = Phase::Lingering;
+        self.mark_dirty(id);
+        let at = self.now + self.limits.close_ticks;
+        self.set_deadline(id, at);
+        if was_open {
+            self.leave_open(id, error.close_code(), error.reason());
+        }
+    }
+
+    /// Queues a last response (HTTP or close) and shuts the connection down after it.
+    fn finish_with(&mut self, id: ConnId, bytes: Bytes) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        conn.wq.push(bytes);
+        conn.phase = Phase::Lingering;
+        self.mark_dirty(id);
+        let at = self.now + self.limits.close_ticks;
+        self.set_deadline(id, at);
+    }
+
+    /// Starts a server-side close handshake on an open connection.
+    fn close_conn(&mut self, id: ConnId, code: u16, reason: &str) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        conn.wq.push(encode_close_frame(code, reason));
+        conn.phase = Phase::CloseSent;
+        self.mark_dirty(id);
+        let at = self.now + self.limits.close_ticks;
+        self.set_deadline(id, at);
+        self.leave_open(id, code, reason);
+    }
+
+    /// Runs `on_close` once, when the connection stops being open.
+    fn leave_open(&mut self, id: ConnId, code: u16, reason: &str) {
+        let Some(session) = get(&mut self.conns, id).and_then(|c| c.session.take()) else {
+            return;
+        };
+        self.service.close(&mut self.io, id, session, code, reason);
+        self.apply_commands();
+    }
+
+    /// The peer closed its side (read returned 0).
+    fn peer_closed(&mut self, id: ConnId) {
+        // Best effort to deliver a close reply or error response already queued.
+        if get(&mut self.conns, id).is_some_and(|c| !c.wq.is_empty()) {
+            self.flush(id);
+        }
+        self.remove(id);
+    }
+
+    /// Drops the connection; `on_close` sees 1006 if it was still open.
+    fn remove(&mut self, id: ConnId) {
+        if get(&mut self.conns, id).is_none() {
+            return;
+        }
+        self.leave_open(id, ABNORMAL, "");
+        if get(&mut self.conns, id).is_some() {
+            // Dropping the stream closes the descriptor, which also removes it from epoll.
+            drop(self.conns.remove(id.slot as usize));
+            self.shared.metrics.connections.sub(1);
+        }
+    }
+
+    fn apply_commands(&mut self) {
+        while !self.io.commands.is_empty() {
+            let mut batch = mem::take(&mut self.io.commands);
+            for command in batch.drain(..) {
+                match command {
+                    Command::Send { id, head, tail } => self.queue_data(id, head, tail),
+                    Command::Close { id, code, reason } => self.close_conn(id, code, &reason),
+                }
+            }
+            if self.io.commands.is_empty() {
+                self.io.commands = batch; // keep the allocation
+            }
+        }
+    }
+
+    /// Queues an application frame, enforcing the slow-consumer cap.
+    fn queue_data(&mut self, id: ConnId, head: Bytes, tail: Bytes) {
+        let max_queued = self.limits.max_queued;
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        let len = head.len() + tail.len();
+        if !conn.wq.is_empty() && conn.wq.queued_bytes() + len > max_queued {
+            // The client reads slower than we send: drop what it has not taken and close, so
+            // its memory stays bounded whatever it does.
+            self.shared.metrics.slow_consumers.add(1);
+            conn.wq.clear();
+            conn.wq
+                .push(encode_close_frame(POLICY_VIOLATION, "slow consumer"));
+            conn.phase = Phase::Lingering;
+            self.mark_dirty(id);
+            let at = self.now + self.limits.close_ticks;
+            self.set_deadline(id, at);
+            self.leave_open(id, POLICY_VIOLATION, "slow consumer");
+            return;
+        }
+        conn.wq.push(head);
+        conn.wq.push(tail);
+        self.shared.metrics.frames_out.add(1);
+        self.mark_dirty(id);
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(conn) = get(&mut self.conns, id) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id.slot);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        while !self.dirty.is_empty() {
+            let mut batch = mem::take(&mut self.dirty);
+            for slot in batch.drain(..) {
+                let Some(conn) = self.conns.get_mut(slot as usize) else {
+                    continue;
+                };
+                if conn.dirty {
+                    conn.dirty = false;
+                    let id = ConnId {
+                        slot,
+                        generation: conn.generation,
+                    };
+                    self.flush(id);
+                }
+            }
+            if self.dirty.is_empty() {
+                self.dirty = batch;
+            }
+        }
+    }
+
+    /// Writes what is queued with `writev`; WRITABLE interest only while bytes remain.
+    fn flush(&mut self, id: ConnId) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        match conn.wq.write_to(&conn.stream) {
+            Ok((bytes, calls)) => {
+                self.shared.metrics.bytes_out.add(bytes as u64);
+                self.shared.metrics.writev_calls.add(u64::from(calls));
+            }
+            Err(_) => return self.remove(id),
+        }
+        let pending = !conn.wq.is_empty();
+        if pending != conn.wants_write {
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, id.token(), interest)
+                .is_err()
+            {
+                return self.remove(id);
+            }
+            conn.wants_write = pending;
+        }
+        if !pending && conn.phase == Phase::Lingering {
+            // Everything we had to say is out: send FIN, then wait for the peer's.
+            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.phase = Phase::Draining;
+        }
+    }
+
+    /// Sets the connection's deadline (0: none). Extending is free; only an earlier deadline
+    /// than the one the wheel holds files a new entry.
+    fn set_deadline(&mut self, id: ConnId, at: Tick) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        conn.deadline = at;
+        if at != 0 && (conn.timer_at == 0 || at < conn.timer_at) {
+            conn.timer_at = self.timers.schedule(id, at);
+        }
+    }
+
+    fn expire_timers(&mut self) {
+        let mut due = mem::take(&mut self.due);
+        self.timers.expire(self.now, &mut due);
+        for (id, at) in due.drain(..) {
+            let Some(conn) = get(&mut self.conns, id) else {
+                continue;
+            };
+            if conn.timer_at != at {
+                continue; // superseded by an earlier entry
+            }
+            conn.timer_at = 0;
+            if conn.deadline == 0 {
+                continue;
+            }
+            if conn.deadline > self.now {
+                conn.timer_at = self.timers.schedule(id, conn.deadline);
+                continue;
+            }
+            self.on_deadline(id);
+        }
+        self.due = due;
+    }
+
+    fn on_deadline(&mut self, id: ConnId) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Handshake => {
+                self.shared.metrics.handshake_failures.add(1);
+                self.finish_with(id, Response::text(408, "handshake timeout").encode(false));
+            }
+            Phase::Open if !conn.ping_sent => {
+                conn.ping_sent = true;
+                conn.wq.push(encode_frame(OpCode::Ping, b""));
+                self.mark_dirty(id);
+                let at = self.now + self.limits.pong_ticks;
+                self.set_deadline(id, at);
+            }
+            Phase::Open => {
+                self.shared.metrics.idle_timeouts.add(1);
+                self.close_conn(id, GOING_AWAY, "idle timeout");
+            }
+            Phase::CloseSent | Phase::Lingering | Phase::Draining => self.remove(id),
+        }
+    }
+
+    /// Stops accepting and closes every connection with 1001; the loop ends when none is left.
+    fn begin_stop(&mut self) {
+        self.stopping = true;
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .map(|(slot, c)| ConnId {
+                slot: slot as u32,
+                generation: c.generation,
+            })
+            .collect();
+        for id in ids {
+            match get(&mut self.conns, id).map(|c| c.phase) {
+                Some(Phase::Open) => self.close_conn(id, GOING_AWAY, "server shutting down"),
+                Some(Phase::Handshake) => self.remove(id),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn get<S>(conns: &mut Slab<Connection<S>>, id: ConnId) -> Option<&mut Connection<S>> {
+    conns
+        .get_mut(id.slot as usize)
+        .filter(|c| c.generation == id.generation)
+}

@@ -1,0 +1,325 @@
+//! The public API: `Server` to start, `Handler` to implement, `Ctx` to act.
+//!
+//! Owns: the application-facing types and the adapter from `Handler` to the reactor's
+//! `Service`. Must not: expose a mio type or any reactor internal. One handler instance runs per
+//! worker thread (made by the factory closure in that thread), so a handler needs no locks; its
+//! per-connection state lives in `Handler::Session`, stored next to the connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::metrics::{self, Snapshot};
+use crate::proto;
+use crate::reactor::{self, Io, Running, Service};
+
+pub use crate::proto::Response;
+pub use crate::reactor::ConnId;
+
+/// A complete message from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Text, already validated as UTF-8.
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+impl Message {
+    pub fn is_text(&self) -> bool {
+        matches!(self, Message::Text(_))
+    }
+
+    /// The text of a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            // Validated on receipt; checking again keeps this crate free of `unsafe` here.
+            Message::Text(b) => std::str::from_utf8(b).ok(),
+            Message::Binary(_) => None,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Message::Text(b) | Message::Binary(b) => b,
+        }
+    }
+
+    /// The payload, without copying.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Message::Text(b) | Message::Binary(b) => b,
+        }
+    }
+}
+
+/// Refuses an upgrade with an HTTP status and a reason (sent as the body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub reason: String,
+}
+
+impl Reject {
+    pub fn new(status: u16, reason: impl Into<String>) -> Self {
+        Reject {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// An upgrade or plain HTTP request with its peer address. Dereferences to the parsed request
+/// (method, path, query, headers, cookies, body).
+pub struct Request<'a> {
+    http: &'a proto::Request,
+    peer: SocketAddr,
+    protocol: Option<&'a str>,
+}
+
+impl Request<'_> {
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The subprotocol the server will confirm (the client's first offer that `Config` lists).
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol
+    }
+}
+
+impl Deref for Request<'_> {
+    type Target = proto::Request;
+    fn deref(&self) -> &proto::Request {
+        self.http
+    }
+}
+
+/// What a handler can do from inside a callback. Actions take effect when the callback returns,
+/// in the order they were asked for; the queued bytes go out at the end of the loop turn.
+pub struct Ctx<'a> {
+    io: &'a mut Io,
+}
+
+impl Ctx<'_> {
+    /// Sends a text message.
+    pub fn send_text(&mut self, id: ConnId, text: &str) {
+        self.io
+            .send_data(id, true, Bytes::copy_from_slice(text.as_bytes()));
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, id: ConnId, data: impl Into<Bytes>) {
+        self.io.send_data(id, false, data.into());
+    }
+
+    /// Sends a message; large payloads are queued without copying.
+    pub fn send(&mut self, id: ConnId, message: Message) {
+        let text = message.is_text();
+        self.io.send_data(id, text, message.into_bytes());
+    }
+
+    /// Sends a ping (payloads over 125 bytes are cut, as control frames allow no more).
+    pub fn ping(&mut self, id: ConnId, payload: &[u8]) {
+        self.io.ping(id, payload);
+    }
+
+    /// Starts the close handshake. 1005 and 1006 are never sent: such a code sends an empty close.
+    pub fn close(&mut self, id: ConnId, code: u16, reason: &str) {
+        self.io.close(id, code, reason);
+    }
+}
+
+/// An application: Ratchet's component interface, Swoole's `$server->on(...)`.
+pub trait Handler: 'static {
+    /// Per-connection state, created by `on_open` and handed back to `on_close`.
+    type Session: 'static;
+
+    /// A valid upgrade request arrived. Return the session to accept, or a `Reject`.
+    fn on_open(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        request: &Request<'_>,
+    ) -> Result<Self::Session, Reject>;
+
+    /// A whole message arrived.
+    fn on_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        session: &mut Self::Session,
+        message: Message,
+    );
+
+    /// The connection is no longer open: `code` is the peer's close code, ours if we closed it,
+    /// 1005 for a close without a code, 1006 if it ended without a close frame.
+    fn on_close(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        session: Self::Session,
+        code: u16,
+        reason: &str,
+    ) {
+        let _ = (ctx, id, session, code, reason);
+    }
+
+    /// A plain HTTP request on the same port. The default answers 426 Upgrade Required.
+    fn on_request(&mut self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+        let _ = (ctx, request);
+        Response::text(426, "this endpoint speaks WebSocket")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+    }
+}
+
+struct Adapter<H>(H);
+
+impl<H: Handler> Service for Adapter<H> {
+    type Session = H::Session;
+
+    fn open(
+        &mut self,
+        io: &mut Io,
+        id: ConnId,
+        upgrade: &proto::Upgrade,
+        peer: SocketAddr,
+        protocol: Option<&str>,
+    ) -> Result<H::Session, Response> {
+        let request = Request {
+            http: &upgrade.request,
+            peer,
+            protocol,
+        };
+        self.0
+            .on_open(&mut Ctx { io }, id, &request)
+            .map_err(|r| Response::text(r.status, r.reason))
+    }
+
+    fn message(
+        &mut self,
+        io: &mut Io,
+        id: ConnId,
+        session: &mut H::Session,
+        text: bool,
+        payload: Bytes,
+    ) {
+        let message = if text {
+            Message::Text(payload)
+        } else {
+            Message::Binary(payload)
+        };
+        self.0.on_message(&mut Ctx { io }, id, session, message);
+    }
+
+    fn close(&mut self, io: &mut Io, id: ConnId, session: H::Session, code: u16, reason: &str) {
+        self.0.on_close(&mut Ctx { io }, id, session, code, reason);
+    }
+
+    fn request(&mut self, io: &mut Io, request: &proto::Request, peer: SocketAddr) -> Response {
+        self.0.on_request(
+            &mut Ctx { io },
+            &Request {
+                http: request,
+                peer,
+                protocol: None,
+            },
+        )
+    }
+}
+
+/// Starts servers. `Server::new(Config::default()).run(|| MyHandler)` serves until stopped.
+pub struct Server {
+    config: Config,
+}
+
+impl Server {
+    pub fn new(config: Config) -> Self {
+        Server { config }
+    }
+
+    /// Validates the configuration, binds, and runs the workers on their own threads.
+    /// `factory` builds one handler per worker, inside that worker's thread.
+    pub fn start<H, F>(self, factory: F) -> io::Result<ServerHandle>
+    where
+        H: Handler,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        self.config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let factory = Arc::new(factory);
+        let running = reactor::spawn(&self.config, "fanout-worker-0".into(), move || {
+            Adapter(factory())
+        })?;
+        Ok(ServerHandle {
+            local_addr: running.local_addr,
+            workers: vec![running],
+        })
+    }
+
+    /// `start`, then wait until the server stops.
+    pub fn run<H, F>(self, factory: F) -> io::Result<()>
+    where
+        H: Handler,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        self.start(factory)?.join()
+    }
+}
+
+/// A running server. Dropping it stops the server (without waiting).
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    workers: Vec<Running>,
+}
+
+impl ServerHandle {
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Counters summed over all workers.
+    pub fn stats(&self) -> Snapshot {
+        metrics::merge(self.workers.iter().map(|w| &w.shared.metrics))
+    }
+
+    /// Asks every worker to stop: no new connections; open ones get 1001 and the close timeout.
+    pub fn shutdown(&self) {
+        for w in &self.workers {
+            w.shared.stop.store(true, Ordering::Release);
+            let _ = w.waker.wake();
+        }
+    }
+
+    /// Waits for every worker to finish.
+    pub fn join(mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for w in std::mem::take(&mut self.workers) {
+            match w.thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(io::Error::other("worker thread panicked")),
+            }
+        }
+        result
+    }
+
+    /// `shutdown` and `join`.
+    pub fn stop(self) -> io::Result<()> {
+        self.shutdown();
+        self.join()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
