@@ -123,10 +123,6 @@ mod tests {
         assert_eq!(decode(&mut buf), Err(ProtocolError::FrameTooLarge));
         let mut buf = BytesMut::from(&[0x82, 0xFE, 0x04, 0x00, 1, 2, 3, 4][..]); // exactly 1024
         assert_eq!(decode(&mut buf), Ok(Status::Partial));
-        assert!(
-            buf.capacity() >= 8 + 1024,
-            "a frame within limits gets room for its payload"
-        );
     }
 
     #[test]
