@@ -67,6 +67,7 @@ impl<S> Connection<S> {
         }
     }
 
+    #[cfg(test)]
     /// Bytes of buffer memory the connection holds beyond its fixed-size state.
     pub(crate) fn buffer_bytes(&self) -> usize {
         self.rbuf.capacity() + self.wq.queued_bytes() + usize::from(self.assembler.in_message())

@@ -24,6 +24,7 @@ impl ReadBuf {
         self.filled == 0
     }
 
+    #[cfg(test)]
     /// Bytes of memory this buffer holds on to (0 when released).
     pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()

@@ -1,0 +1,210 @@
+//! Shared test helpers: servers on port 0, a raw RFC 6455 client built on `fanout::proto`, and a
+//! condition wait with a deadline (tests wait on state, never on fixed sleeps).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fanout::proto::frame::{encode_masked_frame, OpCode, Role};
+use fanout::proto::handshake::{client_request, parse_response};
+use fanout::proto::{decode_frame, Frame, FrameRules, HttpLimits, Status};
+use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle};
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A config bound to an ephemeral loopback port.
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+/// What an `Echo` handler saw, for tests to wait on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Open {
+        id: ConnId,
+        path: String,
+    },
+    Close {
+        id: ConnId,
+        code: u16,
+        reason: String,
+    },
+}
+
+/// Echoes every message and reports opens and closes on a channel.
+pub struct Echo {
+    pub events: mpsc::Sender<Seen>,
+}
+
+impl Handler for Echo {
+    type Session = ();
+
+    fn on_open(&mut self, _: &mut Ctx<'_>, id: ConnId, req: &Request<'_>) -> Result<(), Reject> {
+        if req.path() == "/reject" {
+            return Err(Reject::new(403, "not here"));
+        }
+        let _ = self.events.send(Seen::Open {
+            id,
+            path: req.path().to_owned(),
+        });
+        Ok(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _: &mut (), message: Message) {
+        ctx.send(id, message);
+    }
+
+    fn on_close(&mut self, _: &mut Ctx<'_>, id: ConnId, _: (), code: u16, reason: &str) {
+        let _ = self.events.send(Seen::Close {
+            id,
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+/// Starts an echo server with `config`; returns it and the stream of open/close events.
+pub fn echo_server(config: Config) -> (ServerHandle, mpsc::Receiver<Seen>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let server = Server::new(config)
+        .start(move || Echo {
+            events: tx.lock().unwrap().clone(),
+        })
+        .expect("server starts");
+    (server, rx)
+}
+
+/// Waits until `cond` holds, failing the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for the server's connection gauge to reach `n`.
+pub fn wait_for_connections(server: &ServerHandle, n: u64) {
+    wait_until(&format!("{n} connections"), IO_TIMEOUT, || {
+        server.stats().connections == n
+    });
+}
+
+/// A hand-driven client: exact bytes out, frames in.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    /// Connects without handshaking.
+    pub fn connect_tcp(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connects and completes the upgrade to `path`.
+    pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        let mut c = RawClient::connect_tcp(addr);
+        let (request, accept) = client_request(&addr.to_string(), path, rand_nonce(), &[], &[]);
+        c.send_raw(&request);
+        loop {
+            match parse_response(&mut c.buf, &accept, &HttpLimits::default()).expect("101") {
+                Status::Complete(_) => return c,
+                Status::Partial => c.fill(),
+            }
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends one masked frame.
+    pub fn send_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
+        let frame = encode_masked_frame(fin, opcode, payload, [0x12, 0x34, 0x56, 0x78]);
+        self.send_raw(&frame);
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk).expect("read");
+        assert!(
+            n > 0,
+            "server closed the connection; buffered: {:02x?}",
+            &self.buf[..self.buf.len().min(64)]
+        );
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// The next frame from the server (which must be unmasked).
+    pub fn recv_frame(&mut self) -> Frame {
+        let rules = FrameRules {
+            role: Role::Client,
+            allowed_rsv: 0,
+            max_frame_payload: 1 << 30,
+        };
+        loop {
+            match decode_frame(&mut self.buf, &rules).expect("valid server frame") {
+                Status::Complete(f) => return f,
+                Status::Partial => self.fill(),
+            }
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code (1005 when empty) and reason.
+    pub fn recv_close(&mut self) -> (u16, String) {
+        loop {
+            let f = self.recv_frame();
+            if f.opcode == OpCode::Close {
+                if f.payload.len() < 2 {
+                    return (1005, String::new());
+                }
+                let code = u16::from_be_bytes([f.payload[0], f.payload[1]]);
+                return (code, String::from_utf8(f.payload[2..].to_vec()).unwrap());
+            }
+        }
+    }
+
+    /// Reads until the server closes the TCP connection; returns everything read.
+    pub fn read_to_eof(&mut self) -> Vec<u8> {
+        let mut out = self.buf.split().to_vec();
+        let mut chunk = [0u8; 65536];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!("waiting for EOF: {e}"),
+            }
+        }
+    }
+}
+
+/// Sends `request` on a fresh connection and returns the whole HTTP response (until EOF).
+pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut c = RawClient::connect_tcp(addr);
+    c.send_raw(request);
+    String::from_utf8_lossy(&c.read_to_eof()).into_owned()
+}
+
+pub fn rand_nonce() -> [u8; 16] {
+    let t = Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64;
+    let mut n = [0u8; 16];
+    n[..8].copy_from_slice(&t.to_le_bytes());
+    n[8..].copy_from_slice(&(t.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15).to_le_bytes());
+    n
+}
