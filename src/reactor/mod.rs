@@ -386,8 +386,7 @@ impl<S: Service> Worker<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc_emfile) if libc_emfile == 24 || libc_emfile == 23) =>
-                {
+                Err(e) if matches!(e.raw_os_error(), Some(ENFILE | EMFILE)) => {
                     // EMFILE / ENFILE: the pending connection stays in the backlog; the listener
                     // is edge-triggered, so retry on a timer rather than wait for a new SYN.
                     log::warn!("accept: {e}; retrying shortly");
