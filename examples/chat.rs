@@ -1,0 +1,48 @@
+//! Chat room: each message goes to every other connection (Ratchet's classic chat tutorial).
+//!
+//! `cargo run --release --example chat -- 127.0.0.1:9002`
+//!
+//! The handler keeps the set of open connections itself; `on_close` removes one. With one
+//! worker (the default here) that set is everyone.
+
+use std::collections::BTreeSet;
+
+use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server};
+
+#[derive(Default)]
+struct Chat {
+    members: BTreeSet<ConnId>,
+}
+
+impl Handler for Chat {
+    type Session = ();
+
+    fn on_open(&mut self, _: &mut Ctx<'_>, id: ConnId, _: &Request<'_>) -> Result<(), Reject> {
+        self.members.insert(id);
+        Ok(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, from: ConnId, _: &mut (), message: Message) {
+        for &to in self.members.iter().filter(|&&to| to != from) {
+            // Clones share the payload: a refcount bump per member, not a copy.
+            ctx.send(to, message.clone());
+        }
+    }
+
+    fn on_close(&mut self, _: &mut Ctx<'_>, id: ConnId, _: (), _: u16, _: &str) {
+        self.members.remove(&id);
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9002".into());
+    let config = Config {
+        listen: listen
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?,
+        ..Config::default()
+    };
+    let server = Server::new(config).start(Chat::default)?;
+    eprintln!("chat: listening on ws://{}/", server.local_addr());
+    server.join()
+}
