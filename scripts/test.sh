@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md gives it. Installs what the tests need when it is missing;
+# a missing dependency fails the run, it never skips tests.
+#
+#   bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Python side: the independent-client interop suite (websockets, pytest), pinned.
+if ! python3 -c 'import websockets, pytest' 2>/dev/null; then
+  echo "test.sh: installing tests/python/requirements.txt" >&2
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+
+echo "== cargo test (debug; also builds the examples)"
+cargo test --all-targets
+cargo test --doc
+
+echo "== cargo test --release"
+cargo test --release --all-targets
+
+echo "== python interop tests (websockets client against the echo example)"
+cargo build --example echo
+FANOUT_ECHO_BIN="$PWD/target/debug/examples/echo" python3 -m pytest -q -p no:cacheprovider tests/python
