@@ -80,9 +80,17 @@ fn frame_encode(c: &mut Criterion) {
 fn read_block(c: &mut Criterion) {
     let mut group = c.benchmark_group("read_block");
     group.throughput(Throughput::Bytes(64 * 1024));
-    group.bench_function("zeroed 64 KiB", |b| b.iter(|| BytesMut::zeroed(black_box(64 * 1024))));
+    group.bench_function("zeroed 64 KiB", |b| {
+        b.iter(|| BytesMut::zeroed(black_box(64 * 1024)))
+    });
     group.finish();
 }
 
-criterion_group!(benches, header_decode, frame_decode, frame_encode, read_block);
+criterion_group!(
+    benches,
+    header_decode,
+    frame_decode,
+    frame_encode,
+    read_block
+);
 criterion_main!(benches);

@@ -88,6 +88,36 @@ fn peer_that_stops_reading_is_closed_as_slow_consumer_and_removed() {
 }
 
 #[test]
+fn pinging_without_reading_the_pongs_is_a_slow_consumer() {
+    let config = Config {
+        max_queued_bytes: 64 * 1024,
+        close_timeout: Duration::from_secs(1),
+        ..test_config()
+    };
+    let (server, events) = echo_server(config);
+    let mut c = RawClient::connect(server.local_addr(), "/");
+    let ping =
+        fanout::proto::frame::encode_masked_frame(true, OpCode::Ping, &[b'p'; 125], [1, 2, 3, 4]);
+    let burst: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 1000)
+        .collect();
+    // 100k pings ask for 12.7 MB of pongs. Writes fail once the server has closed: stop then.
+    for _ in 0..100 {
+        if std::io::Write::write_all(&mut c.stream, &burst).is_err() {
+            break;
+        }
+        if server.stats().slow_consumers == 1 {
+            break;
+        }
+    }
+    assert_eq!(closes(&events, 1), [1008]);
+    wait_for_connections(&server, 0);
+}
+
+#[test]
 fn idle_connection_gets_a_ping_then_a_1001_close() {
     let config = Config {
         idle_timeout: Duration::from_secs(1),

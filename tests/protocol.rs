@@ -152,6 +152,19 @@ fn invalid_utf8_fails_fast_with_1007_before_the_message_ends() {
 }
 
 #[test]
+fn invalid_utf8_fails_fast_inside_a_frame_whose_rest_never_arrives() {
+    let (server, _events) = echo_server(test_config());
+    let mut c = RawClient::connect(server.local_addr(), "/");
+    let mut payload = b"hello ".to_vec();
+    payload.push(0xff); // never valid in UTF-8
+    payload.resize(1000, b'x');
+    let frame =
+        fanout::proto::frame::encode_masked_frame(true, OpCode::Text, &payload, [5, 6, 7, 8]);
+    c.send_raw(&frame[..8 + 20]); // header (8 bytes) and the first 20 payload bytes only
+    assert_eq!(c.recv_close().0, 1007);
+}
+
+#[test]
 fn valid_close_codes_are_echoed_then_tcp_closes() {
     let (server, events) = echo_server(test_config());
     for code in [1000u16, 1001, 1003, 1011, 3000, 4999] {

@@ -2,16 +2,18 @@
 //! frames passed through between fragments (RFC 6455 §5.4, §5.5, §8.1).
 //!
 //! Owns: `Assembler` (per connection) and `Utf8Validator`. Invariants: an unfragmented message is
-//! handed on as the frame's own `Bytes` (no copy); the assembler owns no buffer unless a
-//! fragmented message is open, and its state is one pointer, so an idle connection pays 8 bytes;
-//! invalid UTF-8 fails on the fragment that contains the first bad byte, not at the end.
+//! handed on as the frame's own `Bytes` (no copy); the assembler owns no memory unless a
+//! fragmented message is open or a text frame is half-received, and its state is one pointer,
+//! so an idle connection pays 8 bytes; invalid UTF-8 fails as soon as the bytes holding it have
+//! arrived, even in the middle of a frame, not at the end of the message.
 
 use bytes::{Bytes, BytesMut};
 
 use super::close::{parse_close_payload, CloseFrame};
 use super::decoder::Frame;
 use super::error::ProtocolError;
-use super::frame::OpCode;
+use super::frame::{FrameHeader, OpCode};
+use super::mask::apply_mask;
 
 /// What a peer said, one complete unit at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,10 +97,24 @@ struct Partial {
     utf8: Utf8Validator,
 }
 
+/// Progress through a text frame whose payload is still arriving.
+#[derive(Clone, Copy)]
+struct FrameCheck {
+    /// Payload bytes already validated.
+    checked: usize,
+    utf8: Utf8Validator,
+}
+
+#[derive(Default)]
+struct State {
+    message: Option<Partial>,
+    frame: Option<FrameCheck>,
+}
+
 /// Per-connection message reassembly.
 #[derive(Default)]
 pub struct Assembler {
-    partial: Option<Box<Partial>>,
+    state: Option<Box<State>>,
 }
 
 impl Assembler {
@@ -108,11 +124,79 @@ impl Assembler {
 
     /// True while a fragmented message is open (and the assembler owns a buffer).
     pub fn in_message(&self) -> bool {
-        self.partial.is_some()
+        self.state.as_ref().is_some_and(|s| s.message.is_some())
+    }
+
+    /// True while the assembler owns any memory.
+    pub fn holds_memory(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Validates what has arrived of a text frame (or of a continuation of a text message) whose
+    /// payload is incomplete, so invalid UTF-8 fails before the rest of a long frame arrives.
+    /// `masked_prefix` is the payload received so far, still masked; bytes already checked on an
+    /// earlier call are skipped. The receive buffer is not modified.
+    pub fn check_partial_frame(
+        &mut self,
+        header: &FrameHeader,
+        masked_prefix: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let start = match header.opcode {
+            OpCode::Text => Utf8Validator::default(),
+            OpCode::Continuation => match self.state.as_ref().and_then(|s| s.message.as_ref()) {
+                Some(p) if p.opcode == OpCode::Text => p.utf8,
+                _ => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let state = self.state.get_or_insert_with(Box::default);
+        let check = state.frame.get_or_insert(FrameCheck {
+            checked: 0,
+            utf8: start,
+        });
+        let Some(new) = masked_prefix.get(check.checked..).filter(|n| !n.is_empty()) else {
+            return Ok(());
+        };
+        let mut scratch = [0u8; 512];
+        for piece in new.chunks(scratch.len()) {
+            let plain = &mut scratch[..piece.len()];
+            plain.copy_from_slice(piece);
+            if let Some(key) = header.mask {
+                apply_mask(plain, key, check.checked);
+            }
+            check.utf8.feed(plain)?;
+            check.checked += piece.len();
+        }
+        Ok(())
+    }
+
+    /// Frees the state box once it holds nothing.
+    fn tidy(&mut self) {
+        if self
+            .state
+            .as_ref()
+            .is_some_and(|s| s.message.is_none() && s.frame.is_none())
+        {
+            self.state = None;
+        }
     }
 
     /// Takes the next frame; returns an event when the frame completes one.
     pub fn push(
+        &mut self,
+        frame: Frame,
+        max_message: usize,
+    ) -> Result<Option<Event>, ProtocolError> {
+        // A complete frame ends any partial-frame check (it was of this frame).
+        if let Some(state) = self.state.as_mut() {
+            state.frame = None;
+        }
+        let result = self.push_frame(frame, max_message);
+        self.tidy();
+        result
+    }
+
+    fn push_frame(
         &mut self,
         frame: Frame,
         max_message: usize,
@@ -122,7 +206,7 @@ impl Assembler {
             OpCode::Pong => Ok(Some(Event::Pong(frame.payload))),
             OpCode::Close => Ok(Some(Event::Close(parse_close_payload(&frame.payload)?))),
             OpCode::Text | OpCode::Binary => {
-                if self.partial.is_some() {
+                if self.in_message() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
                 if frame.payload.len() > max_message {
@@ -138,15 +222,15 @@ impl Assembler {
                     }
                     return Ok(Some(message(frame.opcode, frame.payload)));
                 }
-                self.partial = Some(Box::new(Partial {
+                self.state.get_or_insert_with(Box::default).message = Some(Partial {
                     opcode: frame.opcode,
                     data: BytesMut::from(&frame.payload[..]),
                     utf8,
-                }));
+                });
                 Ok(None)
             }
             OpCode::Continuation => {
-                let Some(partial) = self.partial.as_mut() else {
+                let Some(partial) = self.state.as_mut().and_then(|s| s.message.as_mut()) else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
                 if partial.data.len() + frame.payload.len() > max_message {
@@ -159,7 +243,11 @@ impl Assembler {
                 if !frame.fin {
                     return Ok(None);
                 }
-                let partial = self.partial.take().expect("checked above");
+                let partial = self
+                    .state
+                    .as_mut()
+                    .and_then(|s| s.message.take())
+                    .expect("checked above");
                 if !partial.utf8.is_complete() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
@@ -321,6 +409,84 @@ mod tests {
             a.push(frame(true, OpCode::Text, &[0xce]), MAX),
             Err(ProtocolError::InvalidUtf8)
         );
+    }
+
+    fn masked_text_header(opcode: OpCode, len: u64) -> FrameHeader {
+        FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: Some([1, 2, 3, 4]),
+            payload_len: len,
+            header_len: 6,
+        }
+    }
+
+    fn masked(data: &[u8]) -> Vec<u8> {
+        let mut v = data.to_vec();
+        apply_mask(&mut v, [1, 2, 3, 4], 0);
+        v
+    }
+
+    #[test]
+    fn partial_text_frame_fails_on_the_bytes_received_so_far() {
+        let mut a = Assembler::new();
+        let header = masked_text_header(OpCode::Text, 1000);
+        let wire = masked(&[b"hello ".as_slice(), &[0xce, 0xba], &[0xff], b"rest"].concat());
+        assert_eq!(
+            a.check_partial_frame(&header, &wire[..7]),
+            Ok(()),
+            "valid so far, char cut"
+        );
+        assert!(a.holds_memory());
+        assert_eq!(
+            a.check_partial_frame(&header, &wire[..8]),
+            Ok(()),
+            "character completed"
+        );
+        assert_eq!(
+            a.check_partial_frame(&header, &wire[..9]),
+            Err(ProtocolError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn partial_check_continues_a_text_message_and_ignores_binary() {
+        let mut a = Assembler::new();
+        a.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX)
+            .unwrap(); // euro sign, cut
+        let header = masked_text_header(OpCode::Continuation, 10);
+        assert_eq!(
+            a.check_partial_frame(&header, &masked(&[0xac, b'x'])),
+            Ok(())
+        );
+        let mut b = Assembler::new();
+        b.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX)
+            .unwrap();
+        assert_eq!(
+            b.check_partial_frame(&header, &masked(&[0x41])),
+            Err(ProtocolError::InvalidUtf8)
+        );
+        let mut c = Assembler::new();
+        let binary = masked_text_header(OpCode::Binary, 10);
+        assert_eq!(
+            c.check_partial_frame(&binary, &masked(&[0xff, 0xff])),
+            Ok(())
+        );
+        assert!(!c.holds_memory());
+    }
+
+    #[test]
+    fn completing_the_frame_releases_the_partial_check() {
+        let mut a = Assembler::new();
+        let header = masked_text_header(OpCode::Text, 3);
+        a.check_partial_frame(&header, &masked(b"ab")).unwrap();
+        assert!(a.holds_memory());
+        assert_eq!(
+            a.push(frame(true, OpCode::Text, b"abc"), MAX),
+            Ok(Some(Event::Text(Bytes::from_static(b"abc"))))
+        );
+        assert!(!a.holds_memory());
     }
 
     #[test]

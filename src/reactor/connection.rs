@@ -70,6 +70,6 @@ impl<S> Connection<S> {
     #[cfg(test)]
     /// Bytes of buffer memory the connection holds beyond its fixed-size state.
     pub(crate) fn buffer_bytes(&self) -> usize {
-        self.rbuf.capacity() + self.wq.queued_bytes() + usize::from(self.assembler.in_message())
+        self.rbuf.capacity() + self.wq.queued_bytes() + usize::from(self.assembler.holds_memory())
     }
 }

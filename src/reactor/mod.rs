@@ -37,7 +37,9 @@ use slab::Slab;
 use crate::config::Config;
 use crate::metrics::WorkerMetrics;
 use crate::proto::close::{encode_close_frame, ABNORMAL, GOING_AWAY, NO_STATUS, POLICY_VIOLATION};
-use crate::proto::frame::{encode_frame, server_header_len, OpCode, Role, MAX_CONTROL_PAYLOAD};
+use crate::proto::frame::{
+    decode_header, encode_frame, server_header_len, OpCode, Role, MAX_CONTROL_PAYLOAD,
+};
 use crate::proto::handshake::{accept_response, parse_request};
 use crate::proto::{
     decode_frame, Event, Frame, FrameRules, HttpLimits, Parsed, ProtocolError, Request, Response,
@@ -498,7 +500,23 @@ impl<S: Service> Worker<S> {
                 },
                 Phase::Open | Phase::CloseSent => {
                     match decode_frame(&mut data, &self.limits.frame_rules) {
-                        Ok(Status::Partial) => break,
+                        Ok(Status::Partial) => {
+                            // §8.1 fail fast: check the text already here of an incomplete frame.
+                            let rules = &self.limits.frame_rules;
+                            if let Ok(Status::Complete(h)) =
+                                decode_header(&data, rules.role, rules.allowed_rsv)
+                            {
+                                let payload = &data[h.header_len..];
+                                if !payload.is_empty() {
+                                    if let Err(e) = conn.assembler.check_partial_frame(&h, payload)
+                                    {
+                                        self.fail(id, e);
+                                        data.clear();
+                                    }
+                                }
+                            }
+                            break;
+                        }
                         Ok(Status::Complete(frame)) => self.on_frame(id, frame),
                         Err(e) => {
                             self.fail(id, e);
@@ -582,10 +600,9 @@ impl<S: Service> Worker<S> {
             Event::Ping(payload) => {
                 // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
                 // response ... [with] identical Application data".
-                if conn.phase == Phase::Open {
-                    conn.wq.push(encode_frame(OpCode::Pong, &payload));
-                    self.mark_dirty(id);
-                }
+                // Pongs count against the queue cap like data: a client that pings without
+                // reading must not grow our memory.
+                self.queue_data(id, encode_frame(OpCode::Pong, &payload), Bytes::new());
             }
             Event::Pong(_) => {}
             Event::Close(close) => {
@@ -718,7 +735,8 @@ impl<S: Service> Worker<S> {
         }
     }
 
-    /// Queues an application frame, enforcing the slow-consumer cap.
+    /// Queues a frame (application data or a pong) on an open connection, enforcing the
+    /// slow-consumer cap.
     fn queue_data(&mut self, id: ConnId, head: Bytes, tail: Bytes) {
         let max_queued = self.limits.max_queued;
         let Some(conn) = get(&mut self.conns, id) else {
@@ -1002,7 +1020,7 @@ mod tests {
             "write buffer held while idle"
         );
         assert!(
-            !conn.assembler.in_message(),
+            !conn.assembler.holds_memory(),
             "message buffer held while idle"
         );
         assert_eq!(conn.buffer_bytes(), 0);
