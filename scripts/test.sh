@@ -13,11 +13,11 @@ if ! python3 -c 'import websockets, pytest' 2>/dev/null; then
 fi
 
 echo "== cargo test (debug; also builds the examples)"
-cargo test --all-targets
-cargo test --doc
+cargo test
+
 
 echo "== cargo test --release"
-cargo test --release --all-targets
+cargo test --release
 
 echo "== python interop tests (websockets client against the echo example)"
 cargo build --example echo
