@@ -26,6 +26,11 @@ pub struct Config {
     /// Default 1 MiB. A single frame is always accepted into an empty queue, so the bound is this
     /// plus one message. Higher tolerates slower clients and costs memory under backpressure.
     pub max_queued_bytes: usize,
+    /// What happens to a client over `max_queued_bytes`: `Close` (default) closes it with 1008
+    /// "slow consumer"; `Drop` skips the data frames it cannot take (a gateway client sees the
+    /// gap in `seq`). Pongs and close frames are never dropped: a client over the cap with one
+    /// pending is closed under either policy.
+    pub slow_consumer: SlowConsumerPolicy,
     /// Largest HTTP request head (request line and headers). Default 8 KiB; 431 beyond it.
     pub max_request_bytes: usize,
     /// Most headers in one request. Default 64 (at most 128); 431 beyond it.
@@ -47,6 +52,14 @@ pub struct Config {
     pub subprotocols: Vec<String>,
 }
 
+/// See `Config::slow_consumer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    #[default]
+    Close,
+    Drop,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -55,6 +68,7 @@ impl Default for Config {
             max_frame_size: 1 << 20,
             max_message_size: 1 << 20,
             max_queued_bytes: 1 << 20,
+            slow_consumer: SlowConsumerPolicy::Close,
             max_request_bytes: 8 * 1024,
             max_headers: 64,
             max_body_bytes: 64 * 1024,

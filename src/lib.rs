@@ -18,8 +18,9 @@
 pub mod config;
 pub mod metrics;
 pub mod proto;
+pub mod pubsub;
 mod reactor;
 pub mod server;
 
-pub use config::Config;
+pub use config::{Config, SlowConsumerPolicy};
 pub use server::{ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};

@@ -81,6 +81,12 @@ metrics! {
     protocol_errors,
     /// Connections closed because their queue passed `max_queued_bytes`.
     slow_consumers,
+    /// Frames (or per-turn batches) skipped for a slow consumer under the `drop` policy.
+    dropped_frames,
+    /// Publishes to a topic and broadcasts.
+    publishes,
+    /// Subscribers a topic publish reached (one publish to 100 subscribers counts 100).
+    deliveries,
     /// Open connections closed for idleness.
     idle_timeouts,
 }

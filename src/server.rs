@@ -128,6 +128,35 @@ impl Ctx<'_> {
         self.io.ping(id, payload);
     }
 
+    /// Subscribes a connection to a topic (no effect unless it is open). A closing connection
+    /// leaves its topics by itself.
+    pub fn subscribe(&mut self, id: ConnId, topic: &str) {
+        self.io.subscribe(id, topic);
+    }
+
+    pub fn unsubscribe(&mut self, id: ConnId, topic: &str) {
+        self.io.unsubscribe(id, topic);
+    }
+
+    /// Sends a message to every subscriber of `topic`. The frame is encoded once; the frames
+    /// published to a topic in one loop turn reach each subscriber as one shared buffer.
+    pub fn publish(&mut self, topic: &str, message: Message) {
+        let text = message.is_text();
+        self.io.publish(topic, text, message.into_bytes());
+    }
+
+    /// `publish` of a text message.
+    pub fn publish_text(&mut self, topic: &str, text: &str) {
+        self.io
+            .publish(topic, true, Bytes::copy_from_slice(text.as_bytes()));
+    }
+
+    /// Sends a message to every open connection of the server.
+    pub fn broadcast(&mut self, message: Message) {
+        let text = message.is_text();
+        self.io.broadcast(text, message.into_bytes());
+    }
+
     /// Starts the close handshake. 1005 and 1006 are never sent: such a code sends an empty close.
     pub fn close(&mut self, id: ConnId, code: u16, reason: &str) {
         self.io.close(id, code, reason);

@@ -34,17 +34,18 @@ use bytes::Bytes;
 use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
-use crate::config::Config;
+use crate::config::{Config, SlowConsumerPolicy};
 use crate::metrics::WorkerMetrics;
 use crate::proto::close::{encode_close_frame, ABNORMAL, GOING_AWAY, NO_STATUS, POLICY_VIOLATION};
 use crate::proto::frame::{
-    decode_header, encode_frame, server_header_len, OpCode, Role, MAX_CONTROL_PAYLOAD,
+    decode_header, encode_frame, encode_header, OpCode, Role, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
 use crate::proto::handshake::{accept_response, parse_request};
 use crate::proto::{
     decode_frame, Event, Frame, FrameRules, HttpLimits, Parsed, ProtocolError, Request, Response,
     Status, Upgrade,
 };
+use crate::pubsub::{Batch, Topics};
 use connection::{Connection, Phase};
 use read_buf::ReadBuf;
 use timer::{Tick, Timers};
@@ -107,6 +108,25 @@ pub(crate) enum Command {
         code: u16,
         reason: String,
     },
+    Subscribe {
+        id: ConnId,
+        topic: String,
+    },
+    Unsubscribe {
+        id: ConnId,
+        topic: String,
+    },
+    /// Encode once, batch with the turn's other frames to `topic`, deliver at the end of the turn.
+    Publish {
+        topic: String,
+        text: bool,
+        payload: Bytes,
+    },
+    /// Like `Publish`, to every open connection.
+    Broadcast {
+        text: bool,
+        payload: Bytes,
+    },
 }
 
 /// Requests a callback makes of the loop; applied when the callback returns, in order.
@@ -132,6 +152,32 @@ impl Io {
         });
     }
 
+    pub(crate) fn subscribe(&mut self, id: ConnId, topic: &str) {
+        self.commands.push(Command::Subscribe {
+            id,
+            topic: topic.to_owned(),
+        });
+    }
+
+    pub(crate) fn unsubscribe(&mut self, id: ConnId, topic: &str) {
+        self.commands.push(Command::Unsubscribe {
+            id,
+            topic: topic.to_owned(),
+        });
+    }
+
+    pub(crate) fn publish(&mut self, topic: &str, text: bool, payload: Bytes) {
+        self.commands.push(Command::Publish {
+            topic: topic.to_owned(),
+            text,
+            payload,
+        });
+    }
+
+    pub(crate) fn broadcast(&mut self, text: bool, payload: Bytes) {
+        self.commands.push(Command::Broadcast { text, payload });
+    }
+
     pub(crate) fn close(&mut self, id: ConnId, code: u16, reason: &str) {
         self.commands.push(Command::Close {
             id,
@@ -151,15 +197,26 @@ fn encode_for_send(id: ConnId, opcode: OpCode, payload: Bytes) -> Command {
             tail: Bytes::new(),
         };
     }
-    let mut header = [0u8; crate::proto::frame::MAX_HEADER_LEN];
-    let n =
-        crate::proto::frame::encode_header(&mut header, true, opcode, None, payload.len() as u64);
-    debug_assert_eq!(n, server_header_len(payload.len()));
+    let (header, n) = data_header(opcode == OpCode::Text, payload.len());
     Command::Send {
         id,
         head: Bytes::copy_from_slice(&header[..n]),
         tail: payload,
     }
+}
+
+/// The header of a final, unmasked text or binary frame, and its length.
+fn data_header(text: bool, payload_len: usize) -> ([u8; MAX_HEADER_LEN], usize) {
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, true, opcode, None, payload_len as u64);
+    (header, n)
+}
+
+/// True when queueing `len` more bytes would pass the cap. A frame is always accepted into an
+/// empty queue, so the bound is the cap plus one message.
+fn over_cap<S>(conn: &Connection<S>, len: usize, max_queued: usize) -> bool {
+    !conn.wq.is_empty() && conn.wq.queued_bytes() + len > max_queued
 }
 
 /// State a worker shares with the handle that started it.
@@ -175,6 +232,7 @@ struct Limits {
     http: HttpLimits,
     max_message: usize,
     max_queued: usize,
+    slow_consumer: SlowConsumerPolicy,
     handshake_ticks: Tick,
     /// Silence before a keep-alive ping; 0 disables idle handling.
     ping_ticks: Tick,
@@ -201,6 +259,7 @@ impl Limits {
             },
             max_message: config.max_message_size,
             max_queued: config.max_queued_bytes,
+            slow_consumer: config.slow_consumer,
             handshake_ticks: Timers::ticks(config.handshake_timeout).max(1),
             ping_ticks: if idle == 0 { 0 } else { ping.max(1) },
             pong_ticks: (idle - ping).max(1),
@@ -248,6 +307,10 @@ pub(crate) struct Worker<S: Service> {
     poll: Poll,
     listener: Option<mio::net::TcpListener>,
     conns: Slab<Connection<S::Session>>,
+    topics: Topics,
+    broadcast: Batch,
+    /// Connections found over their queue cap while delivering, closed once delivery is done.
+    slow: Vec<ConnId>,
     service: S,
     io: Io,
     rbuf: ReadBuf,
@@ -280,6 +343,9 @@ impl<S: Service> Worker<S> {
             poll,
             listener: Some(listener),
             conns: Slab::new(),
+            topics: Topics::new(),
+            broadcast: Batch::default(),
+            slow: Vec::new(),
             service,
             io: Io::default(),
             rbuf: ReadBuf::default(),
@@ -346,6 +412,7 @@ impl<S: Service> Worker<S> {
             self.begin_stop();
         }
         self.expire_timers();
+        self.deliver_published();
         self.flush_dirty();
         Ok(())
     }
@@ -602,7 +669,12 @@ impl<S: Service> Worker<S> {
                 // response ... [with] identical Application data".
                 // Pongs count against the queue cap like data: a client that pings without
                 // reading must not grow our memory.
-                self.queue_data(id, encode_frame(OpCode::Pong, &payload), Bytes::new());
+                self.queue_data(
+                    id,
+                    encode_frame(OpCode::Pong, &payload),
+                    Bytes::new(),
+                    false,
+                );
             }
             Event::Pong(_) => {}
             Event::Close(close) => {
@@ -694,6 +766,7 @@ impl<S: Service> Worker<S> {
         let Some(session) = get(&mut self.conns, id).and_then(|c| c.session.take()) else {
             return;
         };
+        self.topics.leave_all(id.slot);
         self.service.close(&mut self.io, id, session, code, reason);
         self.apply_commands();
     }
@@ -725,8 +798,35 @@ impl<S: Service> Worker<S> {
             let mut batch = mem::take(&mut self.io.commands);
             for command in batch.drain(..) {
                 match command {
-                    Command::Send { id, head, tail } => self.queue_data(id, head, tail),
+                    Command::Send { id, head, tail } => self.queue_data(id, head, tail, true),
                     Command::Close { id, code, reason } => self.close_conn(id, code, &reason),
+                    Command::Subscribe { id, topic } => {
+                        if get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open) {
+                            self.topics.subscribe(id.slot, &topic);
+                        }
+                    }
+                    Command::Unsubscribe { id, topic } => {
+                        if get(&mut self.conns, id).is_some() {
+                            self.topics.unsubscribe(id.slot, &topic);
+                        }
+                    }
+                    Command::Publish {
+                        topic,
+                        text,
+                        payload,
+                    } => {
+                        let (header, n) = data_header(text, payload.len());
+                        let reached =
+                            self.topics
+                                .publish(&topic, &header[..n], &payload, SHARE_THRESHOLD);
+                        self.shared.metrics.publishes.add(1);
+                        self.shared.metrics.deliveries.add(reached as u64);
+                    }
+                    Command::Broadcast { text, payload } => {
+                        let (header, n) = data_header(text, payload.len());
+                        self.broadcast.push(&header[..n], &payload, SHARE_THRESHOLD);
+                        self.shared.metrics.publishes.add(1);
+                    }
                 }
             }
             if self.io.commands.is_empty() {
@@ -736,34 +836,97 @@ impl<S: Service> Worker<S> {
     }
 
     /// Queues a frame (application data or a pong) on an open connection, enforcing the
-    /// slow-consumer cap.
-    fn queue_data(&mut self, id: ConnId, head: Bytes, tail: Bytes) {
-        let max_queued = self.limits.max_queued;
+    /// queue cap: over it, a droppable frame is dropped under the `Drop` policy, and otherwise
+    /// the connection is closed as a slow consumer.
+    fn queue_data(&mut self, id: ConnId, head: Bytes, tail: Bytes, droppable: bool) {
         let Some(conn) = get(&mut self.conns, id) else {
             return;
         };
         if conn.phase != Phase::Open {
             return;
         }
-        let len = head.len() + tail.len();
-        if !conn.wq.is_empty() && conn.wq.queued_bytes() + len > max_queued {
-            // The client reads slower than we send: drop what it has not taken and close, so
-            // its memory stays bounded whatever it does.
-            self.shared.metrics.slow_consumers.add(1);
-            conn.wq.clear();
-            conn.wq
-                .push(encode_close_frame(POLICY_VIOLATION, "slow consumer"));
-            conn.phase = Phase::Lingering;
-            self.mark_dirty(id);
-            let at = self.now + self.limits.close_ticks;
-            self.set_deadline(id, at);
-            self.leave_open(id, POLICY_VIOLATION, "slow consumer");
+        if over_cap(conn, head.len() + tail.len(), self.limits.max_queued) {
+            if droppable && self.limits.slow_consumer == SlowConsumerPolicy::Drop {
+                self.shared.metrics.dropped_frames.add(1);
+            } else {
+                self.slow_consumer(id);
+            }
             return;
         }
         conn.wq.push(head);
         conn.wq.push(tail);
         self.shared.metrics.frames_out.add(1);
         self.mark_dirty(id);
+    }
+
+    /// The client reads slower than we send: drop what it has not taken and close with 1008,
+    /// so its memory stays bounded whatever it does.
+    fn slow_consumer(&mut self, id: ConnId) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        self.shared.metrics.slow_consumers.add(1);
+        conn.wq.clear();
+        conn.wq
+            .push(encode_close_frame(POLICY_VIOLATION, "slow consumer"));
+        conn.phase = Phase::Lingering;
+        self.mark_dirty(id);
+        let at = self.now + self.limits.close_ticks;
+        self.set_deadline(id, at);
+        self.leave_open(id, POLICY_VIOLATION, "slow consumer");
+    }
+
+    /// Hands the turn's published batches to their subscribers (one `Bytes` clone each) and
+    /// the broadcast batch to every open connection.
+    fn deliver_published(&mut self) {
+        let Worker {
+            topics,
+            broadcast,
+            conns,
+            dirty,
+            slow,
+            limits,
+            shared,
+            ..
+        } = self;
+        let mut deliver = |slot: u32, conn: &mut Connection<S::Session>, bytes: &Bytes| {
+            if conn.phase != Phase::Open {
+                return;
+            }
+            if over_cap(conn, bytes.len(), limits.max_queued) {
+                match limits.slow_consumer {
+                    SlowConsumerPolicy::Drop => shared.metrics.dropped_frames.add(1),
+                    SlowConsumerPolicy::Close => slow.push(ConnId {
+                        slot,
+                        generation: conn.generation,
+                    }),
+                }
+                return;
+            }
+            conn.wq.push(bytes.clone());
+            if !conn.dirty {
+                conn.dirty = true;
+                dirty.push(slot);
+            }
+        };
+        topics.deliver(|member, bytes| {
+            if let Some(conn) = conns.get_mut(member as usize) {
+                deliver(member, conn, bytes);
+            }
+        });
+        if !broadcast.is_empty() {
+            for bytes in broadcast.take() {
+                for (slot, conn) in conns.iter_mut() {
+                    deliver(slot as u32, conn, &bytes);
+                }
+            }
+        }
+        for id in mem::take(&mut self.slow) {
+            self.slow_consumer(id);
+        }
     }
 
     fn mark_dirty(&mut self, id: ConnId) {

@@ -1,0 +1,362 @@
+//! The per-worker topic table and the per-turn publish batches. Pure data: no sockets, no
+//! protocol, no clock; it stores member ids and `Bytes`.
+//!
+//! Owns: `Topics` (topic -> members and member -> topics, both directions) and `Batch` (frames
+//! published within one loop turn). Invariants:
+//! - A member leaves all its topics at a cost proportional to its own topics (`leave_all`), and
+//!   any one subscribe or unsubscribe is O(1) plus a scan of one member's own topic list.
+//! - Small frames published to a topic in one turn are appended to one contiguous buffer; when
+//!   the turn ends the buffer is frozen into a single `Bytes`, so each subscriber receives one
+//!   refcounted slice per turn however many frames were published. Frames at or above the large
+//!   threshold are never copied; they are queued as they are, in publish order.
+//! - A topic with no members holds no memory and is forgotten.
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+
+/// Identifies a subscriber within one worker (the reactor uses its connection slot).
+pub type Member = u32;
+
+/// Frames published within one turn: small ones back to back in one buffer, large ones shared.
+#[derive(Debug, Default)]
+pub struct Batch {
+    open: BytesMut,
+    ready: Vec<Bytes>,
+}
+
+impl Batch {
+    /// Appends one frame given as its header and payload. Payloads of `large` bytes or more are
+    /// kept as they are (after any small frames already batched, so order holds).
+    pub fn push(&mut self, header: &[u8], payload: &Bytes, large: usize) {
+        if payload.len() >= large {
+            self.seal();
+            self.ready.push(Bytes::copy_from_slice(header));
+            self.ready.push(payload.clone());
+        } else {
+            self.open.reserve(header.len() + payload.len());
+            self.open.extend_from_slice(header);
+            self.open.extend_from_slice(payload);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.ready.is_empty()
+    }
+
+    /// Freezes the open buffer into the ready list.
+    fn seal(&mut self) {
+        if !self.open.is_empty() {
+            self.ready.push(self.open.split().freeze());
+        }
+    }
+
+    /// The turn's buffers in publish order; the batch is empty afterwards but keeps the spare
+    /// room of its open buffer for the next turn.
+    pub fn take(&mut self) -> std::vec::Drain<'_, Bytes> {
+        self.seal();
+        self.ready.drain(..)
+    }
+}
+
+struct Topic {
+    name: Box<str>,
+    members: Vec<Member>,
+    batch: Batch,
+    dirty: bool,
+}
+
+/// One membership of a member: which topic, and where in that topic's member list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Membership {
+    topic: u32,
+    index: u32,
+}
+
+/// The topic table of one worker.
+#[derive(Default)]
+pub struct Topics {
+    ids: HashMap<Box<str>, u32>,
+    topics: Vec<Option<Topic>>,
+    free: Vec<u32>,
+    memberships: HashMap<Member, Vec<Membership>>,
+    dirty: Vec<u32>,
+}
+
+impl Topics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `member` to `name`; false if it was already there.
+    pub fn subscribe(&mut self, member: Member, name: &str) -> bool {
+        let topic = match self.ids.get(name) {
+            Some(&t) => t,
+            None => self.create(name),
+        };
+        let mine = self.memberships.entry(member).or_default();
+        if mine.iter().any(|m| m.topic == topic) {
+            return false;
+        }
+        let t = self.topics[topic as usize]
+            .as_mut()
+            .expect("topic id maps to a topic");
+        mine.push(Membership {
+            topic,
+            index: t.members.len() as u32,
+        });
+        t.members.push(member);
+        true
+    }
+
+    /// Removes `member` from `name`; false if it was not there.
+    pub fn unsubscribe(&mut self, member: Member, name: &str) -> bool {
+        let Some(&topic) = self.ids.get(name) else {
+            return false;
+        };
+        let Some(mine) = self.memberships.get_mut(&member) else {
+            return false;
+        };
+        let Some(pos) = mine.iter().position(|m| m.topic == topic) else {
+            return false;
+        };
+        let membership = mine.swap_remove(pos);
+        if mine.is_empty() {
+            self.memberships.remove(&member);
+        }
+        self.detach(member, membership);
+        true
+    }
+
+    /// Removes `member` from every topic it is in.
+    pub fn leave_all(&mut self, member: Member) {
+        for membership in self.memberships.remove(&member).unwrap_or_default() {
+            self.detach(member, membership);
+        }
+    }
+
+    /// Members of `name` now.
+    pub fn member_count(&self, name: &str) -> usize {
+        self.ids
+            .get(name)
+            .map_or(0, |&t| self.topic(t).members.len())
+    }
+
+    /// Topics `member` is in.
+    pub fn topic_count(&self, member: Member) -> usize {
+        self.memberships.get(&member).map_or(0, Vec::len)
+    }
+
+    /// Topics with at least one member.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Queues a frame for the members of `name` at the end of the turn. Returns the number of
+    /// members it will reach (0: nothing is stored).
+    pub fn publish(&mut self, name: &str, header: &[u8], payload: &Bytes, large: usize) -> usize {
+        let Some(&id) = self.ids.get(name) else {
+            return 0;
+        };
+        let t = self.topics[id as usize]
+            .as_mut()
+            .expect("topic id maps to a topic");
+        t.batch.push(header, payload, large);
+        if !t.dirty {
+            t.dirty = true;
+            self.dirty.push(id);
+        }
+        t.members.len()
+    }
+
+    /// Hands every buffer published this turn to `deliver`, once per member, in publish order
+    /// per topic. Each call gets a clone of the same `Bytes` (a refcount bump, no copy).
+    pub fn deliver(&mut self, mut deliver: impl FnMut(Member, &Bytes)) {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(t) = self.topics.get_mut(id as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !t.dirty {
+                continue;
+            }
+            t.dirty = false;
+            for bytes in t.batch.take() {
+                for &member in &t.members {
+                    deliver(member, &bytes);
+                }
+            }
+        }
+    }
+
+    fn topic(&self, id: u32) -> &Topic {
+        self.topics[id as usize]
+            .as_ref()
+            .expect("topic id maps to a topic")
+    }
+
+    fn create(&mut self, name: &str) -> u32 {
+        let topic = Topic {
+            name: name.into(),
+            members: Vec::new(),
+            batch: Batch::default(),
+            dirty: false,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.topics[id as usize] = Some(topic);
+                id
+            }
+            None => {
+                self.topics.push(Some(topic));
+                (self.topics.len() - 1) as u32
+            }
+        };
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    /// Takes `member` out of one topic's member list (swap-remove), fixing the index of the
+    /// member that moved into its place, and forgets the topic when it empties.
+    fn detach(&mut self, member: Member, membership: Membership) {
+        let t = self.topics[membership.topic as usize]
+            .as_mut()
+            .expect("topic id maps to a topic");
+        let index = membership.index as usize;
+        debug_assert_eq!(t.members[index], member);
+        t.members.swap_remove(index);
+        if let Some(&moved) = t.members.get(index) {
+            let theirs = self
+                .memberships
+                .get_mut(&moved)
+                .expect("every member has memberships");
+            let entry = theirs
+                .iter_mut()
+                .find(|m| m.topic == membership.topic)
+                .expect("membership of the moved member");
+            entry.index = membership.index;
+        }
+        if t.members.is_empty() {
+            let t = self.topics[membership.topic as usize]
+                .take()
+                .expect("topic id maps to a topic");
+            self.ids.remove(&t.name);
+            self.free.push(membership.topic);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LARGE: usize = 1024;
+
+    fn published(t: &mut Topics) -> Vec<(Member, Vec<u8>)> {
+        let mut out = Vec::new();
+        t.deliver(|m, b| out.push((m, b.to_vec())));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn publish_reaches_members_only() {
+        let mut t = Topics::new();
+        assert!(t.subscribe(1, "news"));
+        assert!(!t.subscribe(1, "news"), "idempotent");
+        t.subscribe(2, "news");
+        t.subscribe(3, "sport");
+        assert_eq!(t.publish("news", b"H", &Bytes::from_static(b"1"), LARGE), 2);
+        assert_eq!(
+            t.publish("nobody", b"H", &Bytes::from_static(b"x"), LARGE),
+            0
+        );
+        assert_eq!(
+            published(&mut t),
+            vec![(1, b"H1".to_vec()), (2, b"H1".to_vec())]
+        );
+        assert!(published(&mut t).is_empty(), "delivered once");
+    }
+
+    #[test]
+    fn a_turn_of_small_frames_is_one_shared_buffer_per_member() {
+        let mut t = Topics::new();
+        for m in 0..100 {
+            t.subscribe(m, "news");
+        }
+        for i in 0..100u8 {
+            t.publish("news", &[0x81, 1], &Bytes::copy_from_slice(&[i]), LARGE);
+        }
+        let mut seen: Vec<(Member, Bytes)> = Vec::new();
+        t.deliver(|m, b| seen.push((m, b.clone())));
+        assert_eq!(seen.len(), 100, "one buffer per member, not one per frame");
+        let first = seen[0].1.as_ptr();
+        assert!(
+            seen.iter()
+                .all(|(_, b)| b.as_ptr() == first && b.len() == 300),
+            "same memory for all"
+        );
+        let expected: Vec<u8> = (0..100u8).flat_map(|i| [0x81, 1, i]).collect();
+        assert_eq!(&seen[0].1[..], &expected[..], "publish order kept");
+    }
+
+    #[test]
+    fn large_frames_skip_the_copy_and_keep_their_place() {
+        let mut t = Topics::new();
+        t.subscribe(7, "big");
+        let large = Bytes::from(vec![9u8; LARGE]);
+        t.publish("big", b"a", &Bytes::from_static(b"1"), LARGE);
+        t.publish("big", b"h", &large, LARGE);
+        t.publish("big", b"b", &Bytes::from_static(b"2"), LARGE);
+        let mut seen: Vec<Bytes> = Vec::new();
+        t.deliver(|_, b| seen.push(b.clone()));
+        assert_eq!(seen.len(), 4);
+        assert_eq!(
+            (&seen[0][..], &seen[1][..], &seen[3][..]),
+            (&b"a1"[..], &b"h"[..], &b"b2"[..])
+        );
+        assert_eq!(
+            seen[2].as_ptr(),
+            large.as_ptr(),
+            "large payload shared, not copied"
+        );
+    }
+
+    #[test]
+    fn unsubscribe_and_leave_all_keep_indexes_consistent() {
+        let mut t = Topics::new();
+        for m in 0..10 {
+            t.subscribe(m, "a");
+            t.subscribe(m, "b");
+        }
+        assert!(t.unsubscribe(0, "a")); // member 9 moves into index 0 of "a"
+        assert!(!t.unsubscribe(0, "a"));
+        t.leave_all(9);
+        t.leave_all(3);
+        assert_eq!((t.member_count("a"), t.member_count("b")), (7, 8));
+        assert_eq!(t.topic_count(0), 1);
+        t.publish("a", b"", &Bytes::from_static(b"x"), LARGE);
+        let members: Vec<Member> = published(&mut t).into_iter().map(|(m, _)| m).collect();
+        assert_eq!(members, [1, 2, 4, 5, 6, 7, 8]);
+        for m in 0..10 {
+            t.leave_all(m);
+        }
+        assert!(t.is_empty(), "empty topics are forgotten");
+        assert!(t.memberships.is_empty());
+    }
+
+    #[test]
+    fn a_topic_emptied_before_delivery_delivers_nothing_and_ids_are_reused() {
+        let mut t = Topics::new();
+        t.subscribe(1, "x");
+        t.publish("x", b"", &Bytes::from_static(b"1"), LARGE);
+        t.leave_all(1);
+        t.subscribe(2, "y"); // reuses the freed topic id
+        assert!(published(&mut t).is_empty());
+        t.publish("y", b"", &Bytes::from_static(b"2"), LARGE);
+        assert_eq!(published(&mut t), vec![(2, b"2".to_vec())]);
+    }
+}
