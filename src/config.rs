@@ -137,6 +137,26 @@ mod tests {
     }
 
     #[test]
+    fn anonymous_clients_only_on_loopback_unless_allowed() {
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let open = GatewayConfig::default();
+        assert!(open.anonymous_allowed(loopback) && open.validate(loopback).is_ok());
+        assert!(!open.anonymous_allowed(public));
+        assert!(open.validate(public).unwrap_err().contains("--jwt-secret"));
+        let allowed = GatewayConfig {
+            allow_anonymous: true,
+            ..GatewayConfig::default()
+        };
+        assert!(allowed.validate(public).is_ok());
+        let secured = GatewayConfig {
+            jwt_secret: Some("s".into()),
+            ..GatewayConfig::default()
+        };
+        assert!(secured.validate(public).is_ok() && !secured.anonymous_allowed(loopback));
+    }
+
+    #[test]
     fn each_bad_setting_is_named() {
         let cases: Vec<(Config, &str)> = vec![
             (
@@ -186,5 +206,160 @@ mod tests {
             let err = config.validate().unwrap_err();
             assert!(err.contains(name), "{err}");
         }
+    }
+}
+
+/// Settings of the `fanout` gateway on top of the server's `Config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// HS256 secret that client tokens are signed with. None: no tokens are checked, and clients
+    /// are anonymous (allowed only on loopback or with `allow_anonymous`).
+    pub jwt_secret: Option<String>,
+    /// Key for `POST /api/publish` (`Authorization: Bearer <key>`). None: the HTTP API is open
+    /// exactly when anonymous clients are allowed, and refused otherwise.
+    pub api_key: Option<String>,
+    /// Lets clients without a token connect, subscribe and publish anywhere. Implied on a
+    /// loopback address without a JWT secret; required to bind elsewhere without one.
+    pub allow_anonymous: bool,
+    /// Browser origins allowed to connect (exact `scheme://host[:port]`); empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Messages kept per channel for resume. Default 100. More lets clients resume after longer
+    /// absences and costs memory per busy channel.
+    pub history_size: usize,
+    /// Age after which a message leaves the history. Default 5 min.
+    pub history_ttl: std::time::Duration,
+    /// Channels the gateway tracks at once (with history or subscribers). Default 100,000; past
+    /// it, new channels are refused, so a client cannot grow memory by inventing names.
+    pub max_channels: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            jwt_secret: None,
+            api_key: None,
+            allow_anonymous: false,
+            allowed_origins: Vec::new(),
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            max_channels: 100_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Whether clients without a token may connect when the server listens on `listen`.
+    pub fn anonymous_allowed(&self, listen: SocketAddr) -> bool {
+        self.allow_anonymous || (self.jwt_secret.is_none() && listen.ip().is_loopback())
+    }
+
+    /// Checks the gateway settings against the listen address.
+    pub fn validate(&self, listen: SocketAddr) -> Result<(), String> {
+        if self.jwt_secret.is_none() && !listen.ip().is_loopback() && !self.allow_anonymous {
+            return Err(format!(
+                "refusing to serve anonymous clients on non-loopback address {listen}: set --jwt-secret, or --allow-anonymous to accept that"
+            ));
+        }
+        if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
+            return Err("jwt_secret must not be empty".into());
+        }
+        if self.api_key.as_deref().is_some_and(str::is_empty) {
+            return Err("api_key must not be empty".into());
+        }
+        if self.max_channels == 0 {
+            return Err("max_channels must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// `fanout serve` settings: each is a flag and a `FANOUT_*` environment variable (the flag wins).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (HTTP and WebSocket on one port).
+    #[arg(long, env = "FANOUT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// HS256 secret for client tokens; without it clients are anonymous (loopback only, unless
+    /// --allow-anonymous).
+    #[arg(long, env = "FANOUT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Key for POST /api/publish (Authorization: Bearer KEY).
+    #[arg(long, env = "FANOUT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Allow clients without a token on any address (they may use every channel).
+    #[arg(long, env = "FANOUT_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Comma-separated browser origins allowed to connect; empty allows any.
+    #[arg(
+        long,
+        env = "FANOUT_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Messages kept per channel for resume.
+    #[arg(long, env = "FANOUT_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
+    /// Seconds a message stays in the history.
+    #[arg(long, env = "FANOUT_HISTORY_TTL", default_value_t = 300)]
+    pub history_ttl: u64,
+    /// Channels tracked at once; new ones are refused beyond it.
+    #[arg(long, env = "FANOUT_MAX_CHANNELS", default_value_t = 100_000)]
+    pub max_channels: usize,
+    /// Largest message (and frame, and HTTP publish body) in bytes.
+    #[arg(long, env = "FANOUT_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    pub max_message_size: usize,
+    /// Bytes queued for one client before it is a slow consumer.
+    #[arg(long, env = "FANOUT_MAX_QUEUED_BYTES", default_value_t = 1 << 20)]
+    pub max_queued_bytes: usize,
+    /// What to do with a slow consumer: close (1008) or drop (skip messages; seq shows the gap).
+    #[arg(long, env = "FANOUT_SLOW_CONSUMER", default_value = "close", value_parser = ["close", "drop"])]
+    pub slow_consumer: String,
+    /// Seconds of silence before an open connection is closed (pinged at half); 0 disables.
+    #[arg(long, env = "FANOUT_IDLE_TIMEOUT", default_value_t = 120)]
+    pub idle_timeout: u64,
+    /// Seconds a client has to complete its upgrade request.
+    #[arg(long, env = "FANOUT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub handshake_timeout: u64,
+    /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
+    #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl ServeArgs {
+    /// The server and gateway settings these arguments describe, validated.
+    pub fn into_configs(self) -> Result<(Config, GatewayConfig), String> {
+        let server = Config {
+            listen: self.listen,
+            max_frame_size: self.max_message_size,
+            max_message_size: self.max_message_size,
+            max_body_bytes: self.max_message_size,
+            max_queued_bytes: self.max_queued_bytes,
+            slow_consumer: if self.slow_consumer == "drop" {
+                SlowConsumerPolicy::Drop
+            } else {
+                SlowConsumerPolicy::Close
+            },
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout),
+            ..Config::default()
+        };
+        let gateway = GatewayConfig {
+            jwt_secret: self.jwt_secret,
+            api_key: self.api_key,
+            allow_anonymous: self.allow_anonymous,
+            allowed_origins: self
+                .allowed_origins
+                .into_iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            history_size: self.history_size,
+            history_ttl: Duration::from_secs(self.history_ttl),
+            max_channels: self.max_channels,
+        };
+        server.validate()?;
+        gateway.validate(server.listen)?;
+        Ok((server, gateway))
     }
 }

@@ -16,6 +16,7 @@
 //! tests speak WebSocket through it).
 
 pub mod config;
+pub mod gateway;
 pub mod metrics;
 pub mod proto;
 pub mod pubsub;

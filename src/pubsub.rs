@@ -66,6 +66,20 @@ struct Topic {
     dirty: bool,
 }
 
+impl Topic {
+    fn deliver(&mut self, deliver: &mut impl FnMut(Member, &Bytes)) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        for bytes in self.batch.take() {
+            for &member in &self.members {
+                deliver(member, &bytes);
+            }
+        }
+    }
+}
+
 /// One membership of a member: which topic, and where in that topic's member list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Membership {
@@ -177,17 +191,18 @@ impl Topics {
     /// per topic. Each call gets a clone of the same `Bytes` (a refcount bump, no copy).
     pub fn deliver(&mut self, mut deliver: impl FnMut(Member, &Bytes)) {
         for id in std::mem::take(&mut self.dirty) {
-            let Some(t) = self.topics.get_mut(id as usize).and_then(Option::as_mut) else {
-                continue;
-            };
-            if !t.dirty {
-                continue;
+            if let Some(t) = self.topics.get_mut(id as usize).and_then(Option::as_mut) {
+                t.deliver(&mut deliver);
             }
-            t.dirty = false;
-            for bytes in t.batch.take() {
-                for &member in &t.members {
-                    deliver(member, &bytes);
-                }
+        }
+    }
+
+    /// Delivers what `name` has pending now, to its current members only. Called before a
+    /// member joins mid-turn, so the newcomer gets none of the frames published before it joined.
+    pub fn deliver_topic(&mut self, name: &str, mut deliver: impl FnMut(Member, &Bytes)) {
+        if let Some(&id) = self.ids.get(name) {
+            if let Some(t) = self.topics[id as usize].as_mut() {
+                t.deliver(&mut deliver);
             }
         }
     }
@@ -322,6 +337,22 @@ mod tests {
             seen[2].as_ptr(),
             large.as_ptr(),
             "large payload shared, not copied"
+        );
+    }
+
+    #[test]
+    fn a_member_joining_mid_turn_gets_nothing_published_before_it_joined() {
+        let mut t = Topics::new();
+        t.subscribe(1, "news");
+        t.publish("news", b"", &Bytes::from_static(b"early"), LARGE);
+        let mut early = Vec::new();
+        t.deliver_topic("news", |m, b| early.push((m, b.to_vec())));
+        assert_eq!(early, vec![(1, b"early".to_vec())]);
+        t.subscribe(2, "news");
+        t.publish("news", b"", &Bytes::from_static(b"late"), LARGE);
+        assert_eq!(
+            published(&mut t),
+            vec![(1, b"late".to_vec()), (2, b"late".to_vec())]
         );
     }
 

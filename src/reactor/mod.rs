@@ -412,7 +412,7 @@ impl<S: Service> Worker<S> {
             self.begin_stop();
         }
         self.expire_timers();
-        self.deliver_published();
+        self.deliver_published(None);
         self.flush_dirty();
         Ok(())
     }
@@ -802,6 +802,9 @@ impl<S: Service> Worker<S> {
                     Command::Close { id, code, reason } => self.close_conn(id, code, &reason),
                     Command::Subscribe { id, topic } => {
                         if get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open) {
+                            // Frames published earlier this turn go to the members they were
+                            // published for; the newcomer starts with the next one.
+                            self.deliver_published(Some(&topic));
                             self.topics.subscribe(id.slot, &topic);
                         }
                     }
@@ -879,9 +882,9 @@ impl<S: Service> Worker<S> {
         self.leave_open(id, POLICY_VIOLATION, "slow consumer");
     }
 
-    /// Hands the turn's published batches to their subscribers (one `Bytes` clone each) and
-    /// the broadcast batch to every open connection.
-    fn deliver_published(&mut self) {
+    /// Hands published batches to their subscribers (one `Bytes` clone each): those of one
+    /// topic, or (None) those of every topic and the broadcast batch, at the end of a turn.
+    fn deliver_published(&mut self, topic: Option<&str>) {
         let Worker {
             topics,
             broadcast,
@@ -912,15 +915,21 @@ impl<S: Service> Worker<S> {
                 dirty.push(slot);
             }
         };
-        topics.deliver(|member, bytes| {
+        let mut to_member = |member: u32, bytes: &Bytes| {
             if let Some(conn) = conns.get_mut(member as usize) {
                 deliver(member, conn, bytes);
             }
-        });
-        if !broadcast.is_empty() {
-            for bytes in broadcast.take() {
-                for (slot, conn) in conns.iter_mut() {
-                    deliver(slot as u32, conn, &bytes);
+        };
+        match topic {
+            Some(name) => topics.deliver_topic(name, &mut to_member),
+            None => {
+                topics.deliver(&mut to_member);
+                if !broadcast.is_empty() {
+                    for bytes in broadcast.take() {
+                        for (slot, conn) in conns.iter_mut() {
+                            deliver(slot as u32, conn, &bytes);
+                        }
+                    }
                 }
             }
         }

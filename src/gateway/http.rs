@@ -1,0 +1,98 @@
+//! The gateway's plain HTTP endpoints on the WebSocket port: the demo page, health, publish.
+//!
+//! Owns: routing and the JSON answers of `POST /api/publish` (200 `{"seq":N}`; 400, 401, 405,
+//! 429 with `{"error":...}`; 413 comes from the library's body limit before routing).
+
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::{auth, protocol, Gateway};
+use crate::server::{Ctx, Request, Response};
+
+const DEMO_HTML: &str = include_str!("demo.html");
+
+pub(super) fn route(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+    match (request.method(), request.path()) {
+        ("GET" | "HEAD", "/" | "/index.html") => Response::new(200)
+            .header("Content-Type", "text/html; charset=utf-8")
+            .header("Cache-Control", "no-cache")
+            .body(DEMO_HTML),
+        ("GET" | "HEAD", "/healthz") => json_response(200, json!({"status": "ok"})),
+        ("POST", "/api/publish") => publish(gateway, ctx, request),
+        (_, "/" | "/index.html" | "/healthz" | "/api/publish") => {
+            json_response(405, json!({"error": "method not allowed"}))
+        }
+        _ => json_response(404, json!({"error": "not found"})),
+    }
+}
+
+fn json_response(status: u16, body: serde_json::Value) -> Response {
+    Response::new(status)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+}
+
+fn bad_request(reason: impl std::fmt::Display) -> Response {
+    json_response(400, json!({"error": reason.to_string()}))
+}
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    channel: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+fn publish(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+    let config = &gateway.shared.config;
+    let authorized = match &config.api_key {
+        Some(key) => auth::bearer(request)
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())),
+        None => gateway.shared.anonymous,
+    };
+    if !authorized {
+        let reason = if config.api_key.is_some() {
+            "invalid API key"
+        } else {
+            "no API key configured"
+        };
+        return json_response(401, json!({"error": reason})).header("WWW-Authenticate", "Bearer");
+    }
+    let body = request.body();
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return bad_request("body must be UTF-8 JSON");
+    };
+    let body: PublishBody<'_> = match serde_json::from_str(text) {
+        Ok(b) => b,
+        Err(e) => {
+            return bad_request(format_args!(
+                "expected {{\"channel\":...,\"data\":...}}: {e}"
+            ))
+        }
+    };
+    if let Err(reason) = protocol::validate_channel(&body.channel) {
+        return bad_request(reason);
+    }
+    match gateway.publish(ctx, &body.channel, body.data) {
+        Ok(seq) => json_response(200, json!({"seq": seq})),
+        Err(_) => json_response(429, json!({"error": "the server tracks too many channels"})),
+    }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"key", b"key"));
+        assert!(!constant_time_eq(b"key", b"kez"));
+        assert!(!constant_time_eq(b"key", b"key2"));
+    }
+}
