@@ -227,7 +227,8 @@ fn auth_matrix() {
     let auth_header = format!("Bearer {good}");
     let cookie = format!("a=b; fanout_token={good}");
     let protocols = format!("fanout.v1, bearer.{good}");
-    let sources: [(&str, String, Vec<(&str, &str)>); 4] = [
+    type Source<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let sources: [Source<'_>; 4] = [
         ("query", format!("/?token={good}"), vec![]),
         (
             "header",
