@@ -103,7 +103,7 @@ fn subscribe(ws: &mut Client, channel: &str) -> Value {
 
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let response = http_exchange(addr, request.as_bytes());
@@ -491,6 +491,40 @@ fn http_api_answers() {
     assert!(
         page.contains("<html") || page.contains("<!doctype"),
         "demo page"
+    );
+}
+
+#[test]
+fn http_publish_with_expect_continue_and_keep_alive() {
+    let server = start(secured());
+    let addr = server.local_addr();
+    let mut c = RawClient::connect_tcp(addr);
+    let body = json!({"channel": "news", "data": "x".repeat(3000)}).to_string();
+    // What curl sends for a body over 1 KiB: the head, then the body once 100 Continue arrives.
+    c.send_raw(
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let mut interim = [0u8; 25];
+    std::io::Read::read_exact(&mut c.stream, &mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.send_raw(body.as_bytes());
+    // Kept alive: a second publish on the same connection, then close.
+    let second = r#"{"channel":"news","data":2}"#;
+    c.send_raw(
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{second}",
+            second.len()
+        )
+        .as_bytes(),
+    );
+    let all = String::from_utf8_lossy(&c.read_to_eof()).into_owned();
+    assert!(
+        all.contains(r#"{"seq":1}"#) && all.contains(r#"{"seq":2}"#),
+        "{all}"
     );
 }
 

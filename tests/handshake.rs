@@ -148,13 +148,30 @@ fn plain_http_gets_the_default_426_and_a_rejecting_handler_its_status() {
     let (server, _events) = echo_server(test_config());
     let response = http_exchange(
         server.local_addr(),
-        b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status_of(&response), 426, "{response}");
     let request = upgrade_request("GET", "", Some(KEY), "13").replace("GET / ", "GET /reject ");
     let response = http_exchange(server.local_addr(), request.as_bytes());
     assert_eq!(status_of(&response), 403, "{response}");
     assert!(response.ends_with("not here"), "{response}");
+}
+
+#[test]
+fn plain_http_keeps_the_connection_alive_for_the_next_request() {
+    let (server, _events) = echo_server(test_config());
+    let mut c = RawClient::connect_tcp(server.local_addr());
+    c.send_raw(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.send_raw(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let all = String::from_utf8_lossy(&c.read_to_eof()).into_owned();
+    assert_eq!(all.matches("HTTP/1.1 426 ").count(), 3, "{all}");
+    assert_eq!(
+        all.matches("Connection: keep-alive\r\n").count(),
+        2,
+        "{all}"
+    );
+    assert!(all.contains("Connection: close\r\n"), "{all}");
+    assert_eq!(server.stats().http_requests, 3);
 }
 
 #[test]

@@ -251,6 +251,16 @@ impl Request {
             })
     }
 
+    /// Whether the client wants the connection kept open after the response: the HTTP/1.1
+    /// default unless it sent `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    pub fn keep_alive(&self) -> bool {
+        if self.minor_version >= 1 {
+            !self.has_token("connection", "close")
+        } else {
+            self.has_token("connection", "keep-alive")
+        }
+    }
+
     /// Subprotocols the client offered, in its order of preference.
     pub fn offered_protocols(&self) -> impl Iterator<Item = &str> {
         self.header_tokens("sec-websocket-protocol")
@@ -368,6 +378,29 @@ pub fn parse_request(
     }
     validate_upgrade(request).map(|u| Status::Complete(Parsed::Upgrade(u)))
 }
+
+/// True when `buf` starts with a complete request head that sends `Expect: 100-continue` for
+/// a body: the client waits for `100 Continue` before sending the body (curl does so for
+/// bodies over 1 KiB and would otherwise stall for a second).
+pub fn expects_continue(buf: &[u8], limits: &HttpLimits) -> bool {
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
+    let mut req = httparse::Request::new(slots);
+    if !matches!(req.parse(buf), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    let has = |name: &str, pred: &dyn Fn(&[u8]) -> bool| {
+        req.headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name) && pred(h.value))
+    };
+    has("expect", &|v| {
+        v.trim_ascii().eq_ignore_ascii_case(b"100-continue")
+    }) && has("content-length", &|v| v.trim_ascii() != b"0")
+}
+
+/// The interim response that tells a client to send its body.
+pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// §4.2.1, in the order a client most likely gets wrong first.
 fn validate_upgrade(request: Request) -> Result<Upgrade, HandshakeError> {
@@ -835,6 +868,30 @@ mod tests {
             (r.method(), r.path(), &r.body()[..]),
             ("POST", "/api/publish", &b"hello"[..])
         );
+    }
+
+    #[test]
+    fn keep_alive_and_expect_continue() {
+        let parse_http = |text: &str| match parse(text) {
+            Ok(Status::Complete(Parsed::Http(r))) => r,
+            other => panic!("{other:?}"),
+        };
+        assert!(parse_http("GET / HTTP/1.1\r\nHost: x\r\n\r\n").keep_alive());
+        assert!(!parse_http("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+        assert!(!parse_http("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(parse_http("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
+        let limits = HttpLimits::default();
+        let head =
+            b"POST /api/publish HTTP/1.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
+        assert!(expects_continue(head, &limits));
+        assert!(
+            !expects_continue(&head[..20], &limits),
+            "head not complete yet"
+        );
+        assert!(!expects_continue(
+            b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n",
+            &limits
+        ));
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::proto::Assembler;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// Reading the HTTP request.
+    /// Reading an HTTP request: an upgrade, or a plain request (several on a kept-alive
+    /// connection).
     Handshake,
     /// WebSocket frames flow both ways.
     Open,
@@ -39,6 +40,8 @@ pub(crate) struct Connection<S> {
     pub(crate) wants_write: bool,
     /// A keep-alive ping is out and nothing has been heard since.
     pub(crate) ping_sent: bool,
+    /// `100 Continue` was sent for the HTTP request being read.
+    pub(crate) continue_sent: bool,
     /// When the current phase's timeout (or the idle ping) is due.
     pub(crate) deadline: Tick,
     /// The tick of the wheel entry responsible for this connection (0: none).
@@ -58,6 +61,7 @@ impl<S> Connection<S> {
             dirty: false,
             wants_write: false,
             ping_sent: false,
+            continue_sent: false,
             deadline: 0,
             timer_at: 0,
             rbuf: ReadBuf::default(),

@@ -40,7 +40,9 @@ use crate::proto::close::{encode_close_frame, ABNORMAL, GOING_AWAY, NO_STATUS, P
 use crate::proto::frame::{
     decode_header, encode_frame, encode_header, OpCode, Role, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
-use crate::proto::handshake::{accept_response, parse_request};
+use crate::proto::handshake::{
+    accept_response, expects_continue, parse_request, CONTINUE_RESPONSE,
+};
 use crate::proto::{
     decode_frame, Event, Frame, FrameRules, HttpLimits, Parsed, ProtocolError, Request, Response,
     Status, Upgrade,
@@ -552,11 +554,19 @@ impl<S: Service> Worker<S> {
             };
             match conn.phase {
                 Phase::Handshake => match parse_request(&mut data, &self.limits.http) {
-                    Ok(Status::Partial) => break,
+                    Ok(Status::Partial) => {
+                        if !conn.continue_sent && expects_continue(&data, &self.limits.http) {
+                            conn.continue_sent = true;
+                            conn.wq.push(Bytes::from_static(CONTINUE_RESPONSE));
+                            self.mark_dirty(id);
+                        }
+                        break;
+                    }
                     Ok(Status::Complete(Parsed::Upgrade(upgrade))) => self.upgrade(id, upgrade),
                     Ok(Status::Complete(Parsed::Http(request))) => {
-                        self.http_request(id, request);
-                        data.clear();
+                        if !self.http_request(id, request) {
+                            data.clear();
+                        }
                     }
                     Err(e) => {
                         log::debug!("handshake refused: {e}");
@@ -637,18 +647,38 @@ impl<S: Service> Worker<S> {
         self.apply_commands();
     }
 
-    fn http_request(&mut self, id: ConnId, request: Request) {
+    /// Answers a plain HTTP request. Returns true when the connection stays open for the next
+    /// request (HTTP keep-alive), false when it closes after the response.
+    fn http_request(&mut self, id: ConnId, request: Request) -> bool {
         let Some(conn) = get(&mut self.conns, id) else {
-            return;
+            return false;
         };
         let Ok(peer) = conn.stream.peer_addr() else {
             self.remove(id);
-            return;
+            return false;
         };
         self.shared.metrics.http_requests.add(1);
         let response = self.service.request(&mut self.io, &request, peer);
         self.apply_commands();
-        self.finish_with(id, response.encode(false));
+        let max_queued = self.limits.max_queued;
+        let keep_alive = request.keep_alive()
+            && get(&mut self.conns, id)
+                .is_some_and(|c| c.phase == Phase::Handshake && !over_cap(c, 0, max_queued));
+        if !keep_alive {
+            self.finish_with(id, response.encode(false));
+            return false;
+        }
+        let Some(conn) = get(&mut self.conns, id) else {
+            return false;
+        };
+        conn.wq.push(response.encode(true));
+        conn.continue_sent = false;
+        self.mark_dirty(id);
+        // The next request gets the handshake timeout, which also ends an idle kept-alive
+        // connection.
+        let at = self.now + self.limits.handshake_ticks;
+        self.set_deadline(id, at);
+        true
     }
 
     fn on_frame(&mut self, id: ConnId, frame: Frame) {
