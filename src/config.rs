@@ -13,6 +13,10 @@ pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port (see
     /// `ServerHandle::local_addr`).
     pub listen: SocketAddr,
+    /// Worker threads, each with its own poll loop and SO_REUSEPORT listener (the kernel spreads
+    /// connections among them). Default 1 for the library; the `fanout` binary defaults to the
+    /// CPUs available. At most 64.
+    pub workers: usize,
     /// Kernel accept queue length. Default 4096: the common default of 128 drops SYNs when
     /// thousands of clients connect at once, and each drop costs the client a 1 s retransmit.
     pub listen_backlog: u32,
@@ -64,6 +68,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 1,
             listen_backlog: 4096,
             max_frame_size: 1 << 20,
             max_message_size: 1 << 20,
@@ -95,6 +100,12 @@ impl Config {
             if value == 0 {
                 return Err(format!("{name} must be greater than 0"));
             }
+        }
+        if self.workers == 0 || self.workers > 64 {
+            return Err(format!(
+                "workers must be between 1 and 64, got {}",
+                self.workers
+            ));
         }
         if self.max_headers > 128 {
             return Err("max_headers must be at most 128".into());
@@ -279,6 +290,9 @@ pub struct ServeArgs {
     /// Address to listen on (HTTP and WebSocket on one port).
     #[arg(long, env = "FANOUT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Worker threads, each with its own event loop and listener (default: the CPUs available).
+    #[arg(long, env = "FANOUT_WORKERS")]
+    pub workers: Option<usize>,
     /// HS256 secret for client tokens; without it clients are anonymous (loopback only, unless
     /// --allow-anonymous).
     #[arg(long, env = "FANOUT_JWT_SECRET", hide_env_values = true)]
@@ -329,8 +343,14 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The server and gateway settings these arguments describe, validated.
     pub fn into_configs(self) -> Result<(Config, GatewayConfig), String> {
+        let workers = self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(64)
+        });
         let server = Config {
             listen: self.listen,
+            workers,
             max_frame_size: self.max_message_size,
             max_message_size: self.max_message_size,
             max_body_bytes: self.max_message_size,

@@ -142,9 +142,12 @@ impl Topics {
         true
     }
 
-    /// Removes `member` from every topic it is in.
-    pub fn leave_all(&mut self, member: Member) {
+    /// Removes `member` from every topic it is in, naming each to `left`.
+    pub fn leave_all(&mut self, member: Member, mut left: impl FnMut(&str)) {
         for membership in self.memberships.remove(&member).unwrap_or_default() {
+            if let Some(t) = self.topics[membership.topic as usize].as_ref() {
+                left(&t.name);
+            }
             self.detach(member, membership);
         }
     }
@@ -365,15 +368,15 @@ mod tests {
         }
         assert!(t.unsubscribe(0, "a")); // member 9 moves into index 0 of "a"
         assert!(!t.unsubscribe(0, "a"));
-        t.leave_all(9);
-        t.leave_all(3);
+        t.leave_all(9, |_| {});
+        t.leave_all(3, |_| {});
         assert_eq!((t.member_count("a"), t.member_count("b")), (7, 8));
         assert_eq!(t.topic_count(0), 1);
         t.publish("a", b"", &Bytes::from_static(b"x"), LARGE);
         let members: Vec<Member> = published(&mut t).into_iter().map(|(m, _)| m).collect();
         assert_eq!(members, [1, 2, 4, 5, 6, 7, 8]);
         for m in 0..10 {
-            t.leave_all(m);
+            t.leave_all(m, |_| {});
         }
         assert!(t.is_empty(), "empty topics are forgotten");
         assert!(t.memberships.is_empty());
@@ -384,7 +387,7 @@ mod tests {
         let mut t = Topics::new();
         t.subscribe(1, "x");
         t.publish("x", b"", &Bytes::from_static(b"1"), LARGE);
-        t.leave_all(1);
+        t.leave_all(1, |_| {});
         t.subscribe(2, "y"); // reuses the freed topic id
         assert!(published(&mut t).is_empty());
         t.publish("y", b"", &Bytes::from_static(b"2"), LARGE);

@@ -9,7 +9,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -157,6 +156,26 @@ impl Ctx<'_> {
         self.io.broadcast(text, message.into_bytes());
     }
 
+    /// True once the server is shutting down (for health checks to turn 503).
+    pub fn draining(&self) -> bool {
+        self.io.draining()
+    }
+
+    /// The `n` topics with the most subscribers over all workers, most first.
+    pub fn top_topics(&self, n: usize) -> Vec<(String, u64)> {
+        self.io.top_topics(n)
+    }
+
+    /// Each worker's counters, in worker order.
+    pub fn worker_stats(&self) -> Vec<Snapshot> {
+        self.io.worker_stats()
+    }
+
+    /// Index of the worker running this callback.
+    pub fn worker(&self) -> usize {
+        self.io.worker_index()
+    }
+
     /// Starts the close handshake. 1005 and 1006 are never sent: such a code sends an empty close.
     pub fn close(&mut self, id: ConnId, code: u16, reason: &str) {
         self.io.close(id, code, reason);
@@ -282,13 +301,9 @@ impl Server {
         self.config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let factory = Arc::new(factory);
-        let running = reactor::spawn(&self.config, "fanout-worker-0".into(), move || {
-            Adapter(factory())
-        })?;
+        let running = reactor::spawn(&self.config, move || Adapter(factory()))?;
         Ok(ServerHandle {
-            local_addr: running.local_addr,
-            workers: vec![running],
+            running: Some(running),
         })
     }
 
@@ -304,33 +319,46 @@ impl Server {
 
 /// A running server. Dropping it stops the server (without waiting).
 pub struct ServerHandle {
-    local_addr: SocketAddr,
-    workers: Vec<Running>,
+    running: Option<Running>,
 }
 
 impl ServerHandle {
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("present until join")
+    }
+
     /// The bound address (the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.running().local_addr
     }
 
     /// Counters summed over all workers.
     pub fn stats(&self) -> Snapshot {
-        metrics::merge(self.workers.iter().map(|w| &w.shared.metrics))
+        metrics::merge(self.running().workers.iter().map(|w| &w.shared.metrics))
     }
 
-    /// Asks every worker to stop: no new connections; open ones get 1001 and the close timeout.
+    /// Each worker's counters, in worker order.
+    pub fn worker_stats(&self) -> Vec<Snapshot> {
+        self.running()
+            .workers
+            .iter()
+            .map(|w| metrics::merge([&w.shared.metrics]))
+            .collect()
+    }
+
+    /// Starts a graceful stop: no new connections; open ones get 1001 "going away" spread over
+    /// the drain window, after their queued messages; the workers exit when none is left.
     pub fn shutdown(&self) {
-        for w in &self.workers {
-            w.shared.stop.store(true, Ordering::Release);
-            let _ = w.waker.wake();
+        if let Some(running) = &self.running {
+            running.bus.draining.store(true, Ordering::Release);
+            running.bus.wake_all();
         }
     }
 
     /// Waits for every worker to finish.
     pub fn join(mut self) -> io::Result<()> {
         let mut result = Ok(());
-        for w in std::mem::take(&mut self.workers) {
+        for w in self.running.take().map(|r| r.workers).unwrap_or_default() {
             match w.thread.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => result = Err(e),

@@ -376,11 +376,26 @@ fn resume_beyond_the_history_is_not_recovered() {
 
 #[test]
 fn subscribing_while_publishes_race_gives_no_gap_and_no_duplicate() {
+    race(1);
+}
+
+#[test]
+fn subscribing_while_publishes_race_across_two_workers() {
+    race(2);
+}
+
+fn race(workers: usize) {
     const TOTAL: u64 = 6000;
-    let server = start(GatewayConfig {
-        history_size: TOTAL as usize,
-        ..GatewayConfig::default()
-    });
+    let server = start_with(
+        Config {
+            workers,
+            ..test_config()
+        },
+        GatewayConfig {
+            history_size: TOTAL as usize,
+            ..GatewayConfig::default()
+        },
+    );
     let addr = server.local_addr();
     let (progress, ticks) = std::sync::mpsc::channel();
     let publisher = std::thread::spawn(move || {
@@ -424,6 +439,72 @@ fn subscribing_while_publishes_race_gives_no_gap_and_no_duplicate() {
         }
     }
     publisher.join().unwrap();
+}
+
+#[test]
+fn two_workers_deliver_every_publish_exactly_once_and_in_order() {
+    let server = start_with(
+        Config {
+            workers: 2,
+            ..test_config()
+        },
+        secured(),
+    );
+    let addr = server.local_addr();
+    let path = format!("/?token={}", token(&["*"], &["*"], 3600));
+    let mut subscribers: Vec<Client> = (0..24)
+        .map(|_| {
+            let (mut c, _) = try_connect(addr, &path, &[]).unwrap();
+            subscribe(&mut c, "all");
+            c
+        })
+        .collect();
+    let per_worker: Vec<u64> = server
+        .worker_stats()
+        .iter()
+        .map(|s| s.connections)
+        .collect();
+    assert!(
+        per_worker.iter().all(|&n| n > 0),
+        "connections spread over both workers: {per_worker:?}"
+    );
+    // Publishers on whichever workers the kernel picks, interleaved with HTTP publishes.
+    let mut publishers: Vec<Client> = (0..4)
+        .map(|_| try_connect(addr, &path, &[]).unwrap().0)
+        .collect();
+    let mut expected = Vec::new();
+    for round in 0..50 {
+        let p = &mut publishers[round % 4];
+        send(p, json!({"op": "publish", "channel": "all", "data": round}));
+        assert_eq!(recv(p)["op"], "ack");
+        expected.push(json!(round));
+        let seq = http_publish(addr, "all", json!(format!("http-{round}")));
+        assert_eq!(seq, 2 * round as u64 + 2);
+        expected.push(json!(format!("http-{round}")));
+    }
+    for c in &mut subscribers {
+        for (i, data) in expected.iter().enumerate() {
+            let m = recv(c);
+            assert_eq!(
+                (m["seq"].as_u64(), &m["data"]),
+                (Some(i as u64 + 1), data),
+                "exactly once, in order"
+            );
+        }
+    }
+    // Resume works whichever worker the reconnecting client lands on.
+    for _ in 0..6 {
+        let (mut c, _) = try_connect(addr, &path, &[]).unwrap();
+        send(
+            &mut c,
+            json!({"op": "subscribe", "channel": "all", "since": 90}),
+        );
+        assert_eq!(recv(&mut c)["recovered"], true);
+        let seqs: Vec<u64> = (0..10)
+            .map(|_| recv(&mut c)["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (91..=100).collect::<Vec<_>>());
+    }
 }
 
 #[test]

@@ -95,17 +95,21 @@ impl Gateway {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Assigns a seq, records the message and publishes it; returns the seq.
+    /// Assigns a seq, records the message and publishes it; returns the seq. The history lock
+    /// is held until the frame is on the bus, so every worker receives a channel's messages in
+    /// seq order.
     fn publish(
         &self,
         ctx: &mut Ctx<'_>,
         channel: &str,
         data: &serde_json::value::RawValue,
     ) -> Result<u64, TooManyChannels> {
-        let (seq, frame) = self.history().publish(channel, Instant::now(), |seq| {
+        let mut history = self.history();
+        let (seq, frame) = history.publish(channel, Instant::now(), |seq| {
             protocol::message(channel, seq, data)
         })?;
         ctx.publish(channel, Message::Text(frame));
+        drop(history);
         Ok(seq)
     }
 
@@ -177,13 +181,15 @@ impl Gateway {
                     history.epoch(),
                     since.map(|_| resume.recovered),
                 );
-                drop(history);
                 ctx.send_text(id, &reply);
                 for frame in resume.missed {
                     ctx.send(id, Message::Text(frame));
                 }
-                // Applied after the replay above is queued; live messages follow it.
+                // Under the history lock: every publish after `last_seq` reaches this worker
+                // after the subscribe, and every one up to it before (the replay has those).
+                // The replay is queued on the connection before the subscribe takes effect.
                 ctx.subscribe(id, &channel);
+                drop(history);
                 session.channels.push(channel.into());
             }
             Op::Unsubscribe { channel } => {

@@ -15,6 +15,7 @@
 //!   exactly once for every connection that reached `Open`.
 //! - Knows readiness and bytes; asks `proto` what the bytes mean. Never uses server or gateway.
 
+mod bus;
 mod connection;
 mod listener;
 mod read_buf;
@@ -25,7 +26,7 @@ mod write_queue;
 use std::io::{self, Read};
 use std::mem;
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -48,6 +49,7 @@ use crate::proto::{
     Status, Upgrade,
 };
 use crate::pubsub::{Batch, Topics};
+use bus::{Bus, Envelope};
 use connection::{Connection, Phase};
 use read_buf::ReadBuf;
 use timer::{Tick, Timers};
@@ -110,38 +112,23 @@ pub(crate) enum Command {
         code: u16,
         reason: String,
     },
-    Subscribe {
-        id: ConnId,
-        topic: String,
-    },
-    Unsubscribe {
-        id: ConnId,
-        topic: String,
-    },
-    /// Encode once, batch with the turn's other frames to `topic`, deliver at the end of the turn.
-    Publish {
-        topic: String,
-        text: bool,
-        payload: Bytes,
-    },
-    /// Like `Publish`, to every open connection.
-    Broadcast {
-        text: bool,
-        payload: Bytes,
-    },
 }
 
-/// Requests a callback makes of the loop; applied when the callback returns, in order.
-#[derive(Default)]
+/// What a callback asks of the loop. Sends and closes are commands, applied when the callback
+/// returns, in order. Subscribes, publishes and broadcasts go to the bus at once, so that a
+/// caller holding its own lock (the gateway's history) orders them across workers.
 pub(crate) struct Io {
     commands: Vec<Command>,
+    bus: Arc<Bus>,
+    worker: usize,
+    shared: Arc<Shared>,
 }
 
 impl Io {
     /// Queues a data frame (text or binary) on an open connection.
     pub(crate) fn send_data(&mut self, id: ConnId, text: bool, payload: Bytes) {
-        let opcode = if text { OpCode::Text } else { OpCode::Binary };
-        self.commands.push(encode_for_send(id, opcode, payload));
+        let (head, tail) = encode_data(text, payload);
+        self.commands.push(Command::Send { id, head, tail });
     }
 
     /// Queues a ping; payloads longer than a control frame allows are cut to 125 bytes.
@@ -155,29 +142,43 @@ impl Io {
     }
 
     pub(crate) fn subscribe(&mut self, id: ConnId, topic: &str) {
-        self.commands.push(Command::Subscribe {
-            id,
-            topic: topic.to_owned(),
-        });
+        self.bus.subscribe(self.worker, id, topic);
     }
 
     pub(crate) fn unsubscribe(&mut self, id: ConnId, topic: &str) {
-        self.commands.push(Command::Unsubscribe {
-            id,
-            topic: topic.to_owned(),
-        });
+        self.bus.unsubscribe(self.worker, id, topic);
     }
 
+    /// Encodes the frame once and hands it to every worker with subscribers of `topic`.
     pub(crate) fn publish(&mut self, topic: &str, text: bool, payload: Bytes) {
-        self.commands.push(Command::Publish {
-            topic: topic.to_owned(),
-            text,
-            payload,
-        });
+        let (head, tail) = encode_data(text, payload);
+        self.bus.publish(self.worker, topic, head, tail);
+        self.shared.metrics.publishes.add(1);
     }
 
     pub(crate) fn broadcast(&mut self, text: bool, payload: Bytes) {
-        self.commands.push(Command::Broadcast { text, payload });
+        let (head, tail) = encode_data(text, payload);
+        self.bus.broadcast(self.worker, head, tail);
+        self.shared.metrics.publishes.add(1);
+    }
+
+    /// True once the server has begun shutting down.
+    pub(crate) fn draining(&self) -> bool {
+        self.bus.draining.load(Ordering::Relaxed)
+    }
+
+    /// The `n` topics with the most subscribers, over all workers.
+    pub(crate) fn top_topics(&self, n: usize) -> Vec<(String, u64)> {
+        self.bus.top_topics(n)
+    }
+
+    /// Each worker's counters, in worker order.
+    pub(crate) fn worker_stats(&self) -> Vec<crate::metrics::Snapshot> {
+        self.bus.worker_stats()
+    }
+
+    pub(crate) fn worker_index(&self) -> usize {
+        self.worker
     }
 
     pub(crate) fn close(&mut self, id: ConnId, code: u16, reason: &str) {
@@ -189,22 +190,15 @@ impl Io {
     }
 }
 
-/// Small payloads are copied behind their header into one buffer (one iovec, one allocation);
-/// large ones keep their own memory and get a separate header.
-fn encode_for_send(id: ConnId, opcode: OpCode, payload: Bytes) -> Command {
+/// A data frame as `head` + `tail`. Small payloads are copied behind their header into one
+/// buffer (one iovec, one allocation; `tail` empty); large ones keep their own memory.
+fn encode_data(text: bool, payload: Bytes) -> (Bytes, Bytes) {
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
     if payload.len() < SHARE_THRESHOLD {
-        return Command::Send {
-            id,
-            head: encode_frame(opcode, &payload),
-            tail: Bytes::new(),
-        };
+        return (encode_frame(opcode, &payload), Bytes::new());
     }
-    let (header, n) = data_header(opcode == OpCode::Text, payload.len());
-    Command::Send {
-        id,
-        head: Bytes::copy_from_slice(&header[..n]),
-        tail: payload,
-    }
+    let (header, n) = data_header(text, payload.len());
+    (Bytes::copy_from_slice(&header[..n]), payload)
 }
 
 /// The header of a final, unmasked text or binary frame, and its length.
@@ -224,7 +218,6 @@ fn over_cap<S>(conn: &Connection<S>, len: usize, max_queued: usize) -> bool {
 /// State a worker shares with the handle that started it.
 #[derive(Default)]
 pub(crate) struct Shared {
-    pub(crate) stop: AtomicBool,
     pub(crate) metrics: WorkerMetrics,
 }
 
@@ -271,37 +264,64 @@ impl Limits {
     }
 }
 
-/// A running worker thread.
-pub(crate) struct Running {
-    pub(crate) local_addr: SocketAddr,
+/// One running worker thread.
+pub(crate) struct WorkerThread {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) waker: Arc<Waker>,
     pub(crate) thread: JoinHandle<io::Result<()>>,
 }
 
-/// Binds the listener here (so errors and the chosen port are known at once) and runs a worker
-/// on its own thread; `make` builds the service inside that thread.
-pub(crate) fn spawn<S, F>(config: &Config, name: String, make: F) -> io::Result<Running>
+/// The running workers of one server.
+pub(crate) struct Running {
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) workers: Vec<WorkerThread>,
+    pub(crate) bus: Arc<Bus>,
+}
+
+/// Binds one SO_REUSEPORT listener per worker here (so errors and the chosen port are known at
+/// once; with port 0 the first bind picks the port and the others join it) and runs each
+/// worker on its own thread; `make` builds each worker's service inside its thread.
+pub(crate) fn spawn<S, F>(config: &Config, make: F) -> io::Result<Running>
 where
     S: Service,
-    F: FnOnce() -> S + Send + 'static,
+    F: Fn() -> S + Send + Sync + 'static,
 {
-    let listener = listener::bind(config.listen, config.listen_backlog)?;
-    let local_addr = listener.local_addr()?;
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let shared = Arc::new(Shared::default());
-    let limits = Limits::new(config);
-    let thread_shared = shared.clone();
-    let thread = std::thread::Builder::new().name(name).spawn(move || {
-        let mut worker = Worker::new(poll, listener, make(), limits, thread_shared)?;
-        worker.run()
-    })?;
+    let workers = config.workers.max(1);
+    let mut listeners = Vec::with_capacity(workers);
+    let mut addr = config.listen;
+    for _ in 0..workers {
+        let listener = listener::bind(addr, config.listen_backlog)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    let mut polls = Vec::with_capacity(workers);
+    let mut wakers = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let poll = Poll::new()?;
+        wakers.push(Waker::new(poll.registry(), WAKER)?);
+        polls.push(poll);
+    }
+    let shared: Vec<Arc<Shared>> = (0..workers).map(|_| Arc::new(Shared::default())).collect();
+    let bus = Arc::new(Bus::new(wakers, shared.clone()));
+    let make = Arc::new(make);
+    let mut threads = Vec::with_capacity(workers);
+    for (index, ((poll, listener), shared)) in
+        polls.into_iter().zip(listeners).zip(shared).enumerate()
+    {
+        let limits = Limits::new(config);
+        let (bus, make, thread_shared) = (bus.clone(), make.clone(), shared.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("fanout-worker-{index}"))
+            .spawn(move || {
+                let mut worker =
+                    Worker::new(poll, listener, make(), limits, thread_shared, bus, index)?;
+                worker.run()
+            })?;
+        threads.push(WorkerThread { shared, thread });
+    }
     Ok(Running {
-        local_addr,
-        shared,
-        waker,
-        thread,
+        local_addr: addr,
+        workers: threads,
+        bus,
     })
 }
 
@@ -328,6 +348,10 @@ pub(crate) struct Worker<S: Service> {
     stopping: bool,
     limits: Limits,
     shared: Arc<Shared>,
+    bus: Arc<Bus>,
+    index: usize,
+    /// Envelopes taken from the inbox, kept to reuse the allocation.
+    envelopes: Vec<Envelope>,
 }
 
 impl<S: Service> Worker<S> {
@@ -337,6 +361,8 @@ impl<S: Service> Worker<S> {
         service: S,
         limits: Limits,
         shared: Arc<Shared>,
+        bus: Arc<Bus>,
+        index: usize,
     ) -> io::Result<Self> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -349,7 +375,12 @@ impl<S: Service> Worker<S> {
             broadcast: Batch::default(),
             slow: Vec::new(),
             service,
-            io: Io::default(),
+            io: Io {
+                commands: Vec::new(),
+                bus: bus.clone(),
+                worker: index,
+                shared: shared.clone(),
+            },
             rbuf: ReadBuf::default(),
             dirty: Vec::new(),
             read_again: Vec::new(),
@@ -361,6 +392,9 @@ impl<S: Service> Worker<S> {
             stopping: false,
             limits,
             shared,
+            bus,
+            index,
+            envelopes: Vec::new(),
         })
     }
 
@@ -410,9 +444,10 @@ impl<S: Service> Worker<S> {
             self.accept_paused = false;
             self.accept();
         }
-        if !self.stopping && self.shared.stop.load(Ordering::Acquire) {
+        if !self.stopping && self.bus.draining.load(Ordering::Acquire) {
             self.begin_stop();
         }
+        self.drain_inbox();
         self.expire_timers();
         self.deliver_published(None);
         self.flush_dirty();
@@ -796,7 +831,9 @@ impl<S: Service> Worker<S> {
         let Some(session) = get(&mut self.conns, id).and_then(|c| c.session.take()) else {
             return;
         };
-        self.topics.leave_all(id.slot);
+        let (bus, index) = (&self.bus, self.index);
+        self.topics
+            .leave_all(id.slot, |topic| bus.uncount(index, topic));
         self.service.close(&mut self.io, id, session, code, reason);
         self.apply_commands();
     }
@@ -830,36 +867,6 @@ impl<S: Service> Worker<S> {
                 match command {
                     Command::Send { id, head, tail } => self.queue_data(id, head, tail, true),
                     Command::Close { id, code, reason } => self.close_conn(id, code, &reason),
-                    Command::Subscribe { id, topic } => {
-                        if get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open) {
-                            // Frames published earlier this turn go to the members they were
-                            // published for; the newcomer starts with the next one.
-                            self.deliver_published(Some(&topic));
-                            self.topics.subscribe(id.slot, &topic);
-                        }
-                    }
-                    Command::Unsubscribe { id, topic } => {
-                        if get(&mut self.conns, id).is_some() {
-                            self.topics.unsubscribe(id.slot, &topic);
-                        }
-                    }
-                    Command::Publish {
-                        topic,
-                        text,
-                        payload,
-                    } => {
-                        let (header, n) = data_header(text, payload.len());
-                        let reached =
-                            self.topics
-                                .publish(&topic, &header[..n], &payload, SHARE_THRESHOLD);
-                        self.shared.metrics.publishes.add(1);
-                        self.shared.metrics.deliveries.add(reached as u64);
-                    }
-                    Command::Broadcast { text, payload } => {
-                        let (header, n) = data_header(text, payload.len());
-                        self.broadcast.push(&header[..n], &payload, SHARE_THRESHOLD);
-                        self.shared.metrics.publishes.add(1);
-                    }
                 }
             }
             if self.io.commands.is_empty() {
@@ -910,6 +917,42 @@ impl<S: Service> Worker<S> {
         let at = self.now + self.limits.close_ticks;
         self.set_deadline(id, at);
         self.leave_open(id, POLICY_VIOLATION, "slow consumer");
+    }
+
+    /// Applies what other workers (and this one's callbacks) sent through the bus, in order.
+    fn drain_inbox(&mut self) {
+        let mut envelopes = mem::take(&mut self.envelopes);
+        self.bus.drain(self.index, &mut envelopes);
+        for envelope in envelopes.drain(..) {
+            match envelope {
+                Envelope::Publish { topic, head, tail } => {
+                    let reached = self.topics.publish(&topic, &head, &tail, SHARE_THRESHOLD);
+                    self.shared.metrics.deliveries.add(reached as u64);
+                }
+                Envelope::Broadcast { head, tail } => {
+                    self.broadcast.push(&head, &tail, SHARE_THRESHOLD)
+                }
+                Envelope::Subscribe { id, topic } => {
+                    let open = get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open);
+                    if open {
+                        // Frames published before this subscribe go to the members they were
+                        // published for; the newcomer starts with the next one.
+                        self.deliver_published(Some(&topic));
+                    }
+                    if !open || !self.topics.subscribe(id.slot, &topic) {
+                        self.bus.uncount(self.index, &topic);
+                    }
+                }
+                Envelope::Unsubscribe { id, topic } => {
+                    if get(&mut self.conns, id).is_some()
+                        && self.topics.unsubscribe(id.slot, &topic)
+                    {
+                        self.bus.uncount(self.index, &topic);
+                    }
+                }
+            }
+        }
+        self.envelopes = envelopes;
     }
 
     /// Hands published batches to their subscribers (one `Bytes` clone each): those of one
@@ -1168,8 +1211,11 @@ mod tests {
             let listener = listener::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
             let addr = listener.local_addr().unwrap();
             let limits = Limits::new(&Config::default());
-            let worker =
-                Worker::new(Poll::new().unwrap(), listener, Echo, limits, Arc::default()).unwrap();
+            let poll = Poll::new().unwrap();
+            let shared: Arc<Shared> = Arc::default();
+            let waker = Waker::new(poll.registry(), WAKER).unwrap();
+            let bus = Arc::new(Bus::new(vec![waker], vec![shared.clone()]));
+            let worker = Worker::new(poll, listener, Echo, limits, shared, bus, 0).unwrap();
             let client = TcpStream::connect(addr).unwrap();
             client
                 .set_read_timeout(Some(std::time::Duration::from_secs(5)))
