@@ -51,6 +51,10 @@ pub struct Config {
     /// How long the server waits for the peer to finish a close handshake (or to read an error
     /// response) before dropping the TCP connection. Default 5 s.
     pub close_timeout: Duration,
+    /// How long a graceful stop takes at most: open connections get 1001 "going away" spread
+    /// evenly over its first 80% (so clients do not all reconnect at once), and whatever is left
+    /// at its end is dropped. Default 5 s.
+    pub drain_window: Duration,
     /// Subprotocols the server speaks, in no particular order; the first one the client offers
     /// that is listed here is selected. Default empty (no `Sec-WebSocket-Protocol` is echoed).
     pub subprotocols: Vec<String>,
@@ -80,6 +84,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             close_timeout: Duration::from_secs(5),
+            drain_window: Duration::from_secs(5),
             subprotocols: Vec::new(),
         }
     }
@@ -122,6 +127,7 @@ impl Config {
         for (name, value) in [
             ("handshake_timeout", self.handshake_timeout),
             ("close_timeout", self.close_timeout),
+            ("drain_window", self.drain_window),
         ] {
             if value.is_zero() {
                 return Err(format!("{name} must be greater than 0"));
@@ -335,6 +341,9 @@ pub struct ServeArgs {
     /// Seconds a client has to complete its upgrade request.
     #[arg(long, env = "FANOUT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub handshake_timeout: u64,
+    /// Seconds over which a graceful stop (SIGTERM, SIGINT) closes clients with 1001.
+    #[arg(long, env = "FANOUT_DRAIN_WINDOW", default_value_t = 5)]
+    pub drain_window: u64,
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -362,6 +371,7 @@ impl ServeArgs {
             },
             idle_timeout: Duration::from_secs(self.idle_timeout),
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
+            drain_window: Duration::from_secs(self.drain_window),
             ..Config::default()
         };
         let gateway = GatewayConfig {

@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use fanout::config::ServeArgs;
 use fanout::gateway::{self, auth};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 #[derive(Parser)]
 #[command(
@@ -111,6 +113,24 @@ fn main() -> ExitCode {
         "fanout: listening on {}",
         gateway::describe(handle.local_addr())
     );
+    // First SIGTERM/SIGINT: drain gracefully. Second: exit at once.
+    let trigger = handle.shutdown_trigger();
+    match Signals::new([SIGTERM, SIGINT]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                for (seen, signal) in signals.forever().enumerate() {
+                    if seen == 0 {
+                        log::info!("signal {signal}: draining; a second signal exits at once");
+                        trigger.shutdown();
+                    } else {
+                        log::warn!("signal {signal} again: exiting now");
+                        std::process::exit(130);
+                    }
+                }
+            });
+        }
+        Err(e) => log::warn!("cannot handle signals ({e}); SIGTERM stops the process abruptly"),
+    }
     match handle.join() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

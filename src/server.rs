@@ -9,13 +9,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::config::Config;
 use crate::metrics::{self, Snapshot};
 use crate::proto;
-use crate::reactor::{self, Io, Running, Service};
+use crate::reactor::{self, Bus, Io, Running, Service};
 
 pub use crate::proto::Response;
 pub use crate::reactor::ConnId;
@@ -349,9 +350,8 @@ impl ServerHandle {
     /// Starts a graceful stop: no new connections; open ones get 1001 "going away" spread over
     /// the drain window, after their queued messages; the workers exit when none is left.
     pub fn shutdown(&self) {
-        if let Some(running) = &self.running {
-            running.bus.draining.store(true, Ordering::Release);
-            running.bus.wake_all();
+        if self.running.is_some() {
+            self.shutdown_trigger().shutdown();
         }
     }
 
@@ -368,10 +368,30 @@ impl ServerHandle {
         result
     }
 
+    /// A handle another thread (a signal handler) can use to call `shutdown`.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger {
+            bus: self.running().bus.clone(),
+        }
+    }
+
     /// `shutdown` and `join`.
     pub fn stop(self) -> io::Result<()> {
         self.shutdown();
         self.join()
+    }
+}
+
+/// Starts a graceful stop of a server from any thread; see `ServerHandle::shutdown`.
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    bus: Arc<Bus>,
+}
+
+impl ShutdownTrigger {
+    pub fn shutdown(&self) {
+        self.bus.draining.store(true, Ordering::Release);
+        self.bus.wake_all();
     }
 }
 

@@ -18,6 +18,9 @@ pub(super) fn route(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>)
             .header("Content-Type", "text/html; charset=utf-8")
             .header("Cache-Control", "no-cache")
             .body(DEMO_HTML),
+        ("GET" | "HEAD", "/healthz") if ctx.draining() => {
+            json_response(503, json!({"status": "draining"}))
+        }
         ("GET" | "HEAD", "/healthz") => json_response(200, json!({"status": "ok"})),
         ("POST", "/api/publish") => publish(gateway, ctx, request),
         (_, "/" | "/index.html" | "/healthz" | "/api/publish") => {

@@ -49,7 +49,8 @@ use crate::proto::{
     Status, Upgrade,
 };
 use crate::pubsub::{Batch, Topics};
-use bus::{Bus, Envelope};
+pub(crate) use bus::Bus;
+use bus::Envelope;
 use connection::{Connection, Phase};
 use read_buf::ReadBuf;
 use timer::{Tick, Timers};
@@ -234,6 +235,7 @@ struct Limits {
     /// Further silence after the ping before the connection is closed.
     pong_ticks: Tick,
     close_ticks: Tick,
+    drain_ticks: Tick,
     subprotocols: Vec<String>,
 }
 
@@ -259,6 +261,7 @@ impl Limits {
             ping_ticks: if idle == 0 { 0 } else { ping.max(1) },
             pong_ticks: (idle - ping).max(1),
             close_ticks: Timers::ticks(config.close_timeout).max(1),
+            drain_ticks: Timers::ticks(config.drain_window).max(1),
             subprotocols: config.subprotocols.clone(),
         }
     }
@@ -346,6 +349,7 @@ pub(crate) struct Worker<S: Service> {
     /// Accepting failed for lack of file descriptors; retried on the next tick.
     accept_paused: bool,
     stopping: bool,
+    drain: Option<Drain>,
     limits: Limits,
     shared: Arc<Shared>,
     bus: Arc<Bus>,
@@ -390,6 +394,7 @@ impl<S: Service> Worker<S> {
             next_generation: 0,
             accept_paused: false,
             stopping: false,
+            drain: None,
             limits,
             shared,
             bus,
@@ -402,8 +407,10 @@ impl<S: Service> Worker<S> {
         let mut events = Events::with_capacity(1024);
         loop {
             self.turn(&mut events)?;
-            if self.stopping && self.conns.is_empty() {
-                return Ok(());
+            if let Some(drain) = &self.drain {
+                if self.conns.is_empty() || self.now >= drain.end {
+                    return Ok(());
+                }
             }
         }
     }
@@ -413,7 +420,7 @@ impl<S: Service> Worker<S> {
         let mut timeout = self.timers.poll_timeout(Instant::now());
         if !self.read_again.is_empty() {
             timeout = Some(std::time::Duration::ZERO);
-        } else if self.accept_paused {
+        } else if self.accept_paused || self.stopping {
             timeout = Some(timeout.unwrap_or(timer::TICK).min(timer::TICK));
         }
         match self.poll.poll(events, timeout) {
@@ -446,6 +453,8 @@ impl<S: Service> Worker<S> {
         }
         if !self.stopping && self.bus.draining.load(Ordering::Acquire) {
             self.begin_stop();
+        } else if self.stopping {
+            self.pace_drain();
         }
         self.drain_inbox();
         self.expire_timers();
@@ -653,6 +662,14 @@ impl<S: Service> Worker<S> {
             self.remove(id);
             return;
         };
+        if self.stopping {
+            self.shared.metrics.handshake_failures.add(1);
+            self.finish_with(
+                id,
+                Response::text(503, "server shutting down").encode(false),
+            );
+            return;
+        }
         let protocol = upgrade.select_protocol(&self.limits.subprotocols);
         match self
             .service
@@ -1137,28 +1154,83 @@ impl<S: Service> Worker<S> {
         }
     }
 
-    /// Stops accepting and closes every connection with 1001; the loop ends when none is left.
+    /// Starts the drain: new upgrades get 503 (plain HTTP is still answered, so health checks
+    /// see the drain), and the open connections are closed with 1001 spread evenly over the
+    /// first 80% of the drain window, each after whatever was queued for it. The rest of the
+    /// window is for the close handshakes; at its end whatever is left is dropped.
     fn begin_stop(&mut self) {
         self.stopping = true;
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        let ids: Vec<ConnId> = self
+        let mut open: Vec<ConnId> = self
             .conns
             .iter()
+            .filter(|(_, c)| c.phase == Phase::Open)
             .map(|(slot, c)| ConnId {
                 slot: slot as u32,
                 generation: c.generation,
             })
             .collect();
-        for id in ids {
-            match get(&mut self.conns, id).map(|c| c.phase) {
-                Some(Phase::Open) => self.close_conn(id, GOING_AWAY, "server shutting down"),
-                Some(Phase::Handshake) => self.remove(id),
-                _ => {}
+        open.reverse(); // closed from the back: oldest first
+        self.drain = Some(Drain {
+            start: self.now,
+            total: open.len(),
+            pending: open,
+            close_ticks: (self.limits.drain_ticks * 4 / 5).max(1),
+            end: self.now + self.limits.drain_ticks,
+        });
+        self.pace_drain();
+    }
+
+    /// Closes the share of connections due by now; at the end of the window, drops the rest.
+    fn pace_drain(&mut self) {
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
+        let elapsed = self.now.saturating_sub(drain.start) + 1;
+        let due = if elapsed >= drain.close_ticks {
+            drain.total
+        } else {
+            drain.total * elapsed as usize / drain.close_ticks as usize
+        };
+        let mut closing = Vec::new();
+        while drain.total - drain.pending.len() < due {
+            match drain.pending.pop() {
+                Some(id) => closing.push(id),
+                None => break,
+            }
+        }
+        let finished = self.now >= drain.end;
+        for id in closing {
+            self.close_conn(id, GOING_AWAY, "server shutting down");
+        }
+        if finished {
+            let ids: Vec<ConnId> = self
+                .conns
+                .iter()
+                .map(|(slot, c)| ConnId {
+                    slot: slot as u32,
+                    generation: c.generation,
+                })
+                .collect();
+            for id in ids {
+                self.remove(id);
+            }
+            if let Some(mut listener) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
             }
         }
     }
+}
+
+/// Progress of a graceful stop.
+struct Drain {
+    start: Tick,
+    total: usize,
+    /// Open connections not yet sent their 1001, last to close first.
+    pending: Vec<ConnId>,
+    /// Ticks over which the closes are spread.
+    close_ticks: Tick,
+    /// When whatever is left is dropped.
+    end: Tick,
 }
 
 fn get<S>(conns: &mut Slab<Connection<S>>, id: ConnId) -> Option<&mut Connection<S>> {
