@@ -22,3 +22,20 @@ cargo test --release
 echo "== python interop tests (websockets client against the echo example)"
 cargo build --example echo
 FANOUT_ECHO_BIN="$PWD/target/debug/examples/echo" python3 -m pytest -q -p no:cacheprovider tests/python
+
+echo "== browser test (the demo page in headless Chromium, driven by playwright-core)"
+# Debian's Chromium: Playwright never downloads a browser here. A failed install fails the run.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test.sh: installing chromium" >&2
+  apt-get update
+  apt-get install -y chromium
+fi
+if [ ! -d tests/browser/node_modules ]; then
+  if [ -f tests/browser/package-lock.json ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund)
+  else
+    (cd tests/browser && npm install --no-audit --no-fund)
+  fi
+fi
+cargo build --bin fanout
+FANOUT_BIN="$PWD/target/debug/fanout" node --test tests/browser/demo.test.mjs
