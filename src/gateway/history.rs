@@ -3,8 +3,11 @@
 //! Owns: `History`. Invariants: `seq` starts at 1 per channel and grows by one per publish; the
 //! history of a channel holds at most `size` messages, none older than `ttl`; a channel is
 //! forgotten only when it has no subscribers and no live history, and the number of channels
-//! is capped, so invented channel names cannot grow memory without bound. The epoch names this
-//! process's history: a client resuming across a restart sees a different one.
+//! is capped, so invented channel names cannot grow memory without bound. Each channel has an
+//! epoch naming this life of its history (the process's random base plus a counter of channel
+//! creations): a channel forgotten and created again, or any channel after a restart, has a new
+//! epoch, so a resume with the old epoch is never mistaken for a recovery even though `seq`
+//! starts again at 1.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -18,8 +21,8 @@ struct Entry {
     frame: Bytes,
 }
 
-#[derive(Default)]
 struct Channel {
+    epoch: Box<str>,
     last_seq: u64,
     entries: VecDeque<Entry>,
     subscribers: usize,
@@ -32,6 +35,8 @@ pub struct TooManyChannels;
 /// What a resume found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
+    /// The channel's epoch now.
+    pub epoch: String,
     /// The channel's last seq now.
     pub last_seq: u64,
     /// Messages after `since`, oldest first (all of them when `recovered`).
@@ -45,22 +50,21 @@ pub struct History {
     size: usize,
     ttl: Duration,
     max_channels: usize,
-    epoch: String,
+    epoch_base: String,
+    /// Channels created so far (each takes the next number for its epoch).
+    created: u64,
 }
 
 impl History {
-    pub fn new(size: usize, ttl: Duration, max_channels: usize, epoch: String) -> Self {
+    pub fn new(size: usize, ttl: Duration, max_channels: usize, epoch_base: String) -> Self {
         History {
             channels: HashMap::new(),
             size,
             ttl,
             max_channels,
-            epoch,
+            epoch_base,
+            created: 0,
         }
-    }
-
-    pub fn epoch(&self) -> &str {
-        &self.epoch
     }
 
     /// Assigns the next seq of `channel`, builds the message for it and records it.
@@ -88,18 +92,23 @@ impl History {
 
     /// Counts a subscriber (creating the channel if needed) and reads what it missed after
     /// `since` (None: nothing to resume).
+    /// `epoch`, when the client sends it, must be the channel's current one for `since` to mean
+    /// anything; otherwise nothing is replayed and the resume is not a recovery.
     pub fn subscribe(
         &mut self,
         channel: &str,
         since: Option<u64>,
+        epoch: Option<&str>,
         now: Instant,
     ) -> Result<Resume, TooManyChannels> {
         let (size, ttl) = (self.size, self.ttl);
         let c = self.channel(channel, now)?;
         c.subscribers += 1;
         prune(c, size, ttl, now);
+        let since = since.filter(|_| epoch.is_none_or(|e| e == &*c.epoch));
         let Some(since) = since else {
             return Ok(Resume {
+                epoch: c.epoch.to_string(),
                 last_seq: c.last_seq,
                 missed: Vec::new(),
                 recovered: false,
@@ -114,6 +123,7 @@ impl History {
         let first_kept = c.last_seq + 1 - missed.len() as u64;
         let recovered = since <= c.last_seq && first_kept == since + 1;
         Ok(Resume {
+            epoch: c.epoch.to_string(),
             last_seq: c.last_seq,
             missed,
             recovered,
@@ -153,7 +163,15 @@ impl History {
                     return Err(TooManyChannels);
                 }
             }
-            self.channels.insert(name.into(), Channel::default());
+            self.created += 1;
+            let epoch = format!("{}-{:x}", self.epoch_base, self.created).into();
+            let channel = Channel {
+                epoch,
+                last_seq: 0,
+                entries: VecDeque::new(),
+                subscribers: 0,
+            };
+            self.channels.insert(name.into(), channel);
         }
         Ok(self.channels.get_mut(name).expect("inserted above"))
     }
@@ -211,13 +229,13 @@ mod tests {
         for _ in 0..20 {
             publish(&mut h, "news", now);
         }
-        let r = h.subscribe("news", Some(10), now).unwrap();
+        let r = h.subscribe("news", Some(10), None, now).unwrap();
         assert_eq!((r.last_seq, r.recovered), (20, true));
         assert_eq!(
             texts(&r),
             (11..=20).map(|s| format!("m{s}")).collect::<Vec<_>>()
         );
-        let up_to_date = h.subscribe("news", Some(20), now).unwrap();
+        let up_to_date = h.subscribe("news", Some(20), None, now).unwrap();
         assert!(up_to_date.recovered && up_to_date.missed.is_empty());
     }
 
@@ -228,14 +246,39 @@ mod tests {
         for _ in 0..20 {
             publish(&mut h, "news", now);
         }
-        let r = h.subscribe("news", Some(10), now).unwrap();
+        let r = h.subscribe("news", Some(10), None, now).unwrap();
         assert!(!r.recovered, "only 16..=20 are kept");
         assert_eq!(texts(&r), ["m16", "m17", "m18", "m19", "m20"]);
         assert!(
-            !h.subscribe("news", Some(99), now).unwrap().recovered,
+            !h.subscribe("news", Some(99), None, now).unwrap().recovered,
             "ahead of the channel"
         );
-        assert!(h.subscribe("news", Some(15), now).unwrap().recovered);
+        assert!(h.subscribe("news", Some(15), None, now).unwrap().recovered);
+    }
+
+    #[test]
+    fn a_forgotten_channel_comes_back_with_a_new_epoch() {
+        let mut h = History::new(10, Duration::from_secs(1), 10, "base".into());
+        let start = Instant::now();
+        let first = h.subscribe("room", None, None, start).unwrap().epoch;
+        for _ in 0..3 {
+            publish(&mut h, "room", start);
+        }
+        h.unsubscribe("room", start);
+        // Later: the history expired and nobody listens, so the channel is forgotten.
+        let later = start + Duration::from_secs(5);
+        h.unsubscribe("room", later);
+        h.subscribe("other", None, None, later).unwrap();
+        assert_eq!(h.len(), 1, "room was forgotten");
+        assert_eq!(publish(&mut h, "room", later), 1, "seq starts again");
+        let r = h.subscribe("room", Some(3), Some(&first), later).unwrap();
+        assert_ne!(r.epoch, first);
+        assert!(
+            !r.recovered && r.missed.is_empty(),
+            "old epoch: no replay, no recovery"
+        );
+        let same = h.subscribe("room", Some(0), Some(&r.epoch), later).unwrap();
+        assert!(same.recovered && same.missed.len() == 1);
     }
 
     #[test]
@@ -245,7 +288,7 @@ mod tests {
         publish(&mut h, "c", start);
         publish(&mut h, "c", start + Duration::from_secs(50));
         let r = h
-            .subscribe("c", Some(0), start + Duration::from_secs(90))
+            .subscribe("c", Some(0), None, start + Duration::from_secs(90))
             .unwrap();
         assert_eq!((texts(&r), r.recovered), (vec!["m2".to_string()], false));
     }
@@ -254,11 +297,11 @@ mod tests {
     fn channel_count_is_capped_and_dead_channels_are_swept() {
         let mut h = History::new(0, Duration::from_secs(60), 2, "e".into());
         let now = Instant::now();
-        h.subscribe("a", None, now).unwrap();
-        h.subscribe("b", None, now).unwrap();
-        assert_eq!(h.subscribe("c", None, now), Err(TooManyChannels));
+        h.subscribe("a", None, None, now).unwrap();
+        h.subscribe("b", None, None, now).unwrap();
+        assert_eq!(h.subscribe("c", None, None, now), Err(TooManyChannels));
         h.unsubscribe("a", now);
         assert_eq!(h.len(), 1, "no subscribers and no history: forgotten");
-        assert!(h.subscribe("c", None, now).is_ok());
+        assert!(h.subscribe("c", None, None, now).is_ok());
     }
 }

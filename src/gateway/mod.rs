@@ -165,9 +165,8 @@ impl Gateway {
                     ));
                 }
                 let mut history = self.history();
-                let same_epoch = epoch.as_deref().is_none_or(|e| e == history.epoch());
                 let resume = history
-                    .subscribe(&channel, since.filter(|_| same_epoch), Instant::now())
+                    .subscribe(&channel, since, epoch.as_deref(), Instant::now())
                     .map_err(|_| {
                         OpError::new(
                             rid,
@@ -178,7 +177,7 @@ impl Gateway {
                 let reply = protocol::subscribed(
                     &channel,
                     resume.last_seq,
-                    history.epoch(),
+                    &resume.epoch,
                     since.map(|_| resume.recovered),
                 );
                 ctx.send_text(id, &reply);
