@@ -20,19 +20,15 @@ fn publish(c: &mut Criterion) {
         // Each subscriber's queue: reused across iterations, so steady state allocates nothing.
         let mut queues: Vec<Vec<Bytes>> = (0..subscribers).map(|_| Vec::with_capacity(4)).collect();
         group.throughput(Throughput::Elements(u64::from(subscribers)));
-        group.bench_with_input(
-            BenchmarkId::new("subscribers", subscribers),
-            &subscribers,
-            |b, _| {
-                b.iter(|| {
-                    topics.publish("news", &header, black_box(&payload), LARGE);
-                    topics.deliver(|m, bytes| queues[m as usize].push(bytes.clone()));
-                    for q in &mut queues {
-                        q.clear();
-                    }
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("subscribers", subscribers), &subscribers, |b, _| {
+            b.iter(|| {
+                topics.publish("news", &header, black_box(&payload), LARGE);
+                topics.deliver(|m, bytes| queues[m as usize].push(bytes.clone()));
+                for q in &mut queues {
+                    q.clear();
+                }
+            })
+        });
     }
     group.finish();
 

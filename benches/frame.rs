@@ -9,38 +9,23 @@ fn header_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode_header");
     group.throughput(Throughput::Elements(1));
     let cases = [
-        (
-            "7-bit masked",
-            encode_masked_frame(true, OpCode::Text, &[b'a'; 64], [1, 2, 3, 4]),
-        ),
-        (
-            "16-bit masked",
-            encode_masked_frame(true, OpCode::Binary, &[0; 1000], [1, 2, 3, 4]),
-        ),
-        (
-            "64-bit masked",
-            encode_masked_frame(true, OpCode::Binary, &[0; 70_000], [1, 2, 3, 4]),
-        ),
+        ("7-bit masked", encode_masked_frame(true, OpCode::Text, &[b'a'; 64], [1, 2, 3, 4])),
+        ("16-bit masked", encode_masked_frame(true, OpCode::Binary, &[0; 1000], [1, 2, 3, 4])),
+        ("64-bit masked", encode_masked_frame(true, OpCode::Binary, &[0; 70_000], [1, 2, 3, 4])),
     ];
     for (name, frame) in &cases {
         group.bench_function(*name, |b| {
-            b.iter(
-                || match decode_header(black_box(&frame[..]), Role::Server, 0) {
-                    Ok(Status::Complete(h)) => h.payload_len,
-                    _ => unreachable!(),
-                },
-            )
+            b.iter(|| match decode_header(black_box(&frame[..]), Role::Server, 0) {
+                Ok(Status::Complete(h)) => h.payload_len,
+                _ => unreachable!(),
+            })
         });
     }
     group.finish();
 }
 
 fn frame_decode(c: &mut Criterion) {
-    let rules = FrameRules {
-        role: Role::Server,
-        allowed_rsv: 0,
-        max_frame_payload: 1 << 20,
-    };
+    let rules = FrameRules { role: Role::Server, allowed_rsv: 0, max_frame_payload: 1 << 20 };
     let mut group = c.benchmark_group("decode_frame");
     for size in [64usize, 1024, 16 * 1024] {
         // 64 KiB of back-to-back frames, as one read would deliver them.
@@ -69,9 +54,7 @@ fn frame_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode_frame");
     group.throughput(Throughput::Elements(1));
     let payload = [b'x'; 64];
-    group.bench_function("64 B server frame", |b| {
-        b.iter(|| encode_frame(OpCode::Text, black_box(&payload)))
-    });
+    group.bench_function("64 B server frame", |b| b.iter(|| encode_frame(OpCode::Text, black_box(&payload))));
     group.finish();
 }
 
@@ -80,17 +63,9 @@ fn frame_encode(c: &mut Criterion) {
 fn read_block(c: &mut Criterion) {
     let mut group = c.benchmark_group("read_block");
     group.throughput(Throughput::Bytes(64 * 1024));
-    group.bench_function("zeroed 64 KiB", |b| {
-        b.iter(|| BytesMut::zeroed(black_box(64 * 1024)))
-    });
+    group.bench_function("zeroed 64 KiB", |b| b.iter(|| BytesMut::zeroed(black_box(64 * 1024))));
     group.finish();
 }
 
-criterion_group!(
-    benches,
-    header_decode,
-    frame_decode,
-    frame_encode,
-    read_block
-);
+criterion_group!(benches, header_decode, frame_decode, frame_encode, read_block);
 criterion_main!(benches);

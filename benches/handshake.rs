@@ -21,9 +21,7 @@ fn handshake(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function("accept key alone", |b| {
-        b.iter(|| accept_key(black_box(b"dGhlIHNhbXBsZSBub25jZQ==")))
-    });
+    group.bench_function("accept key alone", |b| b.iter(|| accept_key(black_box(b"dGhlIHNhbXBsZSBub25jZQ=="))));
     group.finish();
 }
 

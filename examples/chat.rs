@@ -35,13 +35,11 @@ impl Handler for Chat {
 }
 
 fn main() -> std::io::Result<()> {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9002".into());
+    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9002".into());
     let config = Config {
-        listen: listen.parse().map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}"))
-        })?,
+        listen: listen
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?,
         ..Config::default()
     };
     let server = Server::new(config).start(Chat::default)?;

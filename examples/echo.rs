@@ -24,13 +24,11 @@ impl Handler for Echo {
 }
 
 fn main() -> std::io::Result<()> {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".into());
+    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9001".into());
     let config = Config {
-        listen: listen.parse().map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}"))
-        })?,
+        listen: listen
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?,
         max_frame_size: 16 << 20,
         max_message_size: 16 << 20,
         max_queued_bytes: 64 << 20,

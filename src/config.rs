@@ -17,6 +17,15 @@ pub struct Config {
     /// connections among them). Default 1 for the library; the `fanout` binary defaults to the
     /// CPUs available. At most 64.
     pub workers: usize,
+    /// Open WebSocket connections the server admits in total; further upgrades get 503.
+    /// Default 100,000. Check the process's file limit too (the binary raises it).
+    pub max_connections: usize,
+    /// Open WebSocket connections admitted from one IP address; 0 (default) for no limit.
+    /// Behind a proxy every client has the proxy's address, so keep it 0 there.
+    pub max_connections_per_ip: usize,
+    /// Connections still sending their HTTP request (or idle between kept-alive requests),
+    /// beyond which new TCP connections are closed unread. Default 10,000.
+    pub max_pending_handshakes: usize,
     /// Kernel accept queue length. Default 4096: the common default of 128 drops SYNs when
     /// thousands of clients connect at once, and each drop costs the client a 1 s retransmit.
     pub listen_backlog: u32,
@@ -73,6 +82,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 1,
+            max_connections: 100_000,
+            max_connections_per_ip: 0,
+            max_pending_handshakes: 10_000,
             listen_backlog: 4096,
             max_frame_size: 1 << 20,
             max_message_size: 1 << 20,
@@ -100,6 +112,8 @@ impl Config {
             ("max_request_bytes", self.max_request_bytes),
             ("max_headers", self.max_headers),
             ("listen_backlog", self.listen_backlog as usize),
+            ("max_connections", self.max_connections),
+            ("max_pending_handshakes", self.max_pending_handshakes),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -107,10 +121,7 @@ impl Config {
             }
         }
         if self.workers == 0 || self.workers > 64 {
-            return Err(format!(
-                "workers must be between 1 and 64, got {}",
-                self.workers
-            ));
+            return Err(format!("workers must be between 1 and 64, got {}", self.workers));
         }
         if self.max_headers > 128 {
             return Err("max_headers must be at most 128".into());
@@ -133,11 +144,7 @@ impl Config {
                 return Err(format!("{name} must be greater than 0"));
             }
         }
-        if self
-            .subprotocols
-            .iter()
-            .any(|p| p.is_empty() || p.contains([',', ' ', '\r', '\n']))
-        {
+        if self.subprotocols.iter().any(|p| p.is_empty() || p.contains([',', ' ', '\r', '\n'])) {
             return Err("subprotocols must be non-empty tokens without commas or spaces".into());
         }
         Ok(())
@@ -161,63 +168,21 @@ mod tests {
         assert!(open.anonymous_allowed(loopback) && open.validate(loopback).is_ok());
         assert!(!open.anonymous_allowed(public));
         assert!(open.validate(public).unwrap_err().contains("--jwt-secret"));
-        let allowed = GatewayConfig {
-            allow_anonymous: true,
-            ..GatewayConfig::default()
-        };
+        let allowed = GatewayConfig { allow_anonymous: true, ..GatewayConfig::default() };
         assert!(allowed.validate(public).is_ok());
-        let secured = GatewayConfig {
-            jwt_secret: Some("s".into()),
-            ..GatewayConfig::default()
-        };
+        let secured = GatewayConfig { jwt_secret: Some("s".into()), ..GatewayConfig::default() };
         assert!(secured.validate(public).is_ok() && !secured.anonymous_allowed(loopback));
     }
 
     #[test]
     fn each_bad_setting_is_named() {
         let cases: Vec<(Config, &str)> = vec![
-            (
-                Config {
-                    max_frame_size: 0,
-                    ..Config::default()
-                },
-                "max_frame_size",
-            ),
-            (
-                Config {
-                    max_queued_bytes: 0,
-                    ..Config::default()
-                },
-                "max_queued_bytes",
-            ),
-            (
-                Config {
-                    max_headers: 500,
-                    ..Config::default()
-                },
-                "max_headers",
-            ),
-            (
-                Config {
-                    max_frame_size: 2 << 20,
-                    ..Config::default()
-                },
-                "max_frame_size",
-            ),
-            (
-                Config {
-                    handshake_timeout: Duration::ZERO,
-                    ..Config::default()
-                },
-                "handshake_timeout",
-            ),
-            (
-                Config {
-                    subprotocols: vec!["a,b".into()],
-                    ..Config::default()
-                },
-                "subprotocols",
-            ),
+            (Config { max_frame_size: 0, ..Config::default() }, "max_frame_size"),
+            (Config { max_queued_bytes: 0, ..Config::default() }, "max_queued_bytes"),
+            (Config { max_headers: 500, ..Config::default() }, "max_headers"),
+            (Config { max_frame_size: 2 << 20, ..Config::default() }, "max_frame_size"),
+            (Config { handshake_timeout: Duration::ZERO, ..Config::default() }, "handshake_timeout"),
+            (Config { subprotocols: vec!["a,b".into()], ..Config::default() }, "subprotocols"),
         ];
         for (config, name) in cases {
             let err = config.validate().unwrap_err();
@@ -310,12 +275,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FANOUT_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
     /// Comma-separated browser origins allowed to connect; empty allows any.
-    #[arg(
-        long,
-        env = "FANOUT_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        default_value = ""
-    )]
+    #[arg(long, env = "FANOUT_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
     pub allowed_origins: Vec<String>,
     /// Messages kept per channel for resume.
     #[arg(long, env = "FANOUT_HISTORY_SIZE", default_value_t = 100)]
@@ -352,11 +312,8 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The server and gateway settings these arguments describe, validated.
     pub fn into_configs(self) -> Result<(Config, GatewayConfig), String> {
-        let workers = self.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(64)
-        });
+        let workers =
+            self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(64));
         let server = Config {
             listen: self.listen,
             workers,

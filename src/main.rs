@@ -50,9 +50,7 @@ enum Command {
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and s, m, h or d"))?;
+    let n: u64 = number.parse().map_err(|_| format!("{s:?}: expected a number and s, m, h or d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -66,35 +64,17 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Token {
-            secret,
-            sub,
-            subscribe,
-            publish,
-            ttl,
-        }) => {
-            let exp = (SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                + ttl)
-                .as_secs();
+        Some(Command::Token { secret, sub, subscribe, publish, ttl }) => {
+            let exp = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl).as_secs();
             let clean = |v: Vec<String>| v.into_iter().filter(|p| !p.is_empty()).collect();
-            let claims = auth::Claims {
-                sub,
-                exp,
-                subscribe: clean(subscribe),
-                publish: clean(publish),
-            };
+            let claims = auth::Claims { sub, exp, subscribe: clean(subscribe), publish: clean(publish) };
             println!("{}", auth::mint(&claims, &secret));
             return ExitCode::SUCCESS;
         }
         Some(Command::Serve(args)) => args,
         None => cli.serve,
     };
-    env_logger::Builder::new()
-        .parse_filters(&args.log_level)
-        .parse_default_env()
-        .init();
+    env_logger::Builder::new().parse_filters(&args.log_level).parse_default_env().init();
     let (server, gateway_config) = match args.into_configs() {
         Ok(configs) => configs,
         Err(e) => {
@@ -109,10 +89,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "fanout: listening on {}",
-        gateway::describe(handle.local_addr())
-    );
+    eprintln!("fanout: listening on {}", gateway::describe(handle.local_addr()));
     // First SIGTERM/SIGINT: drain gracefully. Second: exit at once.
     let trigger = handle.shutdown_trigger();
     match Signals::new([SIGTERM, SIGINT]) {

@@ -30,17 +30,17 @@ impl Counter {
 }
 
 macro_rules! metrics {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// One worker's counters.
         #[derive(Debug, Default)]
         pub struct WorkerMetrics {
-            $($(#[$doc])* pub $name: Counter,)*
+            $($(#[doc = $doc])* pub $name: Counter,)*
         }
 
         /// The sum over all workers at one moment.
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
         pub struct Snapshot {
-            $($(#[$doc])* pub $name: u64,)*
+            $($(#[doc = $doc])* pub $name: u64,)*
         }
 
         impl Snapshot {
@@ -48,9 +48,9 @@ macro_rules! metrics {
                 $(self.$name = self.$name.wrapping_add(m.$name.get());)*
             }
 
-            /// Name and value of every counter, in declaration order.
-            pub fn fields(&self) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($name), self.$name),)*]
+            /// Name, help text and value of every counter, in declaration order.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), concat!($($doc),*).trim_ascii(), self.$name),)*]
             }
         }
     };
@@ -63,8 +63,22 @@ metrics! {
     accepted,
     /// Upgrades completed.
     handshakes,
-    /// Handshakes refused (bad request, rejected by the application, timed out).
+    /// Handshakes refused, for any of the reasons below.
     handshake_failures,
+    /// ... because the request was not a valid upgrade (400, 405, 426, 431, 413).
+    handshake_bad_requests,
+    /// ... because the request did not complete within the handshake timeout (408).
+    handshake_timeouts,
+    /// ... because `on_open` rejected it.
+    rejected_by_application,
+    /// ... because `max_connections` were open (503).
+    rejected_max_connections,
+    /// ... because `max_connections_per_ip` were open from that address (503).
+    rejected_per_ip,
+    /// ... because the server was draining (503).
+    rejected_draining,
+    /// Accepted sockets closed unread because `max_pending_handshakes` were in progress.
+    rejected_pending_handshakes,
     /// Plain HTTP requests answered.
     http_requests,
     /// Messages received (after reassembly).
@@ -89,6 +103,14 @@ metrics! {
     deliveries,
     /// Open connections closed for idleness.
     idle_timeouts,
+    /// Bytes queued for clients and not yet written (a gauge).
+    queued_bytes,
+    /// Loop turns.
+    loop_turns,
+    /// Microseconds spent working (from wake-up to the end of the flush), summed.
+    loop_busy_us,
+    /// Microseconds the last turn worked: how long a new event could wait (a gauge).
+    loop_lag_us,
 }
 
 /// Sums the counters of all workers.
@@ -100,9 +122,82 @@ pub fn merge<'a>(workers: impl IntoIterator<Item = &'a WorkerMetrics>) -> Snapsh
     total
 }
 
+/// Counters that are gauges (a level now, not a running total).
+const GAUGES: &[&str] = &["connections", "queued_bytes", "loop_lag_us"];
+
+/// Counters reported as `fanout_handshake_failures_total{reason=...}` rather than on their own.
+const FAILURE_REASONS: &[(&str, &str)] = &[
+    ("handshake_bad_requests", "bad_request"),
+    ("handshake_timeouts", "timeout"),
+    ("rejected_by_application", "rejected"),
+    ("rejected_max_connections", "max_connections"),
+    ("rejected_per_ip", "max_connections_per_ip"),
+    ("rejected_draining", "draining"),
+];
+
+/// The Prometheus text exposition of per-worker counters, labelled `worker="i"`, plus
+/// server-wide `extra` values (name, help, type, value). Labels are only workers and fixed
+/// reasons: nothing grows with the number of clients or channels.
+pub fn prometheus(workers: &[Snapshot], extra: &[(&str, &str, &str, u64)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(4096);
+    let Some(first) = workers.first() else { return out };
+    let mut reasons_done = false;
+    for (index, (name, help, _)) in first.fields().into_iter().enumerate() {
+        if name == "handshake_failures" {
+            continue; // the sum of the reasons below
+        }
+        if let Some(&(_, reason)) = FAILURE_REASONS.iter().find(|(n, _)| *n == name) {
+            if !reasons_done {
+                reasons_done = true;
+                let _ = writeln!(out, "# HELP fanout_handshake_failures_total Handshakes refused, by reason.");
+                let _ = writeln!(out, "# TYPE fanout_handshake_failures_total counter");
+            }
+            for (w, snapshot) in workers.iter().enumerate() {
+                let value = snapshot.fields()[index].2;
+                let _ = writeln!(out, "fanout_handshake_failures_total{{worker=\"{w}\",reason=\"{reason}\"}} {value}");
+            }
+            continue;
+        }
+        let gauge = GAUGES.contains(&name);
+        let metric = if gauge { format!("fanout_{name}") } else { format!("fanout_{name}_total") };
+        let _ = writeln!(out, "# HELP {metric} {help}");
+        let _ = writeln!(out, "# TYPE {metric} {}", if gauge { "gauge" } else { "counter" });
+        for (w, snapshot) in workers.iter().enumerate() {
+            let _ = writeln!(out, "{metric}{{worker=\"{w}\"}} {}", snapshot.fields()[index].2);
+        }
+    }
+    for (name, help, kind, value) in extra {
+        let _ = writeln!(out, "# HELP fanout_{name} {help}\n# TYPE fanout_{name} {kind}\nfanout_{name} {value}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_text_has_help_type_and_one_sample_per_worker() {
+        let a = WorkerMetrics::default();
+        let b = WorkerMetrics::default();
+        a.connections.add(2);
+        b.handshake_timeouts.add(4);
+        b.bytes_out.add(7);
+        let text = prometheus(&[merge([&a]), merge([&b])], &[("topics", "Topics with subscribers.", "gauge", 3)]);
+        assert!(text.contains(
+            "# TYPE fanout_connections gauge\nfanout_connections{worker=\"0\"} 2\nfanout_connections{worker=\"1\"} 0\n"
+        ));
+        assert!(text.contains("# TYPE fanout_bytes_out_total counter\n"));
+        assert!(text.contains("fanout_bytes_out_total{worker=\"1\"} 7\n"));
+        assert!(text.contains("fanout_handshake_failures_total{worker=\"1\",reason=\"timeout\"} 4\n"));
+        assert!(text.contains("# HELP fanout_bytes_out_total Bytes written to sockets.\n"));
+        assert!(text.ends_with("fanout_topics 3\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<u64>().unwrap_or_else(|_| panic!("{line}"));
+        }
+    }
 
     #[test]
     fn merge_sums_workers() {
@@ -114,6 +209,6 @@ mod tests {
         a.bytes_in.add(10);
         let s = merge([&a, &b]);
         assert_eq!((s.connections, s.bytes_in), (4, 10));
-        assert!(s.fields().contains(&("bytes_in", 10)));
+        assert!(s.fields().iter().any(|f| f.0 == "bytes_in" && f.2 == 10));
     }
 }

@@ -112,13 +112,8 @@ impl Topics {
         if mine.iter().any(|m| m.topic == topic) {
             return false;
         }
-        let t = self.topics[topic as usize]
-            .as_mut()
-            .expect("topic id maps to a topic");
-        mine.push(Membership {
-            topic,
-            index: t.members.len() as u32,
-        });
+        let t = self.topics[topic as usize].as_mut().expect("topic id maps to a topic");
+        mine.push(Membership { topic, index: t.members.len() as u32 });
         t.members.push(member);
         true
     }
@@ -154,9 +149,7 @@ impl Topics {
 
     /// Members of `name` now.
     pub fn member_count(&self, name: &str) -> usize {
-        self.ids
-            .get(name)
-            .map_or(0, |&t| self.topic(t).members.len())
+        self.ids.get(name).map_or(0, |&t| self.topic(t).members.len())
     }
 
     /// Topics `member` is in.
@@ -179,9 +172,7 @@ impl Topics {
         let Some(&id) = self.ids.get(name) else {
             return 0;
         };
-        let t = self.topics[id as usize]
-            .as_mut()
-            .expect("topic id maps to a topic");
+        let t = self.topics[id as usize].as_mut().expect("topic id maps to a topic");
         t.batch.push(header, payload, large);
         if !t.dirty {
             t.dirty = true;
@@ -211,18 +202,11 @@ impl Topics {
     }
 
     fn topic(&self, id: u32) -> &Topic {
-        self.topics[id as usize]
-            .as_ref()
-            .expect("topic id maps to a topic")
+        self.topics[id as usize].as_ref().expect("topic id maps to a topic")
     }
 
     fn create(&mut self, name: &str) -> u32 {
-        let topic = Topic {
-            name: name.into(),
-            members: Vec::new(),
-            batch: Batch::default(),
-            dirty: false,
-        };
+        let topic = Topic { name: name.into(), members: Vec::new(), batch: Batch::default(), dirty: false };
         let id = match self.free.pop() {
             Some(id) => {
                 self.topics[id as usize] = Some(topic);
@@ -240,27 +224,18 @@ impl Topics {
     /// Takes `member` out of one topic's member list (swap-remove), fixing the index of the
     /// member that moved into its place, and forgets the topic when it empties.
     fn detach(&mut self, member: Member, membership: Membership) {
-        let t = self.topics[membership.topic as usize]
-            .as_mut()
-            .expect("topic id maps to a topic");
+        let t = self.topics[membership.topic as usize].as_mut().expect("topic id maps to a topic");
         let index = membership.index as usize;
         debug_assert_eq!(t.members[index], member);
         t.members.swap_remove(index);
         if let Some(&moved) = t.members.get(index) {
-            let theirs = self
-                .memberships
-                .get_mut(&moved)
-                .expect("every member has memberships");
-            let entry = theirs
-                .iter_mut()
-                .find(|m| m.topic == membership.topic)
-                .expect("membership of the moved member");
+            let theirs = self.memberships.get_mut(&moved).expect("every member has memberships");
+            let entry =
+                theirs.iter_mut().find(|m| m.topic == membership.topic).expect("membership of the moved member");
             entry.index = membership.index;
         }
         if t.members.is_empty() {
-            let t = self.topics[membership.topic as usize]
-                .take()
-                .expect("topic id maps to a topic");
+            let t = self.topics[membership.topic as usize].take().expect("topic id maps to a topic");
             self.ids.remove(&t.name);
             self.free.push(membership.topic);
         }
@@ -288,14 +263,8 @@ mod tests {
         t.subscribe(2, "news");
         t.subscribe(3, "sport");
         assert_eq!(t.publish("news", b"H", &Bytes::from_static(b"1"), LARGE), 2);
-        assert_eq!(
-            t.publish("nobody", b"H", &Bytes::from_static(b"x"), LARGE),
-            0
-        );
-        assert_eq!(
-            published(&mut t),
-            vec![(1, b"H1".to_vec()), (2, b"H1".to_vec())]
-        );
+        assert_eq!(t.publish("nobody", b"H", &Bytes::from_static(b"x"), LARGE), 0);
+        assert_eq!(published(&mut t), vec![(1, b"H1".to_vec()), (2, b"H1".to_vec())]);
         assert!(published(&mut t).is_empty(), "delivered once");
     }
 
@@ -312,11 +281,7 @@ mod tests {
         t.deliver(|m, b| seen.push((m, b.clone())));
         assert_eq!(seen.len(), 100, "one buffer per member, not one per frame");
         let first = seen[0].1.as_ptr();
-        assert!(
-            seen.iter()
-                .all(|(_, b)| b.as_ptr() == first && b.len() == 300),
-            "same memory for all"
-        );
+        assert!(seen.iter().all(|(_, b)| b.as_ptr() == first && b.len() == 300), "same memory for all");
         let expected: Vec<u8> = (0..100u8).flat_map(|i| [0x81, 1, i]).collect();
         assert_eq!(&seen[0].1[..], &expected[..], "publish order kept");
     }
@@ -332,15 +297,8 @@ mod tests {
         let mut seen: Vec<Bytes> = Vec::new();
         t.deliver(|_, b| seen.push(b.clone()));
         assert_eq!(seen.len(), 4);
-        assert_eq!(
-            (&seen[0][..], &seen[1][..], &seen[3][..]),
-            (&b"a1"[..], &b"h"[..], &b"b2"[..])
-        );
-        assert_eq!(
-            seen[2].as_ptr(),
-            large.as_ptr(),
-            "large payload shared, not copied"
-        );
+        assert_eq!((&seen[0][..], &seen[1][..], &seen[3][..]), (&b"a1"[..], &b"h"[..], &b"b2"[..]));
+        assert_eq!(seen[2].as_ptr(), large.as_ptr(), "large payload shared, not copied");
     }
 
     #[test]
@@ -353,10 +311,7 @@ mod tests {
         assert_eq!(early, vec![(1, b"early".to_vec())]);
         t.subscribe(2, "news");
         t.publish("news", b"", &Bytes::from_static(b"late"), LARGE);
-        assert_eq!(
-            published(&mut t),
-            vec![(1, b"late".to_vec()), (2, b"late".to_vec())]
-        );
+        assert_eq!(published(&mut t), vec![(1, b"late".to_vec()), (2, b"late".to_vec())]);
     }
 
     #[test]

@@ -66,10 +66,7 @@ pub struct Reject {
 
 impl Reject {
     pub fn new(status: u16, reason: impl Into<String>) -> Self {
-        Reject {
-            status,
-            reason: reason.into(),
-        }
+        Reject { status, reason: reason.into() }
     }
 }
 
@@ -108,8 +105,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// Sends a text message.
     pub fn send_text(&mut self, id: ConnId, text: &str) {
-        self.io
-            .send_data(id, true, Bytes::copy_from_slice(text.as_bytes()));
+        self.io.send_data(id, true, Bytes::copy_from_slice(text.as_bytes()));
     }
 
     /// Sends a binary message.
@@ -147,8 +143,7 @@ impl Ctx<'_> {
 
     /// `publish` of a text message.
     pub fn publish_text(&mut self, topic: &str, text: &str) {
-        self.io
-            .publish(topic, true, Bytes::copy_from_slice(text.as_bytes()));
+        self.io.publish(topic, true, Bytes::copy_from_slice(text.as_bytes()));
     }
 
     /// Sends a message to every open connection of the server.
@@ -172,6 +167,25 @@ impl Ctx<'_> {
         self.io.worker_stats()
     }
 
+    /// The server's counters in the Prometheus text format (per worker, plus server-wide
+    /// figures and the caller's `extra` lines: name, help, type, value).
+    pub fn prometheus(&self, extra: &[(&str, &str, &str, u64)]) -> String {
+        let (open, topics, overflows) = self.io.server_figures();
+        let mut all = vec![
+            ("websockets", "Open WebSocket connections, all workers.", "gauge", open),
+            ("topics", "Topics with at least one subscriber.", "gauge", topics),
+            (
+                "inbox_overflows_total",
+                "Cross-worker envelopes dropped because an inbox was full.",
+                "counter",
+                overflows,
+            ),
+            ("draining", "1 while the server shuts down.", "gauge", u64::from(self.io.draining())),
+        ];
+        all.extend_from_slice(extra);
+        metrics::prometheus(&self.io.worker_stats(), &all)
+    }
+
     /// Index of the worker running this callback.
     pub fn worker(&self) -> usize {
         self.io.worker_index()
@@ -189,32 +203,14 @@ pub trait Handler: 'static {
     type Session: 'static;
 
     /// A valid upgrade request arrived. Return the session to accept, or a `Reject`.
-    fn on_open(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: ConnId,
-        request: &Request<'_>,
-    ) -> Result<Self::Session, Reject>;
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, request: &Request<'_>) -> Result<Self::Session, Reject>;
 
     /// A whole message arrived.
-    fn on_message(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: ConnId,
-        session: &mut Self::Session,
-        message: Message,
-    );
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: &mut Self::Session, message: Message);
 
     /// The connection is no longer open: `code` is the peer's close code, ours if we closed it,
     /// 1005 for a close without a code, 1006 if it ended without a close frame.
-    fn on_close(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: ConnId,
-        session: Self::Session,
-        code: u16,
-        reason: &str,
-    ) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: Self::Session, code: u16, reason: &str) {
         let _ = (ctx, id, session, code, reason);
     }
 
@@ -240,29 +236,12 @@ impl<H: Handler> Service for Adapter<H> {
         peer: SocketAddr,
         protocol: Option<&str>,
     ) -> Result<H::Session, Response> {
-        let request = Request {
-            http: &upgrade.request,
-            peer,
-            protocol,
-        };
-        self.0
-            .on_open(&mut Ctx { io }, id, &request)
-            .map_err(|r| Response::text(r.status, r.reason))
+        let request = Request { http: &upgrade.request, peer, protocol };
+        self.0.on_open(&mut Ctx { io }, id, &request).map_err(|r| Response::text(r.status, r.reason))
     }
 
-    fn message(
-        &mut self,
-        io: &mut Io,
-        id: ConnId,
-        session: &mut H::Session,
-        text: bool,
-        payload: Bytes,
-    ) {
-        let message = if text {
-            Message::Text(payload)
-        } else {
-            Message::Binary(payload)
-        };
+    fn message(&mut self, io: &mut Io, id: ConnId, session: &mut H::Session, text: bool, payload: Bytes) {
+        let message = if text { Message::Text(payload) } else { Message::Binary(payload) };
         self.0.on_message(&mut Ctx { io }, id, session, message);
     }
 
@@ -271,14 +250,7 @@ impl<H: Handler> Service for Adapter<H> {
     }
 
     fn request(&mut self, io: &mut Io, request: &proto::Request, peer: SocketAddr) -> Response {
-        self.0.on_request(
-            &mut Ctx { io },
-            &Request {
-                http: request,
-                peer,
-                protocol: None,
-            },
-        )
+        self.0.on_request(&mut Ctx { io }, &Request { http: request, peer, protocol: None })
     }
 }
 
@@ -299,13 +271,9 @@ impl Server {
         H: Handler,
         F: Fn() -> H + Send + Sync + 'static,
     {
-        self.config
-            .validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let running = reactor::spawn(&self.config, move || Adapter(factory()))?;
-        Ok(ServerHandle {
-            running: Some(running),
-        })
+        Ok(ServerHandle { running: Some(running) })
     }
 
     /// `start`, then wait until the server stops.
@@ -340,11 +308,7 @@ impl ServerHandle {
 
     /// Each worker's counters, in worker order.
     pub fn worker_stats(&self) -> Vec<Snapshot> {
-        self.running()
-            .workers
-            .iter()
-            .map(|w| metrics::merge([&w.shared.metrics]))
-            .collect()
+        self.running().workers.iter().map(|w| metrics::merge([&w.shared.metrics])).collect()
     }
 
     /// Starts a graceful stop: no new connections; open ones get 1001 "going away" spread over
@@ -370,9 +334,7 @@ impl ServerHandle {
 
     /// A handle another thread (a signal handler) can use to call `shutdown`.
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
-        ShutdownTrigger {
-            bus: self.running().bus.clone(),
-        }
+        ShutdownTrigger { bus: self.running().bus.clone() }
     }
 
     /// `shutdown` and `join`.

@@ -26,18 +26,11 @@ fn start_with(server: Config, gateway: GatewayConfig) -> ServerHandle {
 }
 
 fn secured() -> GatewayConfig {
-    GatewayConfig {
-        jwt_secret: Some("s3cret".into()),
-        api_key: Some("key".into()),
-        ..GatewayConfig::default()
-    }
+    GatewayConfig { jwt_secret: Some("s3cret".into()), api_key: Some("key".into()), ..GatewayConfig::default() }
 }
 
 fn token(sub: &[&str], publish: &[&str], exp_in: i64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let claims = auth::Claims {
         sub: "alice".into(),
         exp: (now + exp_in) as u64,
@@ -48,11 +41,7 @@ fn token(sub: &[&str], publish: &[&str], exp_in: i64) -> String {
 }
 
 /// Connects with extra headers; Err(status) when the upgrade is refused.
-fn try_connect(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Result<(Client, Option<String>), u16> {
+fn try_connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<(Client, Option<String>), u16> {
     let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
     for (name, value) in headers {
         let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
@@ -62,15 +51,10 @@ fn try_connect(
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     match tungstenite::client(request, stream) {
         Ok((ws, response)) => {
-            let protocol = response
-                .headers()
-                .get("sec-websocket-protocol")
-                .map(|v| v.to_str().unwrap().to_owned());
+            let protocol = response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
             Ok((ws, protocol))
         }
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
-            Err(r.status().as_u16())
-        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => Err(r.status().as_u16()),
         Err(e) => panic!("handshake: {e}"),
     }
 }
@@ -108,10 +92,7 @@ fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -
     );
     let response = http_exchange(addr, request.as_bytes());
     let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -124,9 +105,7 @@ fn http_publish(addr: SocketAddr, channel: &str, data: Value) -> u64 {
         &json!({"channel": channel, "data": data}).to_string(),
     );
     assert_eq!(status, 200, "{body}");
-    serde_json::from_str::<Value>(&body).unwrap()["seq"]
-        .as_u64()
-        .unwrap()
+    serde_json::from_str::<Value>(&body).unwrap()["seq"].as_u64().unwrap()
 }
 
 #[test]
@@ -136,30 +115,15 @@ fn subscribe_publish_ack_message_unsubscribe() {
     let mut alice = connect(addr);
     let mut bob = connect(addr);
     let reply = subscribe(&mut alice, "news");
-    assert_eq!(
-        (reply["channel"].as_str(), reply["seq"].as_u64()),
-        (Some("news"), Some(0))
-    );
+    assert_eq!((reply["channel"].as_str(), reply["seq"].as_u64()), (Some("news"), Some(0)));
     assert!(reply["epoch"].as_str().is_some_and(|e| !e.is_empty()));
     assert!(reply.get("recovered").is_none(), "no resume asked");
-    send(
-        &mut bob,
-        json!({"op": "publish", "channel": "news", "data": {"t": "hi"}, "id": 7}),
-    );
+    send(&mut bob, json!({"op": "publish", "channel": "news", "data": {"t": "hi"}, "id": 7}));
     assert_eq!(recv(&mut bob), json!({"op": "ack", "id": 7, "seq": 1}));
-    assert_eq!(
-        recv(&mut alice),
-        json!({"op": "message", "channel": "news", "seq": 1, "data": {"t": "hi"}})
-    );
+    assert_eq!(recv(&mut alice), json!({"op": "message", "channel": "news", "seq": 1, "data": {"t": "hi"}}));
     send(&mut alice, json!({"op": "unsubscribe", "channel": "news"}));
-    assert_eq!(
-        recv(&mut alice),
-        json!({"op": "unsubscribed", "channel": "news"})
-    );
-    send(
-        &mut bob,
-        json!({"op": "publish", "channel": "news", "data": 2}),
-    );
+    assert_eq!(recv(&mut alice), json!({"op": "unsubscribed", "channel": "news"}));
+    send(&mut bob, json!({"op": "publish", "channel": "news", "data": 2}));
     assert_eq!(recv(&mut bob)["seq"], 2);
     // Alice's next frame is the reply to her next request, not message 2.
     subscribe(&mut alice, "other");
@@ -180,20 +144,13 @@ fn bad_requests_get_error_ops_and_the_connection_stays_usable() {
     for (text, code) in cases {
         c.send(Message::text(text)).unwrap();
         let e = recv(&mut c);
-        assert_eq!(
-            (e["op"].as_str(), e["code"].as_str()),
-            (Some("error"), Some(code)),
-            "{text}: {e}"
-        );
+        assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some(code)), "{text}: {e}");
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     subscribe(&mut c, "ok");
     send(&mut c, json!({"op": "subscribe", "channel": "ok", "id": 9}));
     let e = recv(&mut c);
-    assert_eq!(
-        (e["code"].as_str(), e["id"].as_u64()),
-        (Some("already_subscribed"), Some(9))
-    );
+    assert_eq!((e["code"].as_str(), e["id"].as_u64()), (Some("already_subscribed"), Some(9)));
     c.send(Message::binary(vec![1, 2, 3])).unwrap();
     match c.read() {
         Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1003),
@@ -213,90 +170,43 @@ fn auth_matrix() {
         t.push(if good.ends_with('A') { 'B' } else { 'A' });
         t
     };
-    assert_eq!(
-        try_connect(addr, &format!("/?token={forged}"), &[]).err(),
-        Some(401),
-        "bad signature"
-    );
+    assert_eq!(try_connect(addr, &format!("/?token={forged}"), &[]).err(), Some(401), "bad signature");
     let expired = token(&["news"], &[], -10);
-    assert_eq!(
-        try_connect(addr, &format!("/?token={expired}"), &[]).err(),
-        Some(401),
-        "expired"
-    );
+    assert_eq!(try_connect(addr, &format!("/?token={expired}"), &[]).err(), Some(401), "expired");
     let auth_header = format!("Bearer {good}");
     let cookie = format!("a=b; fanout_token={good}");
     let protocols = format!("fanout.v1, bearer.{good}");
     type Source<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
     let sources: [Source<'_>; 4] = [
         ("query", format!("/?token={good}"), vec![]),
-        (
-            "header",
-            "/".into(),
-            vec![("Authorization", auth_header.as_str())],
-        ),
+        ("header", "/".into(), vec![("Authorization", auth_header.as_str())]),
         ("cookie", "/".into(), vec![("Cookie", cookie.as_str())]),
-        (
-            "subprotocol",
-            "/".into(),
-            vec![("Sec-WebSocket-Protocol", protocols.as_str())],
-        ),
+        ("subprotocol", "/".into(), vec![("Sec-WebSocket-Protocol", protocols.as_str())]),
     ];
     for (name, path, headers) in sources {
-        let (mut ws, protocol) =
-            try_connect(addr, &path, &headers).unwrap_or_else(|s| panic!("{name}: {s}"));
+        let (mut ws, protocol) = try_connect(addr, &path, &headers).unwrap_or_else(|s| panic!("{name}: {s}"));
         if name == "subprotocol" {
-            assert_eq!(
-                protocol.as_deref(),
-                Some("fanout.v1"),
-                "the bearer entry is never echoed"
-            );
+            assert_eq!(protocol.as_deref(), Some("fanout.v1"), "the bearer entry is never echoed");
         }
         subscribe(&mut ws, "chat:lobby");
-        send(
-            &mut ws,
-            json!({"op": "subscribe", "channel": "sport", "id": 1}),
-        );
+        send(&mut ws, json!({"op": "subscribe", "channel": "sport", "id": 1}));
         let e = recv(&mut ws);
         assert_eq!(e["code"], "forbidden", "{name}: {e}");
-        send(
-            &mut ws,
-            json!({"op": "publish", "channel": "news", "data": 1, "id": 2}),
-        );
-        assert_eq!(
-            recv(&mut ws)["code"],
-            "forbidden",
-            "{name}: news is subscribe-only"
-        );
-        send(
-            &mut ws,
-            json!({"op": "publish", "channel": "chat:lobby", "data": 1, "id": 3}),
-        );
-        assert_eq!(
-            recv(&mut ws)["op"],
-            "ack",
-            "{name}: still usable after forbidden"
-        );
+        send(&mut ws, json!({"op": "publish", "channel": "news", "data": 1, "id": 2}));
+        assert_eq!(recv(&mut ws)["code"], "forbidden", "{name}: news is subscribe-only");
+        send(&mut ws, json!({"op": "publish", "channel": "chat:lobby", "data": 1, "id": 3}));
+        assert_eq!(recv(&mut ws)["op"], "ack", "{name}: still usable after forbidden");
     }
 }
 
 #[test]
 fn origin_allowlist() {
-    let config = GatewayConfig {
-        allowed_origins: vec!["https://app.example".into()],
-        ..GatewayConfig::default()
-    };
+    let config = GatewayConfig { allowed_origins: vec!["https://app.example".into()], ..GatewayConfig::default() };
     let server = start(config);
     let addr = server.local_addr();
-    assert_eq!(
-        try_connect(addr, "/", &[("Origin", "https://evil.example")]).err(),
-        Some(403)
-    );
+    assert_eq!(try_connect(addr, "/", &[("Origin", "https://evil.example")]).err(), Some(403));
     assert!(try_connect(addr, "/", &[("Origin", "https://app.example")]).is_ok());
-    assert!(
-        try_connect(addr, "/", &[]).is_ok(),
-        "non-browser clients send no Origin"
-    );
+    assert!(try_connect(addr, "/", &[]).is_ok(), "non-browser clients send no Origin");
 }
 
 #[test]
@@ -314,40 +224,24 @@ fn resume_gets_exactly_the_missed_messages_then_live_ones() {
         assert_eq!(http_publish(addr, "news", json!(format!("m{i}"))), i);
     }
     let (mut c, _) = try_connect(addr, &path, &[]).unwrap();
-    send(
-        &mut c,
-        json!({"op": "subscribe", "channel": "news", "since": 1, "epoch": epoch}),
-    );
+    send(&mut c, json!({"op": "subscribe", "channel": "news", "since": 1, "epoch": epoch}));
     let reply = recv(&mut c);
-    assert_eq!(
-        (reply["seq"].as_u64(), reply["recovered"].as_bool()),
-        (Some(11), Some(true)),
-        "{reply}"
-    );
+    assert_eq!((reply["seq"].as_u64(), reply["recovered"].as_bool()), (Some(11), Some(true)), "{reply}");
     for i in 2..=11u64 {
         let m = recv(&mut c);
-        assert_eq!(
-            (m["seq"].as_u64(), m["data"].clone()),
-            (Some(i), json!(format!("m{i}")))
-        );
+        assert_eq!((m["seq"].as_u64(), m["data"].clone()), (Some(i), json!(format!("m{i}"))));
     }
     http_publish(addr, "news", json!("live"));
     assert_eq!(recv(&mut c)["data"], "live");
     // Resuming across another epoch (a restart) is not a recovery.
     let (mut other, _) = try_connect(addr, &path, &[]).unwrap();
-    send(
-        &mut other,
-        json!({"op": "subscribe", "channel": "news", "since": 3, "epoch": "not-this-one"}),
-    );
+    send(&mut other, json!({"op": "subscribe", "channel": "news", "since": 3, "epoch": "not-this-one"}));
     assert_eq!(recv(&mut other)["recovered"], false);
 }
 
 #[test]
 fn resume_beyond_the_history_is_not_recovered() {
-    let server = start(GatewayConfig {
-        history_size: 5,
-        ..GatewayConfig::default()
-    });
+    let server = start(GatewayConfig { history_size: 5, ..GatewayConfig::default() });
     let addr = server.local_addr();
     for _ in 0..12 {
         let mut p = connect(addr);
@@ -355,23 +249,11 @@ fn resume_beyond_the_history_is_not_recovered() {
         recv(&mut p);
     }
     let mut c = connect(addr);
-    send(
-        &mut c,
-        json!({"op": "subscribe", "channel": "c", "since": 2}),
-    );
+    send(&mut c, json!({"op": "subscribe", "channel": "c", "since": 2}));
     let reply = recv(&mut c);
-    assert_eq!(
-        (reply["recovered"].as_bool(), reply["seq"].as_u64()),
-        (Some(false), Some(12))
-    );
-    let seqs: Vec<u64> = (0..5)
-        .map(|_| recv(&mut c)["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        seqs,
-        [8, 9, 10, 11, 12],
-        "what history still holds, in order"
-    );
+    assert_eq!((reply["recovered"].as_bool(), reply["seq"].as_u64()), (Some(false), Some(12)));
+    let seqs: Vec<u64> = (0..5).map(|_| recv(&mut c)["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [8, 9, 10, 11, 12], "what history still holds, in order");
 }
 
 #[test]
@@ -387,14 +269,8 @@ fn subscribing_while_publishes_race_across_two_workers() {
 fn race(workers: usize) {
     const TOTAL: u64 = 6000;
     let server = start_with(
-        Config {
-            workers,
-            ..test_config()
-        },
-        GatewayConfig {
-            history_size: TOTAL as usize,
-            ..GatewayConfig::default()
-        },
+        Config { workers, ..test_config() },
+        GatewayConfig { history_size: TOTAL as usize, ..GatewayConfig::default() },
     );
     let addr = server.local_addr();
     let (progress, ticks) = std::sync::mpsc::channel();
@@ -403,10 +279,7 @@ fn race(workers: usize) {
         for chunk in 0..TOTAL / 50 {
             for i in 0..50 {
                 let n = chunk * 50 + i;
-                p.write(Message::text(
-                    json!({"op": "publish", "channel": "race", "data": n}).to_string(),
-                ))
-                .unwrap();
+                p.write(Message::text(json!({"op": "publish", "channel": "race", "data": n}).to_string())).unwrap();
             }
             p.flush().unwrap();
             if chunk % 5 == 0 {
@@ -422,10 +295,7 @@ fn race(workers: usize) {
     let mut subscribers = Vec::new();
     while ticks.recv().is_ok() {
         let mut c = connect(addr);
-        send(
-            &mut c,
-            json!({"op": "subscribe", "channel": "race", "since": 0}),
-        );
+        send(&mut c, json!({"op": "subscribe", "channel": "race", "since": 0}));
         subscribers.push(c);
     }
     assert!(subscribers.len() >= 20, "subscribed while publishing");
@@ -443,13 +313,7 @@ fn race(workers: usize) {
 
 #[test]
 fn two_workers_deliver_every_publish_exactly_once_and_in_order() {
-    let server = start_with(
-        Config {
-            workers: 2,
-            ..test_config()
-        },
-        secured(),
-    );
+    let server = start_with(Config { workers: 2, ..test_config() }, secured());
     let addr = server.local_addr();
     let path = format!("/?token={}", token(&["*"], &["*"], 3600));
     let mut subscribers: Vec<Client> = (0..24)
@@ -459,19 +323,10 @@ fn two_workers_deliver_every_publish_exactly_once_and_in_order() {
             c
         })
         .collect();
-    let per_worker: Vec<u64> = server
-        .worker_stats()
-        .iter()
-        .map(|s| s.connections)
-        .collect();
-    assert!(
-        per_worker.iter().all(|&n| n > 0),
-        "connections spread over both workers: {per_worker:?}"
-    );
+    let per_worker: Vec<u64> = server.worker_stats().iter().map(|s| s.connections).collect();
+    assert!(per_worker.iter().all(|&n| n > 0), "connections spread over both workers: {per_worker:?}");
     // Publishers on whichever workers the kernel picks, interleaved with HTTP publishes.
-    let mut publishers: Vec<Client> = (0..4)
-        .map(|_| try_connect(addr, &path, &[]).unwrap().0)
-        .collect();
+    let mut publishers: Vec<Client> = (0..4).map(|_| try_connect(addr, &path, &[]).unwrap().0).collect();
     let mut expected = Vec::new();
     for round in 0..50 {
         let p = &mut publishers[round % 4];
@@ -485,94 +340,42 @@ fn two_workers_deliver_every_publish_exactly_once_and_in_order() {
     for c in &mut subscribers {
         for (i, data) in expected.iter().enumerate() {
             let m = recv(c);
-            assert_eq!(
-                (m["seq"].as_u64(), &m["data"]),
-                (Some(i as u64 + 1), data),
-                "exactly once, in order"
-            );
+            assert_eq!((m["seq"].as_u64(), &m["data"]), (Some(i as u64 + 1), data), "exactly once, in order");
         }
     }
     // Resume works whichever worker the reconnecting client lands on.
     for _ in 0..6 {
         let (mut c, _) = try_connect(addr, &path, &[]).unwrap();
-        send(
-            &mut c,
-            json!({"op": "subscribe", "channel": "all", "since": 90}),
-        );
+        send(&mut c, json!({"op": "subscribe", "channel": "all", "since": 90}));
         assert_eq!(recv(&mut c)["recovered"], true);
-        let seqs: Vec<u64> = (0..10)
-            .map(|_| recv(&mut c)["seq"].as_u64().unwrap())
-            .collect();
+        let seqs: Vec<u64> = (0..10).map(|_| recv(&mut c)["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs, (91..=100).collect::<Vec<_>>());
     }
 }
 
 #[test]
 fn http_api_answers() {
-    let server = start_with(
-        Config {
-            max_body_bytes: 1024,
-            ..test_config()
-        },
-        secured(),
-    );
+    let server = start_with(Config { max_body_bytes: 1024, ..test_config() }, secured());
     let addr = server.local_addr();
     let body = r#"{"channel":"news","data":{"x":1}}"#;
     let auth = "Authorization: Bearer key\r\n";
-    assert_eq!(
-        http(addr, "POST", "/api/publish", auth, body),
-        (200, r#"{"seq":1}"#.into())
-    );
-    assert_eq!(
-        http(addr, "POST", "/api/publish", auth, body).1,
-        r#"{"seq":2}"#
-    );
+    assert_eq!(http(addr, "POST", "/api/publish", auth, body), (200, r#"{"seq":1}"#.into()));
+    assert_eq!(http(addr, "POST", "/api/publish", auth, body).1, r#"{"seq":2}"#);
     let (status, reply) = http(addr, "POST", "/api/publish", auth, "{oops");
     assert_eq!(status, 400);
-    assert!(serde_json::from_str::<Value>(&reply).unwrap()["error"]
-        .as_str()
-        .is_some());
-    assert_eq!(
-        http(
-            addr,
-            "POST",
-            "/api/publish",
-            auth,
-            r#"{"channel":"a b","data":1}"#
-        )
-        .0,
-        400
-    );
-    assert_eq!(
-        http(addr, "POST", "/api/publish", auth, r#"{"data":1}"#).0,
-        400
-    );
+    assert!(serde_json::from_str::<Value>(&reply).unwrap()["error"].as_str().is_some());
+    assert_eq!(http(addr, "POST", "/api/publish", auth, r#"{"channel":"a b","data":1}"#).0, 400);
+    assert_eq!(http(addr, "POST", "/api/publish", auth, r#"{"data":1}"#).0, 400);
     assert_eq!(http(addr, "POST", "/api/publish", "", body).0, 401);
-    assert_eq!(
-        http(
-            addr,
-            "POST",
-            "/api/publish",
-            "Authorization: Bearer nope\r\n",
-            body
-        )
-        .0,
-        401
-    );
+    assert_eq!(http(addr, "POST", "/api/publish", "Authorization: Bearer nope\r\n", body).0, 401);
     let big = json!({"channel": "news", "data": "x".repeat(2000)}).to_string();
     assert_eq!(http(addr, "POST", "/api/publish", auth, &big).0, 413);
     assert_eq!(http(addr, "GET", "/api/publish", "", "").0, 405);
-    assert_eq!(
-        http(addr, "GET", "/healthz", "", ""),
-        (200, r#"{"status":"ok"}"#.into())
-    );
+    assert_eq!(http(addr, "GET", "/healthz", "", ""), (200, r#"{"status":"ok"}"#.into()));
     assert_eq!(http(addr, "GET", "/nope", "", "").0, 404);
     let (status, page) = http(addr, "GET", "/", "", "");
     assert_eq!(status, 200);
-    assert!(
-        page.contains("<html") || page.contains("<!doctype"),
-        "demo page"
-    );
+    assert!(page.contains("<html") || page.contains("<!doctype"), "demo page");
 }
 
 #[test]
@@ -603,20 +406,13 @@ fn http_publish_with_expect_continue_and_keep_alive() {
         .as_bytes(),
     );
     let all = String::from_utf8_lossy(&c.read_to_eof()).into_owned();
-    assert!(
-        all.contains(r#"{"seq":1}"#) && all.contains(r#"{"seq":2}"#),
-        "{all}"
-    );
+    assert!(all.contains(r#"{"seq":1}"#) && all.contains(r#"{"seq":2}"#), "{all}");
 }
 
 #[test]
 fn a_stalled_subscriber_is_closed_while_others_get_every_message() {
     let server = start_with(
-        Config {
-            max_queued_bytes: 64 * 1024,
-            close_timeout: Duration::from_secs(1),
-            ..test_config()
-        },
+        Config { max_queued_bytes: 64 * 1024, close_timeout: Duration::from_secs(1), ..test_config() },
         GatewayConfig::default(),
     );
     let addr = server.local_addr();
@@ -629,9 +425,7 @@ fn a_stalled_subscriber_is_closed_while_others_get_every_message() {
     for round in 0..100u64 {
         for _ in 0..50 {
             publisher
-                .write(Message::text(
-                    json!({"op": "publish", "channel": "feed", "data": payload}).to_string(),
-                ))
+                .write(Message::text(json!({"op": "publish", "channel": "feed", "data": payload}).to_string()))
                 .unwrap();
         }
         publisher.flush().unwrap();
@@ -662,34 +456,89 @@ fn token_command_prints_a_token_the_server_accepts() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let claims = auth::verify(&token, "s3cret").unwrap();
-    assert_eq!(
-        (
-            claims.sub.as_str(),
-            claims.subscribe.len(),
-            claims.publish.len()
-        ),
-        ("alice", 2, 1)
-    );
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    assert_eq!((claims.sub.as_str(), claims.subscribe.len(), claims.publish.len()), ("alice", 2, 1));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     assert!((now + 3590..=now + 3610).contains(&claims.exp));
 }
 
 #[test]
 fn anonymous_on_a_public_address_refuses_to_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .args(["serve", "--listen", "0.0.0.0:0"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fanout")).args(["serve", "--listen", "0.0.0.0:0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-secret"));
+}
+
+/// `name{labels}` -> value, from Prometheus text; checks every line is well formed.
+fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut samples = std::collections::HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            typed.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let name = key.split('{').next().unwrap();
+        assert!(typed.contains(name), "sample before its TYPE: {line}");
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+        samples.insert(key.to_owned(), value.parse::<f64>().unwrap_or_else(|_| panic!("{line}")));
+    }
+    samples
+}
+
+fn sum(samples: &std::collections::HashMap<String, f64>, prefix: &str) -> f64 {
+    samples.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
+}
+
+#[test]
+fn metrics_and_stats_move_with_traffic() {
+    let server = start_with(Config { workers: 2, ..test_config() }, secured());
+    let addr = server.local_addr();
+    let before = parse_prometheus(&http(addr, "GET", "/metrics", "", "").1);
+    assert_eq!(sum(&before, "fanout_websockets"), 0.0);
+    let path = format!("/?token={}", token(&["*"], &["*"], 3600));
+    let mut clients: Vec<Client> = (0..6).map(|_| try_connect(addr, &path, &[]).unwrap().0).collect();
+    for c in &mut clients {
+        subscribe(c, "busy");
+    }
+    subscribe(&mut clients[0], "quiet");
+    send(&mut clients[0], json!({"op": "publish", "channel": "busy", "data": 1}));
+    assert_eq!(recv(&mut clients[0])["op"], "ack");
+    for c in &mut clients {
+        assert_eq!(recv(c)["op"], "message");
+    }
+    assert_eq!(try_connect(addr, "/", &[]).err(), Some(401));
+    let after = parse_prometheus(&http(addr, "GET", "/metrics", "", "").1);
+    assert_eq!(sum(&after, "fanout_websockets"), 6.0);
+    assert_eq!(sum(&after, "fanout_handshakes_total") - sum(&before, "fanout_handshakes_total"), 6.0);
+    assert_eq!(sum(&after, "fanout_publishes_total"), 1.0);
+    assert_eq!(sum(&after, "fanout_deliveries_total"), 6.0);
+    assert!(sum(&after, "fanout_messages_in_total") >= 8.0);
+    assert!(sum(&after, "fanout_writev_calls_total") > sum(&before, "fanout_writev_calls_total"));
+    assert_eq!(
+        sum(&after, "fanout_handshake_failures_total{worker=\"0\",reason=\"rejected\"}")
+            + sum(&after, "fanout_handshake_failures_total{worker=\"1\",reason=\"rejected\"}"),
+        1.0
+    );
+    assert_eq!(after.get("fanout_topics"), Some(&2.0));
+    assert!(after.contains_key("fanout_loop_lag_us{worker=\"1\"}"));
+    // /api/stats: the API key, per-worker counts and the busiest channels.
+    assert_eq!(http(addr, "GET", "/api/stats", "", "").0, 401);
+    let (status, body) = http(addr, "GET", "/api/stats", "Authorization: Bearer key\r\n", "");
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    let workers = stats["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    let conns: u64 = workers.iter().map(|w| w["connections"].as_u64().unwrap()).sum();
+    assert!(conns >= 6, "{stats}");
+    assert_eq!(stats["top_channels"][0], json!({"channel": "busy", "subscribers": 6}));
+    assert_eq!(stats["top_channels"][1], json!({"channel": "quiet", "subscribers": 1}));
 }

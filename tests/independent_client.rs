@@ -18,14 +18,8 @@ type Client = WebSocket<TcpStream>;
 fn connect(addr: SocketAddr, path: &str) -> Client {
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let config = WebSocketConfig {
-        max_message_size: None,
-        max_frame_size: None,
-        ..Default::default()
-    };
-    let (ws, _) =
-        tungstenite::client::client_with_config(format!("ws://{addr}{path}"), stream, Some(config))
-            .unwrap();
+    let config = WebSocketConfig { max_message_size: None, max_frame_size: None, ..Default::default() };
+    let (ws, _) = tungstenite::client::client_with_config(format!("ws://{addr}{path}"), stream, Some(config)).unwrap();
     ws
 }
 
@@ -40,12 +34,8 @@ fn next_data(ws: &mut Client) -> Message {
 
 #[test]
 fn echo_text_binary_and_large() {
-    let config = Config {
-        max_frame_size: 4 << 20,
-        max_message_size: 4 << 20,
-        max_queued_bytes: 8 << 20,
-        ..test_config()
-    };
+    let config =
+        Config { max_frame_size: 4 << 20, max_message_size: 4 << 20, max_queued_bytes: 8 << 20, ..test_config() };
     let (server, _events) = echo_server(config);
     let mut ws = connect(server.local_addr(), "/");
     ws.send(Message::text("héllo wörld")).unwrap();
@@ -58,11 +48,7 @@ fn echo_text_binary_and_large() {
     }
     ws.flush().unwrap();
     for i in 0..100 {
-        assert_eq!(
-            next_data(&mut ws),
-            Message::text(format!("m{i}")),
-            "order kept"
-        );
+        assert_eq!(next_data(&mut ws), Message::text(format!("m{i}")), "order kept");
     }
 }
 
@@ -75,11 +61,8 @@ fn ping_is_answered_and_close_code_echoed() {
         Message::Pong(p) => assert_eq!(&p[..], b"tp"),
         other => panic!("expected pong, got {other:?}"),
     }
-    ws.close(Some(tungstenite::protocol::CloseFrame {
-        code: CloseCode::Library(4321),
-        reason: "later".into(),
-    }))
-    .unwrap();
+    ws.close(Some(tungstenite::protocol::CloseFrame { code: CloseCode::Library(4321), reason: "later".into() }))
+        .unwrap();
     loop {
         match ws.read() {
             Ok(Message::Close(Some(frame))) => {
@@ -94,11 +77,7 @@ fn ping_is_answered_and_close_code_echoed() {
 
 #[test]
 fn message_over_the_limit_is_closed_with_1009() {
-    let config = Config {
-        max_frame_size: 1000,
-        max_message_size: 1000,
-        ..test_config()
-    };
+    let config = Config { max_frame_size: 1000, max_message_size: 1000, ..test_config() };
     let (server, _events) = echo_server(config);
     let mut ws = connect(server.local_addr(), "/");
     ws.send(Message::binary(vec![0u8; 1001])).unwrap();
@@ -114,10 +93,7 @@ fn message_over_the_limit_is_closed_with_1009() {
 
 #[test]
 fn rejection_and_subprotocol_as_a_client_library_sees_them() {
-    let config = Config {
-        subprotocols: vec!["v2.fanout".into()],
-        ..test_config()
-    };
+    let config = Config { subprotocols: vec!["v2.fanout".into()], ..test_config() };
     let (server, _events) = echo_server(config);
     let addr = server.local_addr();
     let stream = TcpStream::connect(addr).unwrap();
@@ -130,15 +106,9 @@ fn rejection_and_subprotocol_as_a_client_library_sees_them() {
     }
     let mut request = format!("ws://{addr}/").into_client_request().unwrap();
     // tungstenite splits the offer on "," without trimming, so no space after the comma.
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "v1.fanout,v2.fanout".parse().unwrap(),
-    );
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "v1.fanout,v2.fanout".parse().unwrap());
     let (_ws, response) = tungstenite::client(request, TcpStream::connect(addr).unwrap()).unwrap();
-    assert_eq!(
-        response.headers().get("sec-websocket-protocol").unwrap(),
-        "v2.fanout"
-    );
+    assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "v2.fanout");
 }
 
 /// An example binary, built by `cargo test` next to this test's own executable.
@@ -153,35 +123,12 @@ impl Drop for ExampleProcess {
 
 fn start_example(name: &str) -> (ExampleProcess, SocketAddr) {
     let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} missing: run the whole `cargo test`, which builds the examples",
-        path.display()
-    );
-    let mut child = Command::new(&path)
-        .arg("127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} missing: run the whole `cargo test`, which builds the examples", path.display());
+    let mut child = Command::new(&path).arg("127.0.0.1:0").stderr(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit("ws://")
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("ws://").next().unwrap().trim_end_matches('/').parse().unwrap();
     (ExampleProcess(child), addr)
 }
 
@@ -197,11 +144,7 @@ fn chat_example_sends_each_message_to_every_other_member() {
     assert_eq!(next_data(&mut b), Message::text("hi from a"));
     assert_eq!(next_data(&mut c), Message::text("hi from a"));
     b.send(Message::text("hi from b")).unwrap();
-    assert_eq!(
-        next_data(&mut a),
-        Message::text("hi from b"),
-        "a never gets its own message"
-    );
+    assert_eq!(next_data(&mut a), Message::text("hi from b"), "a never gets its own message");
     assert_eq!(next_data(&mut c), Message::text("hi from b"));
     drop(c);
     a.send(Message::binary(vec![1, 2, 3])).unwrap();

@@ -64,16 +64,10 @@ impl Handler for Flood {
 
 #[test]
 fn peer_that_stops_reading_is_closed_as_slow_consumer_and_removed() {
-    let config = Config {
-        max_queued_bytes: 256 * 1024,
-        close_timeout: Duration::from_secs(1),
-        ..test_config()
-    };
+    let config = Config { max_queued_bytes: 256 * 1024, close_timeout: Duration::from_secs(1), ..test_config() };
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
-    let server = Server::new(config)
-        .start(move || Flood(tx.lock().unwrap().clone()))
-        .unwrap();
+    let server = Server::new(config).start(move || Flood(tx.lock().unwrap().clone())).unwrap();
     let mut c = RawClient::connect(server.local_addr(), "/");
     // 400 requests ask for 25 MiB in all: more than the kernel buffers on both sides hold.
     for _ in 0..400 {
@@ -89,21 +83,11 @@ fn peer_that_stops_reading_is_closed_as_slow_consumer_and_removed() {
 
 #[test]
 fn pinging_without_reading_the_pongs_is_a_slow_consumer() {
-    let config = Config {
-        max_queued_bytes: 64 * 1024,
-        close_timeout: Duration::from_secs(1),
-        ..test_config()
-    };
+    let config = Config { max_queued_bytes: 64 * 1024, close_timeout: Duration::from_secs(1), ..test_config() };
     let (server, events) = echo_server(config);
     let mut c = RawClient::connect(server.local_addr(), "/");
-    let ping =
-        fanout::proto::frame::encode_masked_frame(true, OpCode::Ping, &[b'p'; 125], [1, 2, 3, 4]);
-    let burst: Vec<u8> = ping
-        .iter()
-        .copied()
-        .cycle()
-        .take(ping.len() * 1000)
-        .collect();
+    let ping = fanout::proto::frame::encode_masked_frame(true, OpCode::Ping, &[b'p'; 125], [1, 2, 3, 4]);
+    let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 1000).collect();
     // 100k pings ask for 12.7 MB of pongs. Writes fail once the server has closed: stop then.
     for _ in 0..100 {
         if std::io::Write::write_all(&mut c.stream, &burst).is_err() {
@@ -119,11 +103,8 @@ fn pinging_without_reading_the_pongs_is_a_slow_consumer() {
 
 #[test]
 fn idle_connection_gets_a_ping_then_a_1001_close() {
-    let config = Config {
-        idle_timeout: Duration::from_secs(1),
-        close_timeout: Duration::from_secs(1),
-        ..test_config()
-    };
+    let config =
+        Config { idle_timeout: Duration::from_secs(1), close_timeout: Duration::from_secs(1), ..test_config() };
     let (server, events) = echo_server(config);
     let mut c = RawClient::connect(server.local_addr(), "/");
     let ping = c.recv_frame();
@@ -139,10 +120,7 @@ fn idle_connection_gets_a_ping_then_a_1001_close() {
 
 #[test]
 fn a_client_that_answers_pings_is_never_idle() {
-    let config = Config {
-        idle_timeout: Duration::from_secs(1),
-        ..test_config()
-    };
+    let config = Config { idle_timeout: Duration::from_secs(1), ..test_config() };
     let (server, _events) = echo_server(config);
     let mut c = RawClient::connect(server.local_addr(), "/");
     for _ in 0..3 {
@@ -180,19 +158,14 @@ fn server_initiated_close_completes_the_handshake() {
     assert_eq!(&c.recv_frame().payload[..], b"see you");
     assert_eq!(c.recv_close(), (4001, "done".to_string()));
     c.send_frame(true, OpCode::Close, &4001u16.to_be_bytes());
-    assert!(
-        c.read_to_eof().is_empty(),
-        "the server closes TCP after the close handshake"
-    );
+    assert!(c.read_to_eof().is_empty(), "the server closes TCP after the close handshake");
     wait_for_connections(&server, 0);
 }
 
 #[test]
 fn shutdown_closes_clients_with_1001_and_the_workers_exit() {
     let (server, events) = echo_server(test_config());
-    let mut clients: Vec<RawClient> = (0..3)
-        .map(|_| RawClient::connect(server.local_addr(), "/"))
-        .collect();
+    let mut clients: Vec<RawClient> = (0..3).map(|_| RawClient::connect(server.local_addr(), "/")).collect();
     wait_for_connections(&server, 3);
     server.shutdown();
     for c in &mut clients {
@@ -207,9 +180,7 @@ fn shutdown_closes_clients_with_1001_and_the_workers_exit() {
 fn many_connections_come_and_go_without_leaking() {
     let (server, _events) = echo_server(test_config());
     for round in 0..5 {
-        let mut clients: Vec<RawClient> = (0..50)
-            .map(|_| RawClient::connect(server.local_addr(), "/"))
-            .collect();
+        let mut clients: Vec<RawClient> = (0..50).map(|_| RawClient::connect(server.local_addr(), "/")).collect();
         for c in &mut clients {
             c.send_frame(true, OpCode::Binary, &[round; 3]);
             assert_eq!(&c.recv_frame().payload[..], &[round; 3]);

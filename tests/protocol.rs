@@ -8,11 +8,7 @@ use fanout::proto::frame::OpCode;
 use fanout::Config;
 
 fn small_limits() -> Config {
-    Config {
-        max_frame_size: 1024,
-        max_message_size: 4096,
-        ..test_config()
-    }
+    Config { max_frame_size: 1024, max_message_size: 4096, ..test_config() }
 }
 
 #[test]
@@ -21,16 +17,10 @@ fn echoes_text_and_binary_as_unmasked_final_frames() {
     let mut c = RawClient::connect(server.local_addr(), "/");
     c.send_frame(true, OpCode::Text, "héllo".as_bytes());
     let f = c.recv_frame();
-    assert_eq!(
-        (f.fin, f.opcode, &f.payload[..]),
-        (true, OpCode::Text, "héllo".as_bytes())
-    );
+    assert_eq!((f.fin, f.opcode, &f.payload[..]), (true, OpCode::Text, "héllo".as_bytes()));
     c.send_frame(true, OpCode::Binary, &[0, 1, 2, 255]);
     let f = c.recv_frame();
-    assert_eq!(
-        (f.opcode, &f.payload[..]),
-        (OpCode::Binary, &[0u8, 1, 2, 255][..])
-    );
+    assert_eq!((f.opcode, &f.payload[..]), (OpCode::Binary, &[0u8, 1, 2, 255][..]));
     let big = vec![7u8; 100_000]; // 64-bit length, shared-payload path
     c.send_frame(true, OpCode::Binary, &big);
     assert_eq!(&c.recv_frame().payload[..], &big[..]);
@@ -44,10 +34,7 @@ fn ping_gets_pong_with_the_same_payload() {
     let mut c = RawClient::connect(server.local_addr(), "/");
     c.send_frame(true, OpCode::Ping, b"are you there");
     let f = c.recv_frame();
-    assert_eq!(
-        (f.opcode, &f.payload[..]),
-        (OpCode::Pong, &b"are you there"[..])
-    );
+    assert_eq!((f.opcode, &f.payload[..]), (OpCode::Pong, &b"are you there"[..]));
     // An unsolicited pong needs no answer; the next echo proves the connection is still fine.
     c.send_frame(true, OpCode::Pong, b"x");
     c.send_frame(true, OpCode::Text, b"still here");
@@ -63,15 +50,9 @@ fn fragments_reassemble_with_a_ping_between_them() {
     c.send_frame(false, OpCode::Continuation, b"l");
     c.send_frame(true, OpCode::Continuation, b"o");
     let pong = c.recv_frame();
-    assert_eq!(
-        (pong.opcode, &pong.payload[..]),
-        (OpCode::Pong, &b"mid"[..])
-    );
+    assert_eq!((pong.opcode, &pong.payload[..]), (OpCode::Pong, &b"mid"[..]));
     let msg = c.recv_frame();
-    assert_eq!(
-        (msg.opcode, &msg.payload[..]),
-        (OpCode::Text, &b"Hello"[..])
-    );
+    assert_eq!((msg.opcode, &msg.payload[..]), (OpCode::Text, &b"Hello"[..]));
 }
 
 /// Sends `bytes` on a fresh connection and returns the close code the server answers with,
@@ -102,10 +83,7 @@ fn protocol_violations_close_with_1002() {
         ("fragmented ping", masked(0x09, 0)),
         ("ping of 126 bytes", vec![0x89, 0xFE, 0, 126, 1, 2, 3, 4]),
         ("continuation first", masked(0x80, 0)),
-        (
-            "64-bit length top bit",
-            vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4],
-        ),
+        ("64-bit length top bit", vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4]),
         ("close of one byte", {
             let mut f = masked(0x88, 1);
             f.push(0x03 ^ 1);
@@ -116,8 +94,7 @@ fn protocol_violations_close_with_1002() {
         let (code, seen) = close_code_for(test_config(), &bytes);
         assert_eq!(code, 1002, "{name}");
         assert!(
-            seen.iter()
-                .any(|s| matches!(s, Seen::Close { code: 1002, .. })),
+            seen.iter().any(|s| matches!(s, Seen::Close { code: 1002, .. })),
             "{name}: on_close must see 1002, saw {seen:?}"
         );
     }
@@ -158,8 +135,7 @@ fn invalid_utf8_fails_fast_inside_a_frame_whose_rest_never_arrives() {
     let mut payload = b"hello ".to_vec();
     payload.push(0xff); // never valid in UTF-8
     payload.resize(1000, b'x');
-    let frame =
-        fanout::proto::frame::encode_masked_frame(true, OpCode::Text, &payload, [5, 6, 7, 8]);
+    let frame = fanout::proto::frame::encode_masked_frame(true, OpCode::Text, &payload, [5, 6, 7, 8]);
     c.send_raw(&frame[..8 + 20]); // header (8 bytes) and the first 20 payload bytes only
     assert_eq!(c.recv_close().0, 1007);
 }
@@ -177,11 +153,7 @@ fn valid_close_codes_are_echoed_then_tcp_closes() {
     }
     let mut c = RawClient::connect(server.local_addr(), "/");
     c.send_frame(true, OpCode::Close, b"");
-    assert_eq!(
-        c.recv_close().0,
-        1005,
-        "an empty close is answered with an empty close"
-    );
+    assert_eq!(c.recv_close().0, 1005, "an empty close is answered with an empty close");
     c.read_to_eof();
     drop(c);
     wait_for_connections(&server, 0);
@@ -198,13 +170,8 @@ fn valid_close_codes_are_echoed_then_tcp_closes() {
 #[test]
 fn invalid_close_codes_are_1002() {
     for code in [0u16, 999, 1004, 1005, 1006, 1012, 1015, 2000, 2999, 5000] {
-        let mut frame = fanout::proto::frame::encode_masked_frame(
-            true,
-            OpCode::Close,
-            &code.to_be_bytes(),
-            [1, 2, 3, 4],
-        )
-        .to_vec();
+        let mut frame =
+            fanout::proto::frame::encode_masked_frame(true, OpCode::Close, &code.to_be_bytes(), [1, 2, 3, 4]).to_vec();
         let (got, _) = close_code_for(test_config(), &std::mem::take(&mut frame));
         assert_eq!(got, 1002, "code {code}");
     }
@@ -219,11 +186,7 @@ fn frame_over_the_limit_is_1009_from_its_header_alone() {
     let (server, _events) = echo_server(small_limits());
     let mut c = RawClient::connect(server.local_addr(), "/");
     c.send_frame(true, OpCode::Binary, &[0; 1024]);
-    assert_eq!(
-        c.recv_frame().payload.len(),
-        1024,
-        "exactly the limit passes"
-    );
+    assert_eq!(c.recv_frame().payload.len(), 1024, "exactly the limit passes");
     c.send_frame(true, OpCode::Binary, &[0; 1025]);
     assert_eq!(c.recv_close().0, 1009);
 }
@@ -245,15 +208,9 @@ fn frames_pipelined_behind_the_handshake_are_processed() {
     let (server, _events) = echo_server(test_config());
     let addr = server.local_addr();
     let mut c = RawClient::connect_tcp(addr);
-    let (request, _accept) =
-        fanout::proto::handshake::client_request(&addr.to_string(), "/", rand_nonce(), &[], &[]);
+    let (request, _accept) = fanout::proto::handshake::client_request(&addr.to_string(), "/", rand_nonce(), &[], &[]);
     let mut bytes = request.to_vec();
-    bytes.extend_from_slice(&fanout::proto::frame::encode_masked_frame(
-        true,
-        OpCode::Text,
-        b"early",
-        [9, 8, 7, 6],
-    ));
+    bytes.extend_from_slice(&fanout::proto::frame::encode_masked_frame(true, OpCode::Text, b"early", [9, 8, 7, 6]));
     c.send_raw(&bytes);
     let all = {
         c.send_frame(true, OpCode::Close, &1000u16.to_be_bytes());
@@ -261,9 +218,5 @@ fn frames_pipelined_behind_the_handshake_are_processed() {
     };
     let text = String::from_utf8_lossy(&all);
     assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
-    assert!(
-        all.windows(7)
-            .any(|w| w == [0x81, 5, b'e', b'a', b'r', b'l', b'y']),
-        "echo follows the 101"
-    );
+    assert!(all.windows(7).any(|w| w == [0x81, 5, b'e', b'a', b'r', b'l', b'y']), "echo follows the 101");
 }

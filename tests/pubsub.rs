@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use fanout::proto::frame::OpCode;
-use fanout::{
-    Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle,
-    SlowConsumerPolicy,
-};
+use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle, SlowConsumerPolicy};
 
 /// Text commands: `sub:T`, `unsub:T`, `pub:T:payload`, `burst:T:N` (N publishes in one
 /// callback), `bcast:payload`, `big:T:N` (a binary publish of N bytes).
@@ -39,9 +36,7 @@ impl Handler for App {
                     ctx.publish_text(t, &format!("{t}-{i}"));
                 }
             }
-            (Some("big"), Some(t), Some(n)) => {
-                ctx.publish(t, Message::Binary(vec![7u8; n.parse().unwrap()].into()))
-            }
+            (Some("big"), Some(t), Some(n)) => ctx.publish(t, Message::Binary(vec![7u8; n.parse().unwrap()].into())),
             (Some("bcast"), Some(p), None) => ctx.broadcast(Message::Text(p.to_owned().into())),
             _ => ctx.send_text(id, "?"),
         }
@@ -81,11 +76,7 @@ fn publishes_reach_subscribers_of_the_topic_only() {
     assert_eq!(text(&mut news), "ok");
     say(&mut publisher, "pub:news:second");
     say(&mut publisher, "bcast:everyone");
-    assert_eq!(
-        text(&mut news),
-        "everyone",
-        "unsubscribed: no 'second', only the broadcast"
-    );
+    assert_eq!(text(&mut news), "everyone", "unsubscribed: no 'second', only the broadcast");
     assert_eq!(text(&mut sport), "everyone");
     assert_eq!(text(&mut publisher), "everyone");
 }
@@ -127,11 +118,7 @@ fn large_publishes_are_delivered_intact_between_small_ones() {
 
 #[test]
 fn a_subscriber_that_never_reads_is_closed_while_the_others_get_everything() {
-    let config = Config {
-        max_queued_bytes: 64 * 1024,
-        close_timeout: Duration::from_secs(1),
-        ..test_config()
-    };
+    let config = Config { max_queued_bytes: 64 * 1024, close_timeout: Duration::from_secs(1), ..test_config() };
     let server = start(config);
     let stalled = subscribed(&server, "feed");
     let mut healthy = subscribed(&server, "feed");
@@ -143,10 +130,7 @@ fn a_subscriber_that_never_reads_is_closed_while_the_others_get_everything() {
             say(&mut publisher, &format!("pub:feed:{round}-{i}-{payload}"));
         }
         for i in 0..100 {
-            assert!(
-                text(&mut healthy).starts_with(&format!("{round}-{i}-")),
-                "healthy got every message in order"
-            );
+            assert!(text(&mut healthy).starts_with(&format!("{round}-{i}-")), "healthy got every message in order");
         }
     }
     assert_eq!(server.stats().slow_consumers, 1);
@@ -156,11 +140,7 @@ fn a_subscriber_that_never_reads_is_closed_while_the_others_get_everything() {
 
 #[test]
 fn drop_policy_skips_frames_for_a_slow_subscriber_without_closing_it() {
-    let config = Config {
-        max_queued_bytes: 64 * 1024,
-        slow_consumer: SlowConsumerPolicy::Drop,
-        ..test_config()
-    };
+    let config = Config { max_queued_bytes: 64 * 1024, slow_consumer: SlowConsumerPolicy::Drop, ..test_config() };
     let server = start(config);
     let mut stalled = subscribed(&server, "feed");
     let mut publisher = RawClient::connect(server.local_addr(), "/");
@@ -168,9 +148,7 @@ fn drop_policy_skips_frames_for_a_slow_subscriber_without_closing_it() {
     for i in 0..20_000 {
         say(&mut publisher, &format!("pub:feed:{i}-{payload}"));
     }
-    wait_until("frames dropped", IO_TIMEOUT, || {
-        server.stats().dropped_frames > 0
-    });
+    wait_until("frames dropped", IO_TIMEOUT, || server.stats().dropped_frames > 0);
     assert_eq!(server.stats().slow_consumers, 0);
     // The stalled subscriber is still open: it receives a gap-free prefix, then later frames.
     let first = text(&mut stalled);

@@ -33,40 +33,22 @@ fn start(args: &[&str]) -> (Fanout, SocketAddr) {
     let mut line = String::new();
     while !line.contains("listening on") {
         line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "fanout exited before listening"
-        );
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "fanout exited before listening");
     }
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
     (Fanout(child), addr)
 }
 
 fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args(["-s", name, &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-s", name, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
 fn status_of(addr: SocketAddr, request: &str) -> u16 {
     let response = http_exchange(addr, request.as_bytes());
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
@@ -75,10 +57,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "fanout did not exit within {within:?}"
-        );
+        assert!(Instant::now() < deadline, "fanout did not exit within {within:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -91,10 +70,7 @@ fn sigterm_drains_delivers_queued_messages_spreads_closes_and_exits_zero() {
             let stream = TcpStream::connect(addr).unwrap();
             stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
             let (mut ws, _) = tungstenite::client(format!("ws://{addr}/"), stream).unwrap();
-            ws.send(Message::text(
-                json!({"op": "subscribe", "channel": "news"}).to_string(),
-            ))
-            .unwrap();
+            ws.send(Message::text(json!({"op": "subscribe", "channel": "news"}).to_string())).unwrap();
             match ws.read().unwrap() {
                 Message::Text(t) => assert!(t.contains("subscribed")),
                 other => panic!("{other:?}"),
@@ -135,44 +111,24 @@ fn sigterm_drains_delivers_queued_messages_spreads_closes_and_exits_zero() {
     let signalled = Instant::now();
     signal(&fanout.0, "TERM");
     wait_until("healthz 503", IO_TIMEOUT, || {
-        status_of(
-            addr,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        ) == 503
+        status_of(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == 503
     });
     let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    assert_eq!(
-        status_of(addr, upgrade),
-        503,
-        "no new clients while draining"
-    );
+    assert_eq!(status_of(addr, upgrade), 503, "no new clients while draining");
     let results: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     for (seqs, code, _) in &results {
-        assert_eq!(
-            seqs,
-            &[1, 2, 3, 4, 5],
-            "everything queued before the signal arrives"
-        );
+        assert_eq!(seqs, &[1, 2, 3, 4, 5], "everything queued before the signal arrives");
         assert_eq!(*code, Some(1001));
     }
     let first = results.iter().map(|r| r.2).min().unwrap();
     let last = results.iter().map(|r| r.2).max().unwrap();
-    assert!(
-        last - first >= Duration::from_millis(700),
-        "closes spread over the window, got {:?}",
-        last - first
-    );
+    assert!(last - first >= Duration::from_millis(700), "closes spread over the window, got {:?}", last - first);
     let status = wait_exit(
         &mut fanout.0,
-        Duration::from_secs(2) + Duration::from_millis(1500)
-            - signalled.elapsed().min(Duration::from_secs(1)),
+        Duration::from_secs(2) + Duration::from_millis(1500) - signalled.elapsed().min(Duration::from_secs(1)),
     );
     assert_eq!(status.code(), Some(0));
-    assert!(
-        signalled.elapsed() < Duration::from_millis(3500),
-        "exited within the window: {:?}",
-        signalled.elapsed()
-    );
+    assert!(signalled.elapsed() < Duration::from_millis(3500), "exited within the window: {:?}", signalled.elapsed());
 }
 
 #[test]
@@ -182,10 +138,7 @@ fn a_second_signal_exits_at_once() {
     let (_ws, _) = tungstenite::client(format!("ws://{addr}/"), stream).unwrap();
     signal(&fanout.0, "TERM");
     wait_until("healthz 503", IO_TIMEOUT, || {
-        status_of(
-            addr,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        ) == 503
+        status_of(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == 503
     });
     signal(&fanout.0, "INT");
     let status = wait_exit(&mut fanout.0, Duration::from_secs(3));

@@ -40,18 +40,14 @@ impl Permissions {
     pub fn may_subscribe(&self, channel: &str) -> bool {
         match self {
             Permissions::Anonymous => true,
-            Permissions::Token { subscribe, .. } => {
-                subscribe.iter().any(|p| pattern_matches(p, channel))
-            }
+            Permissions::Token { subscribe, .. } => subscribe.iter().any(|p| pattern_matches(p, channel)),
         }
     }
 
     pub fn may_publish(&self, channel: &str) -> bool {
         match self {
             Permissions::Anonymous => true,
-            Permissions::Token { publish, .. } => {
-                publish.iter().any(|p| pattern_matches(p, channel))
-            }
+            Permissions::Token { publish, .. } => publish.iter().any(|p| pattern_matches(p, channel)),
         }
     }
 }
@@ -69,27 +65,19 @@ pub fn verify(token: &str, secret: &str) -> Result<Claims, String> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
     validation.set_required_spec_claims(&["exp", "sub"]);
-    decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(secret.as_bytes()),
-        &validation,
+    decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation).map(|data| data.claims).map_err(
+        |e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_string(),
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => "invalid token signature".to_string(),
+            _ => "invalid token".to_string(),
+        },
     )
-    .map(|data| data.claims)
-    .map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_string(),
-        jsonwebtoken::errors::ErrorKind::InvalidSignature => "invalid token signature".to_string(),
-        _ => "invalid token".to_string(),
-    })
 }
 
 /// Signs `claims` with HS256.
 pub fn mint(claims: &Claims, secret: &str) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("HS256 encoding of plain claims cannot fail")
+    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .expect("HS256 encoding of plain claims cannot fail")
 }
 
 /// The subprotocol prefix that carries a token: `Sec-WebSocket-Protocol: fanout.v1, bearer.<jwt>`.
@@ -104,10 +92,7 @@ pub fn token_from_request<'a>(request: &'a Request<'_>) -> Option<&'a str> {
         .or_else(|| bearer(request))
         .or_else(|| request.cookie("fanout_token").filter(|t| !t.is_empty()))
         .or_else(|| {
-            request
-                .offered_protocols()
-                .find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX))
-                .filter(|t| !t.is_empty())
+            request.offered_protocols().find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX)).filter(|t| !t.is_empty())
         })
 }
 
@@ -115,10 +100,7 @@ pub fn token_from_request<'a>(request: &'a Request<'_>) -> Option<&'a str> {
 pub fn bearer<'a>(request: &'a Request<'_>) -> Option<&'a str> {
     let value = request.header_str("authorization")?.trim();
     let (scheme, credential) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| credential.trim())
-        .filter(|c| !c.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim()).filter(|c| !c.is_empty())
 }
 
 #[cfg(test)]
@@ -126,19 +108,11 @@ mod tests {
     use super::*;
 
     fn claims(exp: u64) -> Claims {
-        Claims {
-            sub: "alice".into(),
-            exp,
-            subscribe: vec!["news".into(), "chat:*".into()],
-            publish: vec![],
-        }
+        Claims { sub: "alice".into(), exp, subscribe: vec!["news".into(), "chat:*".into()], publish: vec![] }
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
     }
 
     #[test]
@@ -156,26 +130,14 @@ mod tests {
         let c = claims(now() + 60);
         let good = mint(&c, "s3cret");
         assert_eq!(verify(&good, "s3cret").unwrap(), c);
-        assert_eq!(
-            verify(&good, "other").unwrap_err(),
-            "invalid token signature"
-        );
-        assert_eq!(
-            verify(&mint(&claims(now() - 10), "s3cret"), "s3cret").unwrap_err(),
-            "token expired"
-        );
-        assert_eq!(
-            verify("not.a.token", "s3cret").unwrap_err(),
-            "invalid token"
-        );
+        assert_eq!(verify(&good, "other").unwrap_err(), "invalid token signature");
+        assert_eq!(verify(&mint(&claims(now() - 10), "s3cret"), "s3cret").unwrap_err(), "token expired");
+        assert_eq!(verify("not.a.token", "s3cret").unwrap_err(), "invalid token");
     }
 
     #[test]
     fn permissions_follow_the_claims() {
-        let p = Permissions::Token {
-            subscribe: vec!["news".into(), "chat:*".into()],
-            publish: vec!["chat:*".into()],
-        };
+        let p = Permissions::Token { subscribe: vec!["news".into(), "chat:*".into()], publish: vec!["chat:*".into()] };
         assert!(p.may_subscribe("chat:x") && p.may_subscribe("news") && !p.may_subscribe("sport"));
         assert!(p.may_publish("chat:x") && !p.may_publish("news"));
         assert!(Permissions::Anonymous.may_publish("anything"));

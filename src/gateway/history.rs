@@ -57,14 +57,7 @@ pub struct History {
 
 impl History {
     pub fn new(size: usize, ttl: Duration, max_channels: usize, epoch_base: String) -> Self {
-        History {
-            channels: HashMap::new(),
-            size,
-            ttl,
-            max_channels,
-            epoch_base,
-            created: 0,
-        }
+        History { channels: HashMap::new(), size, ttl, max_channels, epoch_base, created: 0 }
     }
 
     /// Assigns the next seq of `channel`, builds the message for it and records it.
@@ -80,11 +73,7 @@ impl History {
         let seq = c.last_seq;
         let frame = build(seq);
         if size > 0 {
-            c.entries.push_back(Entry {
-                seq,
-                at: now,
-                frame: frame.clone(),
-            });
+            c.entries.push_back(Entry { seq, at: now, frame: frame.clone() });
         }
         prune(c, size, ttl, now);
         Ok((seq, frame))
@@ -114,20 +103,10 @@ impl History {
                 recovered: false,
             });
         };
-        let missed: Vec<Bytes> = c
-            .entries
-            .iter()
-            .filter(|e| e.seq > since)
-            .map(|e| e.frame.clone())
-            .collect();
+        let missed: Vec<Bytes> = c.entries.iter().filter(|e| e.seq > since).map(|e| e.frame.clone()).collect();
         let first_kept = c.last_seq + 1 - missed.len() as u64;
         let recovered = since <= c.last_seq && first_kept == since + 1;
-        Ok(Resume {
-            epoch: c.epoch.to_string(),
-            last_seq: c.last_seq,
-            missed,
-            recovered,
-        })
+        Ok(Resume { epoch: c.epoch.to_string(), last_seq: c.last_seq, missed, recovered })
     }
 
     /// Uncounts a subscriber; forgets the channel if nothing is left of it.
@@ -165,12 +144,7 @@ impl History {
             }
             self.created += 1;
             let epoch = format!("{}-{:x}", self.epoch_base, self.created).into();
-            let channel = Channel {
-                epoch,
-                last_seq: 0,
-                entries: VecDeque::new(),
-                subscribers: 0,
-            };
+            let channel = Channel { epoch, last_seq: 0, entries: VecDeque::new(), subscribers: 0 };
             self.channels.insert(name.into(), channel);
         }
         Ok(self.channels.get_mut(name).expect("inserted above"))
@@ -178,11 +152,7 @@ impl History {
 }
 
 fn prune(c: &mut Channel, size: usize, ttl: Duration, now: Instant) {
-    while c.entries.len() > size
-        || c.entries
-            .front()
-            .is_some_and(|e| now.duration_since(e.at) > ttl)
-    {
+    while c.entries.len() > size || c.entries.front().is_some_and(|e| now.duration_since(e.at) > ttl) {
         c.entries.pop_front();
     }
 }
@@ -196,30 +166,18 @@ mod tests {
     }
 
     fn publish(h: &mut History, channel: &str, now: Instant) -> u64 {
-        h.publish(channel, now, |seq| Bytes::from(format!("m{seq}")))
-            .unwrap()
-            .0
+        h.publish(channel, now, |seq| Bytes::from(format!("m{seq}"))).unwrap().0
     }
 
     fn texts(r: &Resume) -> Vec<String> {
-        r.missed
-            .iter()
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
-            .collect()
+        r.missed.iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect()
     }
 
     #[test]
     fn seq_starts_at_one_per_channel() {
         let mut h = history(10);
         let now = Instant::now();
-        assert_eq!(
-            (
-                publish(&mut h, "a", now),
-                publish(&mut h, "a", now),
-                publish(&mut h, "b", now)
-            ),
-            (1, 2, 1)
-        );
+        assert_eq!((publish(&mut h, "a", now), publish(&mut h, "a", now), publish(&mut h, "b", now)), (1, 2, 1));
     }
 
     #[test]
@@ -231,10 +189,7 @@ mod tests {
         }
         let r = h.subscribe("news", Some(10), None, now).unwrap();
         assert_eq!((r.last_seq, r.recovered), (20, true));
-        assert_eq!(
-            texts(&r),
-            (11..=20).map(|s| format!("m{s}")).collect::<Vec<_>>()
-        );
+        assert_eq!(texts(&r), (11..=20).map(|s| format!("m{s}")).collect::<Vec<_>>());
         let up_to_date = h.subscribe("news", Some(20), None, now).unwrap();
         assert!(up_to_date.recovered && up_to_date.missed.is_empty());
     }
@@ -249,10 +204,7 @@ mod tests {
         let r = h.subscribe("news", Some(10), None, now).unwrap();
         assert!(!r.recovered, "only 16..=20 are kept");
         assert_eq!(texts(&r), ["m16", "m17", "m18", "m19", "m20"]);
-        assert!(
-            !h.subscribe("news", Some(99), None, now).unwrap().recovered,
-            "ahead of the channel"
-        );
+        assert!(!h.subscribe("news", Some(99), None, now).unwrap().recovered, "ahead of the channel");
         assert!(h.subscribe("news", Some(15), None, now).unwrap().recovered);
     }
 
@@ -273,10 +225,7 @@ mod tests {
         assert_eq!(publish(&mut h, "room", later), 1, "seq starts again");
         let r = h.subscribe("room", Some(3), Some(&first), later).unwrap();
         assert_ne!(r.epoch, first);
-        assert!(
-            !r.recovered && r.missed.is_empty(),
-            "old epoch: no replay, no recovery"
-        );
+        assert!(!r.recovered && r.missed.is_empty(), "old epoch: no replay, no recovery");
         let same = h.subscribe("room", Some(0), Some(&r.epoch), later).unwrap();
         assert!(same.recovered && same.missed.len() == 1);
     }
@@ -287,9 +236,7 @@ mod tests {
         let start = Instant::now();
         publish(&mut h, "c", start);
         publish(&mut h, "c", start + Duration::from_secs(50));
-        let r = h
-            .subscribe("c", Some(0), None, start + Duration::from_secs(90))
-            .unwrap();
+        let r = h.subscribe("c", Some(0), None, start + Duration::from_secs(90)).unwrap();
         assert_eq!((texts(&r), r.recovered), (vec!["m2".to_string()], false));
     }
 

@@ -18,12 +18,16 @@ pub(super) fn route(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>)
             .header("Content-Type", "text/html; charset=utf-8")
             .header("Cache-Control", "no-cache")
             .body(DEMO_HTML),
-        ("GET" | "HEAD", "/healthz") if ctx.draining() => {
-            json_response(503, json!({"status": "draining"}))
-        }
+        ("GET" | "HEAD", "/healthz") if ctx.draining() => json_response(503, json!({"status": "draining"})),
         ("GET" | "HEAD", "/healthz") => json_response(200, json!({"status": "ok"})),
         ("POST", "/api/publish") => publish(gateway, ctx, request),
-        (_, "/" | "/index.html" | "/healthz" | "/api/publish") => {
+        ("GET", "/metrics") => {
+            let channels = gateway.history().len() as u64;
+            let body = ctx.prometheus(&[("channels", "Channels with history or subscribers.", "gauge", channels)]);
+            Response::new(200).header("Content-Type", "text/plain; version=0.0.4").body(body)
+        }
+        ("GET", "/api/stats") => stats(gateway, ctx, request),
+        (_, "/" | "/index.html" | "/healthz" | "/api/publish" | "/metrics" | "/api/stats") => {
             json_response(405, json!({"error": "method not allowed"}))
         }
         _ => json_response(404, json!({"error": "not found"})),
@@ -31,9 +35,7 @@ pub(super) fn route(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>)
 }
 
 fn json_response(status: u16, body: serde_json::Value) -> Response {
-    Response::new(status)
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
+    Response::new(status).header("Content-Type", "application/json").body(body.to_string())
 }
 
 fn bad_request(reason: impl std::fmt::Display) -> Response {
@@ -47,20 +49,45 @@ struct PublishBody<'a> {
     data: &'a RawValue,
 }
 
-fn publish(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+/// The API key check of `/api/publish` and `/api/stats`: the key when one is configured,
+/// otherwise open exactly when anonymous clients are.
+fn unauthorized(gateway: &Gateway, request: &Request<'_>) -> Option<Response> {
     let config = &gateway.shared.config;
     let authorized = match &config.api_key {
-        Some(key) => auth::bearer(request)
-            .is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())),
+        Some(key) => auth::bearer(request).is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())),
         None => gateway.shared.anonymous,
     };
-    if !authorized {
-        let reason = if config.api_key.is_some() {
-            "invalid API key"
-        } else {
-            "no API key configured"
-        };
-        return json_response(401, json!({"error": reason})).header("WWW-Authenticate", "Bearer");
+    if authorized {
+        return None;
+    }
+    let reason = if config.api_key.is_some() { "invalid API key" } else { "no API key configured" };
+    Some(json_response(401, json!({"error": reason})).header("WWW-Authenticate", "Bearer"))
+}
+
+/// Per-worker connection counts and the ten channels with the most subscribers.
+fn stats(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+    if let Some(refusal) = unauthorized(gateway, request) {
+        return refusal;
+    }
+    let workers: Vec<serde_json::Value> = ctx
+        .worker_stats()
+        .iter()
+        .enumerate()
+        .map(|(w, s)| {
+            json!({"worker": w, "connections": s.connections, "handshakes": s.handshakes, "queued_bytes": s.queued_bytes})
+        })
+        .collect();
+    let top: Vec<serde_json::Value> =
+        ctx.top_topics(10).into_iter().map(|(channel, n)| json!({"channel": channel, "subscribers": n})).collect();
+    json_response(
+        200,
+        json!({"workers": workers, "top_channels": top, "channels": gateway.history().len(), "draining": ctx.draining()}),
+    )
+}
+
+fn publish(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+    if let Some(refusal) = unauthorized(gateway, request) {
+        return refusal;
     }
     let body = request.body();
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -68,11 +95,7 @@ fn publish(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Respo
     };
     let body: PublishBody<'_> = match serde_json::from_str(text) {
         Ok(b) => b,
-        Err(e) => {
-            return bad_request(format_args!(
-                "expected {{\"channel\":...,\"data\":...}}: {e}"
-            ))
-        }
+        Err(e) => return bad_request(format_args!("expected {{\"channel\":...,\"data\":...}}: {e}")),
     };
     if let Err(reason) = protocol::validate_channel(&body.channel) {
         return bad_request(reason);

@@ -19,9 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::config::{Config, GatewayConfig};
-use crate::server::{
-    ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle,
-};
+use crate::server::{ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};
 use auth::Permissions;
 use history::{History, TooManyChannels};
 use protocol::{Op, OpError};
@@ -50,38 +48,24 @@ pub struct Session {
 
 /// Starts the gateway on `server` settings (the subprotocol is added to them).
 pub fn start(mut server: Config, gateway: GatewayConfig) -> io::Result<ServerHandle> {
-    gateway
-        .validate(server.listen)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    gateway.validate(server.listen).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if !server.subprotocols.iter().any(|p| p == SUBPROTOCOL) {
         server.subprotocols.push(SUBPROTOCOL.to_owned());
     }
-    let history = History::new(
-        gateway.history_size,
-        gateway.history_ttl,
-        gateway.max_channels,
-        new_epoch(),
-    );
+    let history = History::new(gateway.history_size, gateway.history_ttl, gateway.max_channels, new_epoch());
     let shared = Arc::new(Shared {
         anonymous: gateway.anonymous_allowed(server.listen),
         config: gateway,
         history: Mutex::new(history),
     });
-    Server::new(server).start(move || Gateway {
-        shared: shared.clone(),
-    })
+    Server::new(server).start(move || Gateway { shared: shared.clone() })
 }
 
 /// A short random name for this process's history (RandomState is seeded from the OS).
 fn new_epoch() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     format!("{:x}", h.finish() & 0xFFFF_FFFF_FFFF)
 }
 
@@ -89,10 +73,7 @@ impl Gateway {
     fn history(&self) -> MutexGuard<'_, History> {
         // A panic while holding the lock leaves the history consistent (every method finishes
         // its update before anything can panic), so a poisoned lock is still usable.
-        self.shared
-            .history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.shared.history.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Assigns a seq, records the message and publishes it; returns the seq. The history lock
@@ -105,9 +86,7 @@ impl Gateway {
         data: &serde_json::value::RawValue,
     ) -> Result<u64, TooManyChannels> {
         let mut history = self.history();
-        let (seq, frame) = history.publish(channel, Instant::now(), |seq| {
-            protocol::message(channel, seq, data)
-        })?;
+        let (seq, frame) = history.publish(channel, Instant::now(), |seq| protocol::message(channel, seq, data))?;
         ctx.publish(channel, Message::Text(frame));
         drop(history);
         Ok(seq)
@@ -124,10 +103,7 @@ impl Gateway {
         }
         match (auth::token_from_request(request), &config.jwt_secret) {
             (Some(token), Some(secret)) => match auth::verify(token, secret) {
-                Ok(claims) => Ok(Permissions::Token {
-                    subscribe: claims.subscribe,
-                    publish: claims.publish,
-                }),
+                Ok(claims) => Ok(Permissions::Token { subscribe: claims.subscribe, publish: claims.publish }),
                 Err(reason) => Err(Reject::new(401, reason)),
             },
             _ if self.shared.anonymous => Ok(Permissions::Anonymous),
@@ -135,51 +111,23 @@ impl Gateway {
         }
     }
 
-    fn handle(
-        &self,
-        ctx: &mut Ctx<'_>,
-        id: ConnId,
-        session: &mut Session,
-        text: &str,
-    ) -> Result<(), OpError> {
+    fn handle(&self, ctx: &mut Ctx<'_>, id: ConnId, session: &mut Session, text: &str) -> Result<(), OpError> {
         let request = protocol::parse(text)?;
         let rid = request.id;
         match request.op {
-            Op::Subscribe {
-                channel,
-                since,
-                epoch,
-            } => {
+            Op::Subscribe { channel, since, epoch } => {
                 if !session.permissions.may_subscribe(&channel) {
-                    return Err(OpError::new(
-                        rid,
-                        "forbidden",
-                        format!("not allowed to subscribe to {channel}"),
-                    ));
+                    return Err(OpError::new(rid, "forbidden", format!("not allowed to subscribe to {channel}")));
                 }
                 if session.channels.iter().any(|c| **c == *channel) {
-                    return Err(OpError::new(
-                        rid,
-                        "already_subscribed",
-                        format!("already subscribed to {channel}"),
-                    ));
+                    return Err(OpError::new(rid, "already_subscribed", format!("already subscribed to {channel}")));
                 }
                 let mut history = self.history();
                 let resume = history
                     .subscribe(&channel, since, epoch.as_deref(), Instant::now())
-                    .map_err(|_| {
-                        OpError::new(
-                            rid,
-                            "too_many_channels",
-                            "the server tracks too many channels",
-                        )
-                    })?;
-                let reply = protocol::subscribed(
-                    &channel,
-                    resume.last_seq,
-                    &resume.epoch,
-                    since.map(|_| resume.recovered),
-                );
+                    .map_err(|_| OpError::new(rid, "too_many_channels", "the server tracks too many channels"))?;
+                let reply =
+                    protocol::subscribed(&channel, resume.last_seq, &resume.epoch, since.map(|_| resume.recovered));
                 ctx.send_text(id, &reply);
                 for frame in resume.missed {
                     ctx.send(id, Message::Text(frame));
@@ -201,19 +149,11 @@ impl Gateway {
             }
             Op::Publish { channel, data } => {
                 if !session.permissions.may_publish(&channel) {
-                    return Err(OpError::new(
-                        rid,
-                        "forbidden",
-                        format!("not allowed to publish to {channel}"),
-                    ));
+                    return Err(OpError::new(rid, "forbidden", format!("not allowed to publish to {channel}")));
                 }
-                let seq = self.publish(ctx, &channel, data).map_err(|_| {
-                    OpError::new(
-                        rid,
-                        "too_many_channels",
-                        "the server tracks too many channels",
-                    )
-                })?;
+                let seq = self
+                    .publish(ctx, &channel, data)
+                    .map_err(|_| OpError::new(rid, "too_many_channels", "the server tracks too many channels"))?;
                 ctx.send_text(id, &protocol::ack(rid, seq));
             }
         }
@@ -224,26 +164,12 @@ impl Gateway {
 impl Handler for Gateway {
     type Session = Session;
 
-    fn on_open(
-        &mut self,
-        _: &mut Ctx<'_>,
-        _: ConnId,
-        request: &Request<'_>,
-    ) -> Result<Session, Reject> {
+    fn on_open(&mut self, _: &mut Ctx<'_>, _: ConnId, request: &Request<'_>) -> Result<Session, Reject> {
         let permissions = self.permissions_for(request)?;
-        Ok(Session {
-            permissions,
-            channels: Vec::new(),
-        })
+        Ok(Session { permissions, channels: Vec::new() })
     }
 
-    fn on_message(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        id: ConnId,
-        session: &mut Session,
-        message: Message,
-    ) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: &mut Session, message: Message) {
         let Some(text) = message.as_text() else {
             ctx.close(id, 1003, "binary frames are not supported; send JSON text");
             return;

@@ -19,13 +19,8 @@ pub fn validate_channel(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_CHANNEL_LEN {
         return Err(format!("channel must be 1 to {MAX_CHANNEL_LEN} characters"));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_-.:@/".contains(*c)))
-    {
-        return Err(format!(
-            "channel contains {bad:?}; allowed: A-Z a-z 0-9 _ - . : @ /"
-        ));
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-.:@/".contains(*c))) {
+        return Err(format!("channel contains {bad:?}; allowed: A-Z a-z 0-9 _ - . : @ /"));
     }
     Ok(())
 }
@@ -77,11 +72,7 @@ pub struct OpError {
 
 impl OpError {
     pub fn new(id: Option<&RawValue>, code: &'static str, message: impl Into<String>) -> Self {
-        OpError {
-            id: id.map(|r| r.get().to_owned()),
-            code,
-            message: message.into(),
-        }
+        OpError { id: id.map(|r| r.get().to_owned()), code, message: message.into() }
     }
 
     pub fn to_json(&self) -> String {
@@ -95,34 +86,21 @@ impl OpError {
 
 /// Parses one client frame.
 pub fn parse(text: &str) -> Result<Request<'_>, OpError> {
-    let env: Envelope<'_> = serde_json::from_str(text)
-        .map_err(|e| OpError::new(None, "bad_request", format!("invalid JSON: {e}")))?;
+    let env: Envelope<'_> =
+        serde_json::from_str(text).map_err(|e| OpError::new(None, "bad_request", format!("invalid JSON: {e}")))?;
     let id = env.id;
-    let op = env
-        .op
-        .ok_or_else(|| OpError::new(id, "bad_request", "missing \"op\""))?;
+    let op = env.op.ok_or_else(|| OpError::new(id, "bad_request", "missing \"op\""))?;
     let channel = || -> Result<String, OpError> {
-        let channel = env
-            .channel
-            .clone()
-            .ok_or_else(|| OpError::new(id, "bad_request", "missing \"channel\""))?;
+        let channel = env.channel.clone().ok_or_else(|| OpError::new(id, "bad_request", "missing \"channel\""))?;
         validate_channel(&channel).map_err(|m| OpError::new(id, "bad_channel", m))?;
         Ok(channel)
     };
     let op = match op.as_str() {
-        "subscribe" => Op::Subscribe {
-            channel: channel()?,
-            since: env.since,
-            epoch: env.epoch.clone(),
-        },
-        "unsubscribe" => Op::Unsubscribe {
-            channel: channel()?,
-        },
+        "subscribe" => Op::Subscribe { channel: channel()?, since: env.since, epoch: env.epoch.clone() },
+        "unsubscribe" => Op::Unsubscribe { channel: channel()? },
         "publish" => {
             let channel = channel()?;
-            let data = env
-                .data
-                .ok_or_else(|| OpError::new(id, "bad_request", "missing \"data\""))?;
+            let data = env.data.ok_or_else(|| OpError::new(id, "bad_request", "missing \"data\""))?;
             Op::Publish { channel, data }
         }
         other => {
@@ -139,10 +117,7 @@ pub fn parse(text: &str) -> Result<Request<'_>, OpError> {
 /// `{"op":"message","channel":C,"seq":N,"data":D}`, built once per publish. The channel is
 /// validated (nothing to escape) and `data` is already JSON.
 pub fn message(channel: &str, seq: u64, data: &RawValue) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"op":"message","channel":"{channel}","seq":{seq},"data":{}}}"#,
-        data.get()
-    ))
+    Bytes::from(format!(r#"{{"op":"message","channel":"{channel}","seq":{seq},"data":{}}}"#, data.get()))
 }
 
 /// The reply to a subscribe. `recovered` is present only when the client asked to resume.
@@ -177,9 +152,7 @@ mod tests {
     #[test]
     fn parses_each_op() {
         let r = parse(r#"{"op":"subscribe","channel":"news","since":17}"#).unwrap();
-        assert!(
-            matches!(r.op, Op::Subscribe { ref channel, since: Some(17), epoch: None } if channel == "news")
-        );
+        assert!(matches!(r.op, Op::Subscribe { ref channel, since: Some(17), epoch: None } if channel == "news"));
         let r = parse(r#"{"op":"unsubscribe","channel":"news"}"#).unwrap();
         assert!(matches!(r.op, Op::Unsubscribe { ref channel } if channel == "news"));
         let r = parse(r#"{"op":"publish","channel":"chat:1","data":{"t":[1,2]},"id":7}"#).unwrap();
@@ -196,41 +169,16 @@ mod tests {
     fn each_malformed_input_has_its_code() {
         assert_eq!(err("{nope").0, "bad_request");
         assert_eq!(err("[1,2]").0, "bad_request");
-        assert_eq!(
-            err(r#"{"channel":"x"}"#),
-            ("bad_request", "missing \"op\"".into())
-        );
+        assert_eq!(err(r#"{"channel":"x"}"#), ("bad_request", "missing \"op\"".into()));
         assert_eq!(err(r#"{"op":"dance","channel":"x"}"#).0, "unknown_op");
-        assert_eq!(
-            err(r#"{"op":"subscribe"}"#),
-            ("bad_request", "missing \"channel\"".into())
-        );
-        assert_eq!(
-            err(r#"{"op":"subscribe","channel":"a b"}"#).0,
-            "bad_channel"
-        );
+        assert_eq!(err(r#"{"op":"subscribe"}"#), ("bad_request", "missing \"channel\"".into()));
+        assert_eq!(err(r#"{"op":"subscribe","channel":"a b"}"#).0, "bad_channel");
         assert_eq!(err(r#"{"op":"subscribe","channel":""}"#).0, "bad_channel");
-        assert_eq!(
-            err(&format!(
-                r#"{{"op":"subscribe","channel":"{}"}}"#,
-                "x".repeat(129)
-            ))
-            .0,
-            "bad_channel"
-        );
-        assert_eq!(
-            err(r#"{"op":"publish","channel":"x","id":3}"#),
-            ("bad_request", "missing \"data\"".into())
-        );
-        assert_eq!(
-            err(r#"{"op":"subscribe","channel":"x","since":-1}"#).0,
-            "bad_request"
-        );
+        assert_eq!(err(&format!(r#"{{"op":"subscribe","channel":"{}"}}"#, "x".repeat(129))).0, "bad_channel");
+        assert_eq!(err(r#"{"op":"publish","channel":"x","id":3}"#), ("bad_request", "missing \"data\"".into()));
+        assert_eq!(err(r#"{"op":"subscribe","channel":"x","since":-1}"#).0, "bad_request");
         let e = parse(r#"{"op":"publish","channel":"x","id":"abc"}"#).unwrap_err();
-        assert_eq!(
-            e.to_json(),
-            r#"{"code":"bad_request","id":"abc","message":"missing \"data\"","op":"error"}"#
-        );
+        assert_eq!(e.to_json(), r#"{"code":"bad_request","id":"abc","message":"missing \"data\"","op":"error"}"#);
     }
 
     #[test]
@@ -240,12 +188,8 @@ mod tests {
             &message("news", 18, &data)[..],
             br#"{"op":"message","channel":"news","seq":18,"data":{"a":"\u00e9"}}"#
         );
-        let v: serde_json::Value =
-            serde_json::from_str(&subscribed("news", 20, "k3x9", Some(true))).unwrap();
-        assert_eq!(
-            v,
-            json!({"op":"subscribed","channel":"news","seq":20,"epoch":"k3x9","recovered":true})
-        );
+        let v: serde_json::Value = serde_json::from_str(&subscribed("news", 20, "k3x9", Some(true))).unwrap();
+        assert_eq!(v, json!({"op":"subscribed","channel":"news","seq":20,"epoch":"k3x9","recovered":true}));
         let v: serde_json::Value = serde_json::from_str(&subscribed("news", 0, "k", None)).unwrap();
         assert!(v.get("recovered").is_none());
         let id = RawValue::from_string("7".into()).unwrap();

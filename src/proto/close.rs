@@ -78,11 +78,7 @@ pub fn truncate_reason(reason: &str) -> &str {
 /// an empty payload, which the peer reads as "no status".
 pub fn encode_close_frame(code: u16, reason: &str) -> Bytes {
     let reason = truncate_reason(reason);
-    let payload_len = if is_valid_wire_code(code) {
-        2 + reason.len()
-    } else {
-        0
-    };
+    let payload_len = if is_valid_wire_code(code) { 2 + reason.len() } else { 0 };
     let mut header = [0u8; MAX_HEADER_LEN];
     let n = encode_header(&mut header, true, OpCode::Close, None, payload_len as u64);
     let mut buf = BytesMut::with_capacity(n + payload_len);
@@ -100,14 +96,10 @@ mod tests {
 
     #[test]
     fn valid_and_invalid_codes() {
-        for code in [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
-        ] {
+        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
             assert!(is_valid_wire_code(code), "{code}");
         }
-        for code in [
-            0, 999, 1004, 1005, 1006, 1012, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
-        ] {
+        for code in [0, 999, 1004, 1005, 1006, 1012, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
             assert!(!is_valid_wire_code(code), "{code}");
         }
     }
@@ -127,17 +119,10 @@ mod tests {
     fn encode_never_sends_reserved_codes_and_truncates_on_char_boundary() {
         assert_eq!(&encode_close_frame(1005, "x")[..], &[0x88, 0x00]);
         assert_eq!(&encode_close_frame(1006, "")[..], &[0x88, 0x00]);
-        assert_eq!(
-            &encode_close_frame(1000, "ok")[..],
-            &[0x88, 0x04, 0x03, 0xE8, b'o', b'k']
-        );
+        assert_eq!(&encode_close_frame(1000, "ok")[..], &[0x88, 0x04, 0x03, 0xE8, b'o', b'k']);
         let long = "é".repeat(100); // 200 bytes, 2 per char
         let f = encode_close_frame(1001, &long);
-        assert_eq!(
-            f[1] as usize,
-            2 + 122,
-            "122 is the last char boundary at or below 123"
-        );
+        assert_eq!(f[1] as usize, 2 + 122, "122 is the last char boundary at or below 123");
         assert!(std::str::from_utf8(&f[4..]).is_ok());
     }
 }

@@ -34,10 +34,7 @@ pub struct Frame {
 /// Takes one complete frame off the front of `buf`.
 ///
 /// `Partial` leaves `buf` untouched; the caller owns growing it (see `frame_len_hint`).
-pub fn decode_frame(
-    buf: &mut BytesMut,
-    rules: &FrameRules,
-) -> Result<Status<Frame>, ProtocolError> {
+pub fn decode_frame(buf: &mut BytesMut, rules: &FrameRules) -> Result<Status<Frame>, ProtocolError> {
     let header = match decode_header(buf, rules.role, rules.allowed_rsv)? {
         Status::Complete(h) => h,
         Status::Partial => return Ok(Status::Partial),
@@ -54,12 +51,7 @@ pub fn decode_frame(
     if let Some(key) = header.mask {
         apply_mask(&mut frame, key, 0);
     }
-    Ok(Status::Complete(Frame {
-        fin: header.fin,
-        rsv: header.rsv,
-        opcode: header.opcode,
-        payload: frame.freeze(),
-    }))
+    Ok(Status::Complete(Frame { fin: header.fin, rsv: header.rsv, opcode: header.opcode, payload: frame.freeze() }))
 }
 
 #[cfg(test)]
@@ -67,11 +59,7 @@ mod tests {
     use super::*;
     use crate::proto::frame::encode_masked_frame;
 
-    const RULES: FrameRules = FrameRules {
-        role: Role::Server,
-        allowed_rsv: 0,
-        max_frame_payload: 1024,
-    };
+    const RULES: FrameRules = FrameRules { role: Role::Server, allowed_rsv: 0, max_frame_payload: 1024 };
 
     fn decode(buf: &mut BytesMut) -> Result<Status<Frame>, ProtocolError> {
         decode_frame(buf, &RULES)
@@ -79,18 +67,9 @@ mod tests {
 
     #[test]
     fn decodes_rfc_masked_hello_and_leaves_the_rest() {
-        let mut buf = BytesMut::from(
-            &[
-                0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58, 0x89,
-            ][..],
-        );
-        let Ok(Status::Complete(f)) = decode(&mut buf) else {
-            panic!()
-        };
-        assert_eq!(
-            (f.fin, f.opcode, &f.payload[..]),
-            (true, OpCode::Text, &b"Hello"[..])
-        );
+        let mut buf = BytesMut::from(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58, 0x89][..]);
+        let Ok(Status::Complete(f)) = decode(&mut buf) else { panic!() };
+        assert_eq!((f.fin, f.opcode, &f.payload[..]), (true, OpCode::Text, &b"Hello"[..]));
         assert_eq!(&buf[..], &[0x89]);
         assert_eq!(decode(&mut buf), Ok(Status::Partial));
     }
@@ -101,14 +80,8 @@ mod tests {
         let mut buf = BytesMut::with_capacity(4096);
         buf.extend_from_slice(&wire);
         let start = buf.as_ptr() as usize;
-        let Ok(Status::Complete(f)) = decode(&mut buf) else {
-            panic!()
-        };
-        assert_eq!(
-            f.payload.as_ptr() as usize,
-            start + 6,
-            "payload must point into the buffer"
-        );
+        let Ok(Status::Complete(f)) = decode(&mut buf) else { panic!() };
+        assert_eq!(f.payload.as_ptr() as usize, start + 6, "payload must point into the buffer");
         assert!(f.payload.iter().all(|&b| b == 5));
     }
 

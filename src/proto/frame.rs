@@ -73,11 +73,7 @@ pub struct FrameHeader {
 ///
 /// `allowed_rsv` holds the RSV bits a negotiated extension permits (0 without extensions).
 /// Returns `Partial` while more bytes are needed; an error as soon as a byte breaks a rule.
-pub fn decode_header(
-    buf: &[u8],
-    role: Role,
-    allowed_rsv: u8,
-) -> Result<Status<FrameHeader>, ProtocolError> {
+pub fn decode_header(buf: &[u8], role: Role, allowed_rsv: u8) -> Result<Status<FrameHeader>, ProtocolError> {
     let Some(&b0) = buf.first() else {
         return Ok(Status::Partial);
     };
@@ -138,14 +134,7 @@ pub fn decode_header(
     } else {
         (None, len_end)
     };
-    Ok(Status::Complete(FrameHeader {
-        fin,
-        rsv,
-        opcode,
-        mask,
-        payload_len,
-        header_len,
-    }))
+    Ok(Status::Complete(FrameHeader { fin, rsv, opcode, mask, payload_len, header_len }))
 }
 
 /// Writes a header into `dst` and returns its length. Uses the shortest length encoding, as §5.2
@@ -235,10 +224,7 @@ mod tests {
     fn rfc_5_7_examples() {
         // A single-frame unmasked text message "Hello".
         let h = complete(&[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f], Role::Client);
-        assert_eq!(
-            (h.fin, h.opcode, h.payload_len, h.header_len),
-            (true, OpCode::Text, 5, 2)
-        );
+        assert_eq!((h.fin, h.opcode, h.payload_len, h.header_len), (true, OpCode::Text, 5, 2));
         // A single-frame masked text message "Hello".
         let h = complete(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f], Role::Server);
         assert_eq!(h.mask, Some([0x37, 0xfa, 0x21, 0x3d]));
@@ -250,15 +236,9 @@ mod tests {
         assert_eq!((h.fin, h.opcode), (true, OpCode::Continuation));
         // 256 bytes binary message in a single unmasked frame.
         let h = complete(&[0x82, 0x7E, 0x01, 0x00], Role::Client);
-        assert_eq!(
-            (h.opcode, h.payload_len, h.header_len),
-            (OpCode::Binary, 256, 4)
-        );
+        assert_eq!((h.opcode, h.payload_len, h.header_len), (OpCode::Binary, 256, 4));
         // 64KiB binary message in a single unmasked frame.
-        let h = complete(
-            &[0x82, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00],
-            Role::Client,
-        );
+        let h = complete(&[0x82, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00], Role::Client);
         assert_eq!((h.payload_len, h.header_len), (65536, 10));
     }
 
@@ -266,32 +246,25 @@ mod tests {
     fn every_prefix_of_a_header_is_partial() {
         let full = [0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4];
         for cut in 0..full.len() {
-            assert_eq!(
-                header(&full[..cut], Role::Server),
-                Ok(Status::Partial),
-                "cut {cut}"
-            );
+            assert_eq!(header(&full[..cut], Role::Server), Ok(Status::Partial), "cut {cut}");
         }
         let h = complete(&full, Role::Server);
-        assert_eq!(
-            (h.payload_len, h.header_len, h.mask),
-            (65536, 14, Some([1, 2, 3, 4]))
-        );
+        assert_eq!((h.payload_len, h.header_len, h.mask), (65536, 14, Some([1, 2, 3, 4])));
     }
 
     #[test]
     fn violations_table() {
         use ProtocolError::*;
         let cases: &[(&[u8], Role, ProtocolError)] = &[
-            (&[0xC1], Role::Server, ReservedBits), // RSV1, judged from one byte
-            (&[0xA1], Role::Server, ReservedBits), // RSV2
-            (&[0x91], Role::Server, ReservedBits), // RSV3
-            (&[0x83], Role::Server, ReservedOpcode), // 0x3
-            (&[0x87], Role::Server, ReservedOpcode), // 0x7
-            (&[0x8B], Role::Server, ReservedOpcode), // 0xB
-            (&[0x8F], Role::Server, ReservedOpcode), // 0xF
-            (&[0x09], Role::Server, FragmentedControl), // ping without FIN
-            (&[0x08], Role::Server, FragmentedControl), // close without FIN
+            (&[0xC1], Role::Server, ReservedBits),         // RSV1, judged from one byte
+            (&[0xA1], Role::Server, ReservedBits),         // RSV2
+            (&[0x91], Role::Server, ReservedBits),         // RSV3
+            (&[0x83], Role::Server, ReservedOpcode),       // 0x3
+            (&[0x87], Role::Server, ReservedOpcode),       // 0x7
+            (&[0x8B], Role::Server, ReservedOpcode),       // 0xB
+            (&[0x8F], Role::Server, ReservedOpcode),       // 0xF
+            (&[0x09], Role::Server, FragmentedControl),    // ping without FIN
+            (&[0x08], Role::Server, FragmentedControl),    // close without FIN
             (&[0x89, 0xFE], Role::Server, ControlTooLong), // ping with 16-bit length
             (&[0x89, 0xFF], Role::Server, ControlTooLong), // ping with 64-bit length
             (&[0x81, 0x05], Role::Server, UnmaskedFrame),
@@ -331,15 +304,9 @@ mod tests {
 
     #[test]
     fn encode_frame_matches_rfc_hello() {
-        assert_eq!(
-            &encode_frame(OpCode::Text, b"Hello")[..],
-            &[0x81, 0x05, b'H', b'e', b'l', b'l', b'o']
-        );
+        assert_eq!(&encode_frame(OpCode::Text, b"Hello")[..], &[0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
         let masked = encode_masked_frame(true, OpCode::Text, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
-        assert_eq!(
-            &masked[..],
-            &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
-        );
+        assert_eq!(&masked[..], &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
     }
 
     #[test]

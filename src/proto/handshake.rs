@@ -36,11 +36,7 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        HttpLimits {
-            max_request_bytes: 8 * 1024,
-            max_headers: 64,
-            max_body_bytes: 64 * 1024,
-        }
+        HttpLimits { max_request_bytes: 8 * 1024, max_headers: 64, max_body_bytes: 64 * 1024 }
     }
 }
 
@@ -107,9 +103,7 @@ impl HandshakeError {
             HandshakeError::TooManyHeaders => "too many request headers",
             HandshakeError::BodyTooLarge => "request body too large",
             HandshakeError::BadContentLength => "invalid Content-Length",
-            HandshakeError::LengthRequired => {
-                "Content-Length required; chunked bodies are not supported"
-            }
+            HandshakeError::LengthRequired => "Content-Length required; chunked bodies are not supported",
             HandshakeError::UnexpectedStatus(_) => "server refused the upgrade",
             HandshakeError::BadAccept => "invalid Sec-WebSocket-Accept",
         }
@@ -120,9 +114,7 @@ impl HandshakeError {
         let mut resp = Response::text(self.status(), self.reason());
         match self {
             HandshakeError::UnsupportedVersion => {
-                resp = resp
-                    .header("Sec-WebSocket-Version", "13")
-                    .header("Upgrade", "websocket")
+                resp = resp.header("Sec-WebSocket-Version", "13").header("Upgrade", "websocket")
             }
             HandshakeError::MethodNotAllowed => resp = resp.header("Allow", "GET"),
             _ => {}
@@ -158,10 +150,7 @@ impl std::fmt::Debug for Request {
         f.debug_struct("Request")
             .field("method", &self.method())
             .field("path", &self.path())
-            .field(
-                "headers",
-                &self.headers().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
+            .field("headers", &self.headers().map(|(n, _)| n).collect::<Vec<_>>())
             .field("body_len", &self.body().len())
             .finish()
     }
@@ -212,16 +201,12 @@ impl Request {
 
     /// All headers in order, names as sent.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers
-            .iter()
-            .map(|(n, v)| (self.text(n), self.bytes(v)))
+        self.headers.iter().map(|(n, v)| (self.text(n), self.bytes(v)))
     }
 
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// The first header with this name, if its value is valid UTF-8.
@@ -268,13 +253,11 @@ impl Request {
 
     /// The body of a plain request (empty for upgrades).
     pub fn body(&self) -> Bytes {
-        self.raw
-            .slice(self.body.start as usize..self.body.end as usize)
+        self.raw.slice(self.body.start as usize..self.body.end as usize)
     }
 
     fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header_tokens(name)
-            .any(|t| t.eq_ignore_ascii_case(token))
+        self.header_tokens(name).any(|t| t.eq_ignore_ascii_case(token))
     }
 }
 
@@ -306,10 +289,7 @@ pub enum Parsed {
 
 /// Parses the request at the front of `buf`. On `Complete`, the request (and any body) has been
 /// split off `buf`; bytes after it (frames sent before the 101 arrived) stay in `buf`.
-pub fn parse_request(
-    buf: &mut BytesMut,
-    limits: &HttpLimits,
-) -> Result<Status<Parsed>, HandshakeError> {
+pub fn parse_request(buf: &mut BytesMut, limits: &HttpLimits) -> Result<Status<Parsed>, HandshakeError> {
     let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
     let slots = &mut slots[..limits.max_headers.clamp(1, HEADER_SLOTS)];
     let mut req = httparse::Request::new(slots);
@@ -363,16 +343,9 @@ pub fn parse_request(
         return Ok(Status::Partial);
     }
     let body = head_len as u32..(head_len + body_len) as u32;
-    let request = Request {
-        raw: buf.split_to(head_len + body_len).freeze(),
-        method,
-        target,
-        minor_version,
-        headers,
-        body,
-    };
-    let wants_upgrade =
-        request.has_token("upgrade", "websocket") || request.header("sec-websocket-key").is_some();
+    let request =
+        Request { raw: buf.split_to(head_len + body_len).freeze(), method, target, minor_version, headers, body };
+    let wants_upgrade = request.has_token("upgrade", "websocket") || request.header("sec-websocket-key").is_some();
     if !wants_upgrade {
         return Ok(Status::Complete(Parsed::Http(request)));
     }
@@ -390,13 +363,10 @@ pub fn expects_continue(buf: &[u8], limits: &HttpLimits) -> bool {
         return false;
     }
     let has = |name: &str, pred: &dyn Fn(&[u8]) -> bool| {
-        req.headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case(name) && pred(h.value))
+        req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name) && pred(h.value))
     };
-    has("expect", &|v| {
-        v.trim_ascii().eq_ignore_ascii_case(b"100-continue")
-    }) && has("content-length", &|v| v.trim_ascii() != b"0")
+    has("expect", &|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+        && has("content-length", &|v| v.trim_ascii() != b"0")
 }
 
 /// The interim response that tells a client to send its body.
@@ -422,17 +392,10 @@ fn validate_upgrade(request: Request) -> Result<Upgrade, HandshakeError> {
     // §4.2.2: "If this version does not match a version understood by the server, the server
     // MUST abort the WebSocket handshake ... and instead send an appropriate HTTP error code
     // (such as 426 Upgrade Required) and a |Sec-WebSocket-Version| header field".
-    if request
-        .header("sec-websocket-version")
-        .map(<[u8]>::trim_ascii)
-        != Some(b"13")
-    {
+    if request.header("sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    let key = request
-        .header("sec-websocket-key")
-        .ok_or(HandshakeError::BadKey)?
-        .trim_ascii();
+    let key = request.header("sec-websocket-key").ok_or(HandshakeError::BadKey)?.trim_ascii();
     match BASE64.decode(key) {
         Ok(decoded) if decoded.len() == 16 => {}
         _ => return Err(HandshakeError::BadKey),
@@ -452,7 +415,9 @@ pub fn accept_key(key: &[u8]) -> String {
 /// The 101 Switching Protocols response.
 pub fn accept_response(accept: &str, protocol: Option<&str>) -> Bytes {
     let mut s = String::with_capacity(160);
-    s.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    s.push_str(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
     s.push_str(accept);
     s.push_str("\r\n");
     if let Some(p) = protocol {
@@ -503,18 +468,12 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16) -> Self {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        Response { status, headers: Vec::new(), body: Bytes::new() }
     }
 
     /// A `text/plain` response.
     pub fn text(status: u16, body: impl Into<Bytes>) -> Self {
-        Response::new(status)
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .body(body)
+        Response::new(status).header("Content-Type", "text/plain; charset=utf-8").body(body)
     }
 
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -530,12 +489,7 @@ impl Response {
     /// Wire bytes. `Content-Length` is always set; `Connection: close` unless `keep_alive`.
     pub fn encode(&self, keep_alive: bool) -> Bytes {
         let mut head = String::with_capacity(128);
-        let _ = write!(
-            head,
-            "HTTP/1.1 {} {}\r\n",
-            self.status,
-            reason_phrase(self.status)
-        );
+        let _ = write!(head, "HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
         for (n, v) in &self.headers {
             // A header value with CR or LF would split the response: drop such a header.
             if n.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
@@ -610,12 +564,7 @@ pub fn parse_response(
     if status != 101 {
         return Err(HandshakeError::UnexpectedStatus(status));
     }
-    let find = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
+    let find = |name: &str| resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
     let has_token = |name: &str, token: &str| {
         resp.headers
             .iter()
@@ -630,9 +579,8 @@ pub fn parse_response(
     {
         return Err(HandshakeError::BadAccept);
     }
-    let protocol = find("sec-websocket-protocol")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(|s| s.trim().to_owned());
+    let protocol =
+        find("sec-websocket-protocol").and_then(|v| std::str::from_utf8(v).ok()).map(|s| s.trim().to_owned());
     let _ = buf.split_to(head_len);
     Ok(Status::Complete(ClientAccepted { protocol }))
 }
@@ -656,10 +604,7 @@ mod tests {
 
     #[test]
     fn rfc_1_3_accept_key() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(upgrade(RFC_REQUEST).accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
@@ -667,22 +612,13 @@ mod tests {
     fn request_accessors() {
         let u = upgrade(RFC_REQUEST);
         let r = &u.request;
-        assert_eq!(
-            (r.method(), r.path(), r.query()),
-            ("GET", "/chat", Some("room=1&token=abc"))
-        );
+        assert_eq!((r.method(), r.path(), r.query()), ("GET", "/chat", Some("room=1&token=abc")));
         assert_eq!(r.query_param("token"), Some("abc"));
         assert_eq!(r.query_param("nope"), None);
         assert_eq!(r.cookie("fanout_token"), Some("xyz"));
         assert_eq!(r.header_str("ORIGIN"), Some("http://example.com"));
-        assert_eq!(
-            r.offered_protocols().collect::<Vec<_>>(),
-            ["chat", "superchat"]
-        );
-        assert!(
-            !format!("{r:?}").contains("xyz"),
-            "Debug must not print header values"
-        );
+        assert_eq!(r.offered_protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
+        assert!(!format!("{r:?}").contains("xyz"), "Debug must not print header values");
     }
 
     #[test]
@@ -706,11 +642,7 @@ mod tests {
         for (i, b) in bytes.iter().enumerate() {
             buf.extend_from_slice(&[*b]);
             let got = parse_request(&mut buf, &HttpLimits::default()).unwrap();
-            assert_eq!(
-                matches!(got, Status::Partial),
-                i + 1 < bytes.len(),
-                "at byte {i}"
-            );
+            assert_eq!(matches!(got, Status::Partial), i + 1 < bytes.len(), "at byte {i}");
         }
         assert!(buf.is_empty());
     }
@@ -719,9 +651,7 @@ mod tests {
     fn frames_after_the_head_stay_in_the_buffer() {
         let mut buf = BytesMut::from(RFC_REQUEST.as_bytes());
         buf.extend_from_slice(&[0x81, 0x80, 1, 2, 3, 4]);
-        let Ok(Status::Complete(Parsed::Upgrade(_))) =
-            parse_request(&mut buf, &HttpLimits::default())
-        else {
+        let Ok(Status::Complete(Parsed::Upgrade(_))) = parse_request(&mut buf, &HttpLimits::default()) else {
             panic!()
         };
         assert_eq!(&buf[..], &[0x81, 0x80, 1, 2, 3, 4]);
@@ -732,51 +662,15 @@ mod tests {
         let base = |replace: &str, with: &str| RFC_REQUEST.replacen(replace, with, 1);
         let cases = [
             (base("GET", "POST"), HandshakeError::MethodNotAllowed, 405),
-            (
-                base("HTTP/1.1", "HTTP/1.0"),
-                HandshakeError::HttpVersion,
-                400,
-            ),
-            (
-                base("Host: server.example.com\r\n", ""),
-                HandshakeError::MissingHost,
-                400,
-            ),
-            (
-                base("Connection: Upgrade", "Connection: keep-alive"),
-                HandshakeError::MissingConnectionToken,
-                400,
-            ),
-            (
-                base("Upgrade: websocket", "Upgrade: h2c"),
-                HandshakeError::MissingUpgradeToken,
-                400,
-            ),
-            (
-                base("Version: 13", "Version: 8"),
-                HandshakeError::UnsupportedVersion,
-                426,
-            ),
-            (
-                base("Sec-WebSocket-Version: 13\r\n", ""),
-                HandshakeError::UnsupportedVersion,
-                426,
-            ),
-            (
-                base("dGhlIHNhbXBsZSBub25jZQ==", "dG9vc2hvcnQ="),
-                HandshakeError::BadKey,
-                400,
-            ),
-            (
-                base("dGhlIHNhbXBsZSBub25jZQ==", "!!!notbase64!!!"),
-                HandshakeError::BadKey,
-                400,
-            ),
-            (
-                base("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
-                HandshakeError::BadKey,
-                400,
-            ),
+            (base("HTTP/1.1", "HTTP/1.0"), HandshakeError::HttpVersion, 400),
+            (base("Host: server.example.com\r\n", ""), HandshakeError::MissingHost, 400),
+            (base("Connection: Upgrade", "Connection: keep-alive"), HandshakeError::MissingConnectionToken, 400),
+            (base("Upgrade: websocket", "Upgrade: h2c"), HandshakeError::MissingUpgradeToken, 400),
+            (base("Version: 13", "Version: 8"), HandshakeError::UnsupportedVersion, 426),
+            (base("Sec-WebSocket-Version: 13\r\n", ""), HandshakeError::UnsupportedVersion, 426),
+            (base("dGhlIHNhbXBsZSBub25jZQ==", "dG9vc2hvcnQ="), HandshakeError::BadKey, 400),
+            (base("dGhlIHNhbXBsZSBub25jZQ==", "!!!notbase64!!!"), HandshakeError::BadKey, 400),
+            (base("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), HandshakeError::BadKey, 400),
         ];
         for (req, want, status) in cases {
             assert_eq!(parse(&req).unwrap_err(), want, "{req}");
@@ -788,10 +682,7 @@ mod tests {
     fn error_responses_carry_status_reason_and_extra_headers() {
         let r = HandshakeError::UnsupportedVersion.response();
         let text = std::str::from_utf8(&r).unwrap();
-        assert!(
-            text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{text}");
         assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
         assert!(text.ends_with("\r\n\r\nSec-WebSocket-Version must be 13"));
         let text = String::from_utf8(HandshakeError::MethodNotAllowed.response().to_vec()).unwrap();
@@ -800,74 +691,34 @@ mod tests {
 
     #[test]
     fn limits() {
-        let limits = HttpLimits {
-            max_request_bytes: 64,
-            max_headers: 2,
-            max_body_bytes: 4,
-        };
+        let limits = HttpLimits { max_request_bytes: 64, max_headers: 2, max_body_bytes: 4 };
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nX-Long: "[..]);
         buf.extend_from_slice(&[b'a'; 64]);
-        assert_eq!(
-            parse_request(&mut buf, &limits).unwrap_err(),
-            HandshakeError::RequestTooLarge
-        );
+        assert_eq!(parse_request(&mut buf, &limits).unwrap_err(), HandshakeError::RequestTooLarge);
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"[..]);
-        assert_eq!(
-            parse_request(&mut buf, &limits).unwrap_err(),
-            HandshakeError::TooManyHeaders
-        );
+        assert_eq!(parse_request(&mut buf, &limits).unwrap_err(), HandshakeError::TooManyHeaders);
         let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"[..]);
-        assert_eq!(
-            parse_request(&mut buf, &limits).unwrap_err(),
-            HandshakeError::BodyTooLarge
-        );
+        assert_eq!(parse_request(&mut buf, &limits).unwrap_err(), HandshakeError::BodyTooLarge);
         let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..]);
-        assert_eq!(
-            parse_request(&mut buf, &limits).unwrap_err(),
-            HandshakeError::LengthRequired
-        );
+        assert_eq!(parse_request(&mut buf, &limits).unwrap_err(), HandshakeError::LengthRequired);
         let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"[..]);
-        assert_eq!(
-            parse_request(&mut buf, &limits).unwrap_err(),
-            HandshakeError::BadContentLength
-        );
+        assert_eq!(parse_request(&mut buf, &limits).unwrap_err(), HandshakeError::BadContentLength);
     }
 
     #[test]
     fn random_bytes_are_malformed() {
-        let mut buf = BytesMut::from(
-            &[
-                0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
-            ][..],
-        );
-        assert_eq!(
-            parse_request(&mut buf, &HttpLimits::default()).unwrap_err(),
-            HandshakeError::Malformed
-        );
-        assert_eq!(
-            parse("\r\n\r\n\x00garbage\r\n\r\n").unwrap_err(),
-            HandshakeError::Malformed
-        );
+        let mut buf = BytesMut::from(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03][..]);
+        assert_eq!(parse_request(&mut buf, &HttpLimits::default()).unwrap_err(), HandshakeError::Malformed);
+        assert_eq!(parse("\r\n\r\n\x00garbage\r\n\r\n").unwrap_err(), HandshakeError::Malformed);
     }
 
     #[test]
     fn plain_request_with_body_waits_for_the_body() {
-        let mut buf = BytesMut::from(
-            &b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel"[..],
-        );
-        assert!(matches!(
-            parse_request(&mut buf, &HttpLimits::default()),
-            Ok(Status::Partial)
-        ));
+        let mut buf = BytesMut::from(&b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel"[..]);
+        assert!(matches!(parse_request(&mut buf, &HttpLimits::default()), Ok(Status::Partial)));
         buf.extend_from_slice(b"lo");
-        let Ok(Status::Complete(Parsed::Http(r))) = parse_request(&mut buf, &HttpLimits::default())
-        else {
-            panic!()
-        };
-        assert_eq!(
-            (r.method(), r.path(), &r.body()[..]),
-            ("POST", "/api/publish", &b"hello"[..])
-        );
+        let Ok(Status::Complete(Parsed::Http(r))) = parse_request(&mut buf, &HttpLimits::default()) else { panic!() };
+        assert_eq!((r.method(), r.path(), &r.body()[..]), ("POST", "/api/publish", &b"hello"[..]));
     }
 
     #[test]
@@ -881,24 +732,15 @@ mod tests {
         assert!(!parse_http("GET / HTTP/1.0\r\n\r\n").keep_alive());
         assert!(parse_http("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
         let limits = HttpLimits::default();
-        let head =
-            b"POST /api/publish HTTP/1.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
+        let head = b"POST /api/publish HTTP/1.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
         assert!(expects_continue(head, &limits));
-        assert!(
-            !expects_continue(&head[..20], &limits),
-            "head not complete yet"
-        );
-        assert!(!expects_continue(
-            b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n",
-            &limits
-        ));
+        assert!(!expects_continue(&head[..20], &limits), "head not complete yet");
+        assert!(!expects_continue(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", &limits));
     }
 
     #[test]
     fn response_encoding_drops_header_injection() {
-        let r = Response::text(200, "hi")
-            .header("X-Ok", "1")
-            .header("X-Bad", "a\r\nSet-Cookie: x");
+        let r = Response::text(200, "hi").header("X-Ok", "1").header("X-Bad", "a\r\nSet-Cookie: x");
         let text = String::from_utf8(r.encode(true).to_vec()).unwrap();
         assert_eq!(
             text,
@@ -908,13 +750,7 @@ mod tests {
 
     #[test]
     fn client_round_trip() {
-        let (req, expected) = client_request(
-            "127.0.0.1:9",
-            "/x",
-            [7; 16],
-            &["chat"],
-            &[("Origin", "http://o")],
-        );
+        let (req, expected) = client_request("127.0.0.1:9", "/x", [7; 16], &["chat"], &[("Origin", "http://o")]);
         let mut buf = BytesMut::from(&req[..]);
         let u = match parse_request(&mut buf, &HttpLimits::default()) {
             Ok(Status::Complete(Parsed::Upgrade(u))) => u,
@@ -924,18 +760,10 @@ mod tests {
         let mut resp = BytesMut::from(&accept_response(&u.accept, Some("chat"))[..]);
         resp.extend_from_slice(&[0x81, 0x00]);
         let got = parse_response(&mut resp, &expected, &HttpLimits::default()).unwrap();
-        assert_eq!(
-            got,
-            Status::Complete(ClientAccepted {
-                protocol: Some("chat".into())
-            })
-        );
+        assert_eq!(got, Status::Complete(ClientAccepted { protocol: Some("chat".into()) }));
         assert_eq!(&resp[..], &[0x81, 0x00]);
         let mut wrong = BytesMut::from(&accept_response("bogus", None)[..]);
-        assert_eq!(
-            parse_response(&mut wrong, &expected, &HttpLimits::default()),
-            Err(HandshakeError::BadAccept)
-        );
+        assert_eq!(parse_response(&mut wrong, &expected, &HttpLimits::default()), Err(HandshakeError::BadAccept));
         let mut refused = BytesMut::from(&HandshakeError::BadKey.response()[..]);
         assert_eq!(
             parse_response(&mut refused, &expected, &HttpLimits::default()),

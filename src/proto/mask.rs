@@ -18,9 +18,7 @@ pub fn apply_mask_reference(buf: &mut [u8], mask: [u8; 4], phase: usize) {
 /// the input, so the same function masks (client side) and unmasks (server side).
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], phase: usize) {
     let mask = rotate(mask, phase);
-    let word = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
+    let word = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
     let mut chunks = buf.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut bytes = [0u8; 8];
@@ -33,12 +31,7 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], phase: usize) {
 
 fn rotate(mask: [u8; 4], phase: usize) -> [u8; 4] {
     let p = phase & 3;
-    [
-        mask[p],
-        mask[(p + 1) & 3],
-        mask[(p + 2) & 3],
-        mask[(p + 3) & 3],
-    ]
+    [mask[p], mask[(p + 1) & 3], mask[(p + 2) & 3], mask[(p + 3) & 3]]
 }
 
 #[cfg(test)]
@@ -61,10 +54,7 @@ mod tests {
                     backing_ref[offset..].copy_from_slice(&sample(len));
                     apply_mask(&mut backing_fast[offset..], mask, phase);
                     apply_mask_reference(&mut backing_ref[offset..], mask, phase);
-                    assert_eq!(
-                        backing_fast, backing_ref,
-                        "len {len} offset {offset} phase {phase}"
-                    );
+                    assert_eq!(backing_fast, backing_ref, "len {len} offset {offset} phase {phase}");
                 }
             }
         }

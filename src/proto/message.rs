@@ -136,11 +136,7 @@ impl Assembler {
     /// payload is incomplete, so invalid UTF-8 fails before the rest of a long frame arrives.
     /// `masked_prefix` is the payload received so far, still masked; bytes already checked on an
     /// earlier call are skipped. The receive buffer is not modified.
-    pub fn check_partial_frame(
-        &mut self,
-        header: &FrameHeader,
-        masked_prefix: &[u8],
-    ) -> Result<(), ProtocolError> {
+    pub fn check_partial_frame(&mut self, header: &FrameHeader, masked_prefix: &[u8]) -> Result<(), ProtocolError> {
         let start = match header.opcode {
             OpCode::Text => Utf8Validator::default(),
             OpCode::Continuation => match self.state.as_ref().and_then(|s| s.message.as_ref()) {
@@ -150,10 +146,7 @@ impl Assembler {
             _ => return Ok(()),
         };
         let state = self.state.get_or_insert_with(Box::default);
-        let check = state.frame.get_or_insert(FrameCheck {
-            checked: 0,
-            utf8: start,
-        });
+        let check = state.frame.get_or_insert(FrameCheck { checked: 0, utf8: start });
         let Some(new) = masked_prefix.get(check.checked..).filter(|n| !n.is_empty()) else {
             return Ok(());
         };
@@ -172,21 +165,13 @@ impl Assembler {
 
     /// Frees the state box once it holds nothing.
     fn tidy(&mut self) {
-        if self
-            .state
-            .as_ref()
-            .is_some_and(|s| s.message.is_none() && s.frame.is_none())
-        {
+        if self.state.as_ref().is_some_and(|s| s.message.is_none() && s.frame.is_none()) {
             self.state = None;
         }
     }
 
     /// Takes the next frame; returns an event when the frame completes one.
-    pub fn push(
-        &mut self,
-        frame: Frame,
-        max_message: usize,
-    ) -> Result<Option<Event>, ProtocolError> {
+    pub fn push(&mut self, frame: Frame, max_message: usize) -> Result<Option<Event>, ProtocolError> {
         // A complete frame ends any partial-frame check (it was of this frame).
         if let Some(state) = self.state.as_mut() {
             state.frame = None;
@@ -196,11 +181,7 @@ impl Assembler {
         result
     }
 
-    fn push_frame(
-        &mut self,
-        frame: Frame,
-        max_message: usize,
-    ) -> Result<Option<Event>, ProtocolError> {
+    fn push_frame(&mut self, frame: Frame, max_message: usize) -> Result<Option<Event>, ProtocolError> {
         match frame.opcode {
             OpCode::Ping => Ok(Some(Event::Ping(frame.payload))),
             OpCode::Pong => Ok(Some(Event::Pong(frame.payload))),
@@ -222,11 +203,8 @@ impl Assembler {
                     }
                     return Ok(Some(message(frame.opcode, frame.payload)));
                 }
-                self.state.get_or_insert_with(Box::default).message = Some(Partial {
-                    opcode: frame.opcode,
-                    data: BytesMut::from(&frame.payload[..]),
-                    utf8,
-                });
+                self.state.get_or_insert_with(Box::default).message =
+                    Some(Partial { opcode: frame.opcode, data: BytesMut::from(&frame.payload[..]), utf8 });
                 Ok(None)
             }
             OpCode::Continuation => {
@@ -243,11 +221,7 @@ impl Assembler {
                 if !frame.fin {
                     return Ok(None);
                 }
-                let partial = self
-                    .state
-                    .as_mut()
-                    .and_then(|s| s.message.take())
-                    .expect("checked above");
+                let partial = self.state.as_mut().and_then(|s| s.message.take()).expect("checked above");
                 if !partial.utf8.is_complete() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
@@ -270,12 +244,7 @@ mod tests {
     use super::*;
 
     fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Frame {
-        Frame {
-            fin,
-            rsv: 0,
-            opcode,
-            payload: Bytes::copy_from_slice(payload),
-        }
+        Frame { fin, rsv: 0, opcode, payload: Bytes::copy_from_slice(payload) }
     }
 
     const MAX: usize = 64;
@@ -286,9 +255,7 @@ mod tests {
             "κόσμε".as_bytes(),
             "Hello-µ@ßöäüàá-UTF-8!!".as_bytes(),
             "\u{10FFFF}\u{FFFF}\u{0800}\u{0080}".as_bytes(),
-            &[
-                0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80,
-            ],
+            &[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80],
             &[0xf4, 0x90, 0x80, 0x80],
             &[0xc0, 0xaf],
             &[0xe0, 0x80, 0xaf],
@@ -300,11 +267,7 @@ mod tests {
             let std_ok = std::str::from_utf8(sample).is_ok();
             for cut in 0..=sample.len() {
                 let mut v = Utf8Validator::default();
-                let ok = v
-                    .feed(&sample[..cut])
-                    .and_then(|_| v.feed(&sample[cut..]))
-                    .is_ok()
-                    && v.is_complete();
+                let ok = v.feed(&sample[..cut]).and_then(|_| v.feed(&sample[cut..])).is_ok() && v.is_complete();
                 assert_eq!(ok, std_ok, "{sample:02x?} cut at {cut}");
             }
         }
@@ -314,17 +277,10 @@ mod tests {
     fn utf8_fails_on_the_chunk_with_the_bad_byte() {
         let mut v = Utf8Validator::default();
         assert!(v.feed("κόσμε".as_bytes()).is_ok());
-        assert!(
-            v.feed(&[0xce]).is_ok(),
-            "a truncated character is fine until more arrives"
-        );
+        assert!(v.feed(&[0xce]).is_ok(), "a truncated character is fine until more arrives");
         assert_eq!(v.feed(&[0x20]), Err(ProtocolError::InvalidUtf8));
         let mut v = Utf8Validator::default();
-        assert_eq!(
-            v.feed(&[0xed, 0xa0]),
-            Err(ProtocolError::InvalidUtf8),
-            "surrogate, 2nd byte"
-        );
+        assert_eq!(v.feed(&[0xed, 0xa0]), Err(ProtocolError::InvalidUtf8), "surrogate, 2nd byte");
     }
 
     #[test]
@@ -332,9 +288,7 @@ mod tests {
         let mut a = Assembler::new();
         let f = frame(true, OpCode::Binary, b"abc");
         let ptr = f.payload.as_ptr();
-        let Ok(Some(Event::Binary(b))) = a.push(f, MAX) else {
-            panic!()
-        };
+        let Ok(Some(Event::Binary(b))) = a.push(f, MAX) else { panic!() };
         assert_eq!(b.as_ptr(), ptr);
     }
 
@@ -343,14 +297,8 @@ mod tests {
         let mut a = Assembler::new();
         assert_eq!(a.push(frame(false, OpCode::Text, b"Hel"), MAX), Ok(None));
         assert!(a.in_message());
-        assert_eq!(
-            a.push(frame(true, OpCode::Ping, b"p"), MAX),
-            Ok(Some(Event::Ping(Bytes::from_static(b"p"))))
-        );
-        assert_eq!(
-            a.push(frame(false, OpCode::Continuation, b"l"), MAX),
-            Ok(None)
-        );
+        assert_eq!(a.push(frame(true, OpCode::Ping, b"p"), MAX), Ok(Some(Event::Ping(Bytes::from_static(b"p")))));
+        assert_eq!(a.push(frame(false, OpCode::Continuation, b"l"), MAX), Ok(None));
         assert_eq!(
             a.push(frame(true, OpCode::Continuation, b"o"), MAX),
             Ok(Some(Event::Text(Bytes::from_static(b"Hello"))))
@@ -361,38 +309,25 @@ mod tests {
     #[test]
     fn fragmentation_errors() {
         let mut a = Assembler::new();
-        assert_eq!(
-            a.push(frame(true, OpCode::Continuation, b"x"), MAX),
-            Err(ProtocolError::UnexpectedContinuation)
-        );
+        assert_eq!(a.push(frame(true, OpCode::Continuation, b"x"), MAX), Err(ProtocolError::UnexpectedContinuation));
         let mut a = Assembler::new();
         a.push(frame(false, OpCode::Binary, b"x"), MAX).unwrap();
-        assert_eq!(
-            a.push(frame(true, OpCode::Text, b"y"), MAX),
-            Err(ProtocolError::ExpectedContinuation)
-        );
+        assert_eq!(a.push(frame(true, OpCode::Text, b"y"), MAX), Err(ProtocolError::ExpectedContinuation));
     }
 
     #[test]
     fn message_limit_counts_all_fragments() {
         let mut a = Assembler::new();
-        assert_eq!(
-            a.push(frame(true, OpCode::Binary, &[0; 65]), MAX),
-            Err(ProtocolError::MessageTooLarge)
-        );
+        assert_eq!(a.push(frame(true, OpCode::Binary, &[0; 65]), MAX), Err(ProtocolError::MessageTooLarge));
         let mut a = Assembler::new();
         a.push(frame(false, OpCode::Binary, &[0; 40]), MAX).unwrap();
-        assert_eq!(
-            a.push(frame(true, OpCode::Continuation, &[0; 25]), MAX),
-            Err(ProtocolError::MessageTooLarge)
-        );
+        assert_eq!(a.push(frame(true, OpCode::Continuation, &[0; 25]), MAX), Err(ProtocolError::MessageTooLarge));
     }
 
     #[test]
     fn text_fails_fast_on_the_bad_fragment_and_at_end_when_truncated() {
         let mut a = Assembler::new();
-        a.push(frame(false, OpCode::Text, "κόσμε".as_bytes()), MAX)
-            .unwrap();
+        a.push(frame(false, OpCode::Text, "κόσμε".as_bytes()), MAX).unwrap();
         assert_eq!(
             a.push(frame(false, OpCode::Continuation, &[0xed, 0xa0, 0x80]), MAX),
             Err(ProtocolError::InvalidUtf8),
@@ -400,26 +335,13 @@ mod tests {
         );
         let mut a = Assembler::new();
         a.push(frame(false, OpCode::Text, &[0xce]), MAX).unwrap();
-        assert_eq!(
-            a.push(frame(true, OpCode::Continuation, b""), MAX),
-            Err(ProtocolError::InvalidUtf8)
-        );
+        assert_eq!(a.push(frame(true, OpCode::Continuation, b""), MAX), Err(ProtocolError::InvalidUtf8));
         let mut a = Assembler::new();
-        assert_eq!(
-            a.push(frame(true, OpCode::Text, &[0xce]), MAX),
-            Err(ProtocolError::InvalidUtf8)
-        );
+        assert_eq!(a.push(frame(true, OpCode::Text, &[0xce]), MAX), Err(ProtocolError::InvalidUtf8));
     }
 
     fn masked_text_header(opcode: OpCode, len: u64) -> FrameHeader {
-        FrameHeader {
-            fin: true,
-            rsv: 0,
-            opcode,
-            mask: Some([1, 2, 3, 4]),
-            payload_len: len,
-            header_len: 6,
-        }
+        FrameHeader { fin: true, rsv: 0, opcode, mask: Some([1, 2, 3, 4]), payload_len: len, header_len: 6 }
     }
 
     fn masked(data: &[u8]) -> Vec<u8> {
@@ -433,46 +355,24 @@ mod tests {
         let mut a = Assembler::new();
         let header = masked_text_header(OpCode::Text, 1000);
         let wire = masked(&[b"hello ".as_slice(), &[0xce, 0xba], &[0xff], b"rest"].concat());
-        assert_eq!(
-            a.check_partial_frame(&header, &wire[..7]),
-            Ok(()),
-            "valid so far, char cut"
-        );
+        assert_eq!(a.check_partial_frame(&header, &wire[..7]), Ok(()), "valid so far, char cut");
         assert!(a.holds_memory());
-        assert_eq!(
-            a.check_partial_frame(&header, &wire[..8]),
-            Ok(()),
-            "character completed"
-        );
-        assert_eq!(
-            a.check_partial_frame(&header, &wire[..9]),
-            Err(ProtocolError::InvalidUtf8)
-        );
+        assert_eq!(a.check_partial_frame(&header, &wire[..8]), Ok(()), "character completed");
+        assert_eq!(a.check_partial_frame(&header, &wire[..9]), Err(ProtocolError::InvalidUtf8));
     }
 
     #[test]
     fn partial_check_continues_a_text_message_and_ignores_binary() {
         let mut a = Assembler::new();
-        a.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX)
-            .unwrap(); // euro sign, cut
+        a.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX).unwrap(); // euro sign, cut
         let header = masked_text_header(OpCode::Continuation, 10);
-        assert_eq!(
-            a.check_partial_frame(&header, &masked(&[0xac, b'x'])),
-            Ok(())
-        );
+        assert_eq!(a.check_partial_frame(&header, &masked(&[0xac, b'x'])), Ok(()));
         let mut b = Assembler::new();
-        b.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX)
-            .unwrap();
-        assert_eq!(
-            b.check_partial_frame(&header, &masked(&[0x41])),
-            Err(ProtocolError::InvalidUtf8)
-        );
+        b.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX).unwrap();
+        assert_eq!(b.check_partial_frame(&header, &masked(&[0x41])), Err(ProtocolError::InvalidUtf8));
         let mut c = Assembler::new();
         let binary = masked_text_header(OpCode::Binary, 10);
-        assert_eq!(
-            c.check_partial_frame(&binary, &masked(&[0xff, 0xff])),
-            Ok(())
-        );
+        assert_eq!(c.check_partial_frame(&binary, &masked(&[0xff, 0xff])), Ok(()));
         assert!(!c.holds_memory());
     }
 
@@ -482,27 +382,15 @@ mod tests {
         let header = masked_text_header(OpCode::Text, 3);
         a.check_partial_frame(&header, &masked(b"ab")).unwrap();
         assert!(a.holds_memory());
-        assert_eq!(
-            a.push(frame(true, OpCode::Text, b"abc"), MAX),
-            Ok(Some(Event::Text(Bytes::from_static(b"abc"))))
-        );
+        assert_eq!(a.push(frame(true, OpCode::Text, b"abc"), MAX), Ok(Some(Event::Text(Bytes::from_static(b"abc")))));
         assert!(!a.holds_memory());
     }
 
     #[test]
     fn close_frames_are_validated() {
         let mut a = Assembler::new();
-        assert_eq!(
-            a.push(frame(true, OpCode::Close, &[3]), MAX),
-            Err(ProtocolError::ClosePayloadTooShort)
-        );
-        assert_eq!(
-            a.push(frame(true, OpCode::Close, &[0, 0]), MAX),
-            Err(ProtocolError::InvalidCloseCode)
-        );
-        assert_eq!(
-            a.push(frame(true, OpCode::Close, &[]), MAX),
-            Ok(Some(Event::Close(None)))
-        );
+        assert_eq!(a.push(frame(true, OpCode::Close, &[3]), MAX), Err(ProtocolError::ClosePayloadTooShort));
+        assert_eq!(a.push(frame(true, OpCode::Close, &[0, 0]), MAX), Err(ProtocolError::InvalidCloseCode));
+        assert_eq!(a.push(frame(true, OpCode::Close, &[]), MAX), Ok(Some(Event::Close(None))));
     }
 }

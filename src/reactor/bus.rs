@@ -15,7 +15,8 @@
 //!   A worker is woken only when its inbox goes from empty to non-empty.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -64,6 +65,10 @@ pub(crate) struct Bus {
     /// Set once by `ServerHandle::shutdown`.
     pub(crate) draining: AtomicBool,
     pub(crate) inbox_overflows: AtomicU64,
+    /// Open WebSocket connections over all workers.
+    open: AtomicUsize,
+    /// Open connections per peer address (only kept when a per-address limit is set).
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,17 +80,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Bus {
     pub(crate) fn new(wakers: Vec<Waker>, shared: Vec<Arc<Shared>>) -> Bus {
         Bus {
-            inboxes: wakers
-                .into_iter()
-                .map(|waker| Inbox {
-                    queue: Mutex::new(Vec::new()),
-                    waker,
-                })
-                .collect(),
+            inboxes: wakers.into_iter().map(|waker| Inbox { queue: Mutex::new(Vec::new()), waker }).collect(),
             shared,
             interest: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
             inbox_overflows: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,40 +115,17 @@ impl Bus {
             let Some((name, counts)) = interest.get_key_value(topic) else {
                 return 0;
             };
-            (
-                name.clone(),
-                counts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &n)| n > 0)
-                    .map(|(w, _)| w)
-                    .collect(),
-            )
+            (name.clone(), counts.iter().enumerate().filter(|(_, &n)| n > 0).map(|(w, _)| w).collect())
         };
         for &w in &workers {
-            self.send(
-                from,
-                w,
-                Envelope::Publish {
-                    topic: topic.clone(),
-                    head: head.clone(),
-                    tail: tail.clone(),
-                },
-            );
+            self.send(from, w, Envelope::Publish { topic: topic.clone(), head: head.clone(), tail: tail.clone() });
         }
         workers.len()
     }
 
     pub(crate) fn broadcast(&self, from: usize, head: Bytes, tail: Bytes) {
         for w in 0..self.inboxes.len() {
-            self.send(
-                from,
-                w,
-                Envelope::Broadcast {
-                    head: head.clone(),
-                    tail: tail.clone(),
-                },
-            );
+            self.send(from, w, Envelope::Broadcast { head: head.clone(), tail: tail.clone() });
         }
     }
 
@@ -171,14 +149,7 @@ impl Bus {
     }
 
     pub(crate) fn unsubscribe(&self, worker: usize, id: ConnId, topic: &str) {
-        self.send(
-            worker,
-            worker,
-            Envelope::Unsubscribe {
-                id,
-                topic: topic.into(),
-            },
-        );
+        self.send(worker, worker, Envelope::Unsubscribe { id, topic: topic.into() });
     }
 
     /// Undoes one counted subscribe of `worker` to `topic` (the member left, or the subscribe
@@ -203,6 +174,48 @@ impl Bus {
         }
     }
 
+    /// Counts a new open connection from `ip` if the limits allow it (0: no per-address limit).
+    pub(crate) fn admit(&self, ip: IpAddr, max_total: usize, max_per_ip: usize) -> bool {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= max_total {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if max_per_ip > 0 {
+            let mut per_ip = lock(&self.per_ip);
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n as usize >= max_per_ip {
+                drop(per_ip);
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return false;
+            }
+            *n += 1;
+        }
+        true
+    }
+
+    /// Undoes `admit` for a connection from `ip` (`per_ip`: whether it was counted per address).
+    pub(crate) fn release(&self, ip: IpAddr, per_ip: bool) {
+        if per_ip {
+            let mut map = lock(&self.per_ip);
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+        self.release_count();
+    }
+
+    /// Undoes the total count of `admit`.
+    pub(crate) fn release_count(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn open_count(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// Wakes every worker (shutdown).
     pub(crate) fn wake_all(&self) {
         for inbox in &self.inboxes {
@@ -213,10 +226,8 @@ impl Bus {
     /// The `n` topics with the most subscribers over all workers, most first.
     pub(crate) fn top_topics(&self, n: usize) -> Vec<(String, u64)> {
         let interest = lock(&self.interest);
-        let mut all: Vec<(String, u64)> = interest
-            .iter()
-            .map(|(t, c)| (t.to_string(), c.iter().map(|&x| u64::from(x)).sum()))
-            .collect();
+        let mut all: Vec<(String, u64)> =
+            interest.iter().map(|(t, c)| (t.to_string(), c.iter().map(|&x| u64::from(x)).sum())).collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
         all
@@ -224,14 +235,10 @@ impl Bus {
 
     /// Each worker's counters, in worker order.
     pub(crate) fn worker_stats(&self) -> Vec<Snapshot> {
-        self.shared
-            .iter()
-            .map(|s| metrics::merge([&s.metrics]))
-            .collect()
+        self.shared.iter().map(|s| metrics::merge([&s.metrics])).collect()
     }
 
     /// Topics with at least one subscriber.
-    #[cfg(test)]
     pub(crate) fn topic_count(&self) -> usize {
         lock(&self.interest).len()
     }
@@ -244,19 +251,13 @@ mod tests {
 
     fn bus(workers: usize) -> (Vec<Poll>, Bus) {
         let polls: Vec<Poll> = (0..workers).map(|_| Poll::new().unwrap()).collect();
-        let wakers = polls
-            .iter()
-            .map(|p| Waker::new(p.registry(), Token(0)).unwrap())
-            .collect();
+        let wakers = polls.iter().map(|p| Waker::new(p.registry(), Token(0)).unwrap()).collect();
         let shared = (0..workers).map(|_| Arc::default()).collect();
         (polls, Bus::new(wakers, shared))
     }
 
     fn id(slot: u32) -> ConnId {
-        ConnId {
-            slot,
-            generation: 1,
-        }
+        ConnId { slot, generation: 1 }
     }
 
     fn kinds(bus: &Bus, worker: usize) -> Vec<String> {
@@ -278,18 +279,9 @@ mod tests {
     fn publishes_reach_only_interested_workers_in_order() {
         let (_polls, bus) = bus(3);
         bus.subscribe(1, id(1), "news");
-        assert_eq!(
-            bus.publish(0, "news", Bytes::from_static(b"1"), Bytes::new()),
-            1
-        );
-        assert_eq!(
-            bus.publish(2, "news", Bytes::from_static(b"2"), Bytes::new()),
-            1
-        );
-        assert_eq!(
-            bus.publish(0, "other", Bytes::from_static(b"x"), Bytes::new()),
-            0
-        );
+        assert_eq!(bus.publish(0, "news", Bytes::from_static(b"1"), Bytes::new()), 1);
+        assert_eq!(bus.publish(2, "news", Bytes::from_static(b"2"), Bytes::new()), 1);
+        assert_eq!(bus.publish(0, "other", Bytes::from_static(b"x"), Bytes::new()), 0);
         assert_eq!(kinds(&bus, 1), ["sub news", "pub news 1", "pub news 2"]);
         assert!(kinds(&bus, 0).is_empty() && kinds(&bus, 2).is_empty());
     }
@@ -303,13 +295,23 @@ mod tests {
         assert_eq!(bus.top_topics(10), vec![("t".to_string(), 3)]);
         bus.uncount(0, "t");
         bus.uncount(0, "t");
-        assert_eq!(
-            bus.publish(1, "t", Bytes::new(), Bytes::new()),
-            1,
-            "only worker 1 is left"
-        );
+        assert_eq!(bus.publish(1, "t", Bytes::new(), Bytes::new()), 1, "only worker 1 is left");
         bus.uncount(1, "t");
         assert_eq!(bus.topic_count(), 0);
+    }
+
+    #[test]
+    fn admission_limits_total_and_per_address() {
+        let (_polls, bus) = bus(1);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(bus.admit(a, 3, 2) && bus.admit(a, 3, 2));
+        assert!(!bus.admit(a, 3, 2), "third from the same address");
+        assert!(bus.admit(b, 3, 2));
+        assert!(!bus.admit(b, 3, 2), "total reached");
+        bus.release(a, true);
+        assert!(bus.admit(b, 3, 2));
+        assert_eq!(bus.open_count(), 3);
     }
 
     #[test]
@@ -319,10 +321,6 @@ mod tests {
         for _ in 0..INBOX_CAPACITY + 5 {
             bus.publish(0, "t", Bytes::new(), Bytes::new());
         }
-        assert_eq!(
-            bus.inbox_overflows.load(Ordering::Relaxed),
-            6,
-            "the subscribe took one place"
-        );
+        assert_eq!(bus.inbox_overflows.load(Ordering::Relaxed), 6, "the subscribe took one place");
     }
 }

@@ -41,12 +41,9 @@ use crate::proto::close::{encode_close_frame, ABNORMAL, GOING_AWAY, NO_STATUS, P
 use crate::proto::frame::{
     decode_header, encode_frame, encode_header, OpCode, Role, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
-use crate::proto::handshake::{
-    accept_response, expects_continue, parse_request, CONTINUE_RESPONSE,
-};
+use crate::proto::handshake::{accept_response, expects_continue, parse_request, CONTINUE_RESPONSE};
 use crate::proto::{
-    decode_frame, Event, Frame, FrameRules, HttpLimits, Parsed, ProtocolError, Request, Response,
-    Status, Upgrade,
+    decode_frame, Event, Frame, FrameRules, HttpLimits, Parsed, ProtocolError, Request, Response, Status, Upgrade,
 };
 use crate::pubsub::{Batch, Topics};
 pub(crate) use bus::Bus;
@@ -86,14 +83,7 @@ pub(crate) trait Service: 'static {
         protocol: Option<&str>,
     ) -> Result<Self::Session, Response>;
     /// A whole message: text (validated UTF-8) or binary.
-    fn message(
-        &mut self,
-        io: &mut Io,
-        id: ConnId,
-        session: &mut Self::Session,
-        text: bool,
-        payload: Bytes,
-    );
+    fn message(&mut self, io: &mut Io, id: ConnId, session: &mut Self::Session, text: bool, payload: Bytes);
     /// The connection left the open state (close frame either way, error, EOF, timeout).
     fn close(&mut self, io: &mut Io, id: ConnId, session: Self::Session, code: u16, reason: &str);
     /// A plain HTTP request on the WebSocket port.
@@ -102,17 +92,9 @@ pub(crate) trait Service: 'static {
 
 pub(crate) enum Command {
     /// Queue `head` then `tail` (often empty) on an open connection.
-    Send {
-        id: ConnId,
-        head: Bytes,
-        tail: Bytes,
-    },
+    Send { id: ConnId, head: Bytes, tail: Bytes },
     /// Start the close handshake.
-    Close {
-        id: ConnId,
-        code: u16,
-        reason: String,
-    },
+    Close { id: ConnId, code: u16, reason: String },
 }
 
 /// What a callback asks of the loop. Sends and closes are commands, applied when the callback
@@ -135,11 +117,7 @@ impl Io {
     /// Queues a ping; payloads longer than a control frame allows are cut to 125 bytes.
     pub(crate) fn ping(&mut self, id: ConnId, payload: &[u8]) {
         let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
-        self.commands.push(Command::Send {
-            id,
-            head: encode_frame(OpCode::Ping, payload),
-            tail: Bytes::new(),
-        });
+        self.commands.push(Command::Send { id, head: encode_frame(OpCode::Ping, payload), tail: Bytes::new() });
     }
 
     pub(crate) fn subscribe(&mut self, id: ConnId, topic: &str) {
@@ -178,16 +156,18 @@ impl Io {
         self.bus.worker_stats()
     }
 
+    /// Server-wide figures: (open WebSocket connections, topics with subscribers, envelopes
+    /// dropped by full inboxes).
+    pub(crate) fn server_figures(&self) -> (u64, u64, u64) {
+        (self.bus.open_count() as u64, self.bus.topic_count() as u64, self.bus.inbox_overflows.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn worker_index(&self) -> usize {
         self.worker
     }
 
     pub(crate) fn close(&mut self, id: ConnId, code: u16, reason: &str) {
-        self.commands.push(Command::Close {
-            id,
-            code,
-            reason: reason.to_owned(),
-        });
+        self.commands.push(Command::Close { id, code, reason: reason.to_owned() });
     }
 }
 
@@ -236,6 +216,10 @@ struct Limits {
     pong_ticks: Tick,
     close_ticks: Tick,
     drain_ticks: Tick,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    /// This worker's share of the server's `max_pending_handshakes`.
+    max_pending_handshakes: usize,
     subprotocols: Vec<String>,
 }
 
@@ -244,11 +228,7 @@ impl Limits {
         let idle = Timers::ticks(config.idle_timeout);
         let ping = idle / 2;
         Limits {
-            frame_rules: FrameRules {
-                role: Role::Server,
-                allowed_rsv: 0,
-                max_frame_payload: config.max_frame_size,
-            },
+            frame_rules: FrameRules { role: Role::Server, allowed_rsv: 0, max_frame_payload: config.max_frame_size },
             http: HttpLimits {
                 max_request_bytes: config.max_request_bytes,
                 max_headers: config.max_headers,
@@ -262,6 +242,9 @@ impl Limits {
             pong_ticks: (idle - ping).max(1),
             close_ticks: Timers::ticks(config.close_timeout).max(1),
             drain_ticks: Timers::ticks(config.drain_window).max(1),
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            max_pending_handshakes: config.max_pending_handshakes.div_ceil(config.workers.max(1)),
             subprotocols: config.subprotocols.clone(),
         }
     }
@@ -307,25 +290,16 @@ where
     let bus = Arc::new(Bus::new(wakers, shared.clone()));
     let make = Arc::new(make);
     let mut threads = Vec::with_capacity(workers);
-    for (index, ((poll, listener), shared)) in
-        polls.into_iter().zip(listeners).zip(shared).enumerate()
-    {
+    for (index, ((poll, listener), shared)) in polls.into_iter().zip(listeners).zip(shared).enumerate() {
         let limits = Limits::new(config);
         let (bus, make, thread_shared) = (bus.clone(), make.clone(), shared.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("fanout-worker-{index}"))
-            .spawn(move || {
-                let mut worker =
-                    Worker::new(poll, listener, make(), limits, thread_shared, bus, index)?;
-                worker.run()
-            })?;
+        let thread = std::thread::Builder::new().name(format!("fanout-worker-{index}")).spawn(move || {
+            let mut worker = Worker::new(poll, listener, make(), limits, thread_shared, bus, index)?;
+            worker.run()
+        })?;
         threads.push(WorkerThread { shared, thread });
     }
-    Ok(Running {
-        local_addr: addr,
-        workers: threads,
-        bus,
-    })
+    Ok(Running { local_addr: addr, workers: threads, bus })
 }
 
 pub(crate) struct Worker<S: Service> {
@@ -350,6 +324,10 @@ pub(crate) struct Worker<S: Service> {
     accept_paused: bool,
     stopping: bool,
     drain: Option<Drain>,
+    /// Connections in the handshake phase (bounded by `max_pending_handshakes` per worker).
+    handshaking: usize,
+    /// Peer addresses of open connections, kept only when a per-address limit is set.
+    peer_ips: std::collections::HashMap<u32, std::net::IpAddr>,
     limits: Limits,
     shared: Arc<Shared>,
     bus: Arc<Bus>,
@@ -368,8 +346,7 @@ impl<S: Service> Worker<S> {
         bus: Arc<Bus>,
         index: usize,
     ) -> io::Result<Self> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let timers = Timers::new(Instant::now());
         Ok(Worker {
             poll,
@@ -379,12 +356,7 @@ impl<S: Service> Worker<S> {
             broadcast: Batch::default(),
             slow: Vec::new(),
             service,
-            io: Io {
-                commands: Vec::new(),
-                bus: bus.clone(),
-                worker: index,
-                shared: shared.clone(),
-            },
+            io: Io { commands: Vec::new(), bus: bus.clone(), worker: index, shared: shared.clone() },
             rbuf: ReadBuf::default(),
             dirty: Vec::new(),
             read_again: Vec::new(),
@@ -395,6 +367,8 @@ impl<S: Service> Worker<S> {
             accept_paused: false,
             stopping: false,
             drain: None,
+            handshaking: 0,
+            peer_ips: std::collections::HashMap::new(),
             limits,
             shared,
             bus,
@@ -428,7 +402,8 @@ impl<S: Service> Worker<S> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        self.now = self.timers.tick_at(Instant::now());
+        let woke = Instant::now();
+        self.now = self.timers.tick_at(woke);
         for id in mem::take(&mut self.read_again) {
             self.on_readable(id);
         }
@@ -460,6 +435,13 @@ impl<S: Service> Worker<S> {
         self.expire_timers();
         self.deliver_published(None);
         self.flush_dirty();
+        // Time from wake-up to the end of the flush: what a new event waits at worst.
+        let busy = woke.elapsed().as_micros() as u64;
+        let metrics = &self.shared.metrics;
+        metrics.loop_turns.add(1);
+        metrics.loop_busy_us.add(busy);
+        metrics.loop_lag_us.sub(metrics.loop_lag_us.get());
+        metrics.loop_lag_us.add(busy);
         Ok(())
     }
 
@@ -473,28 +455,24 @@ impl<S: Service> Worker<S> {
                     self.shared.metrics.accepted.add(1);
                     // Latency over throughput: frames are already batched per turn.
                     let _ = stream.set_nodelay(true);
+                    if self.handshaking >= self.limits.max_pending_handshakes {
+                        // Dropped unread: a flood of half-open handshakes must not hold fds.
+                        self.shared.metrics.rejected_pending_handshakes.add(1);
+                        continue;
+                    }
                     let entry = self.conns.vacant_entry();
                     let Ok(slot) = u32::try_from(entry.key()) else {
                         continue;
                     };
-                    self.next_generation = if self.next_generation >= ConnId::MAX_GENERATION {
-                        1
-                    } else {
-                        self.next_generation + 1
-                    };
-                    let id = ConnId {
-                        slot,
-                        generation: self.next_generation,
-                    };
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, id.token(), Interest::READABLE)
-                    {
+                    self.next_generation =
+                        if self.next_generation >= ConnId::MAX_GENERATION { 1 } else { self.next_generation + 1 };
+                    let id = ConnId { slot, generation: self.next_generation };
+                    if let Err(e) = self.poll.registry().register(&mut stream, id.token(), Interest::READABLE) {
                         log::warn!("register accepted socket: {e}");
                         continue;
                     }
                     entry.insert(Connection::new(stream, id.generation));
+                    self.handshaking += 1;
                     self.shared.metrics.connections.add(1);
                     let at = self.now + self.limits.handshake_ticks;
                     self.set_deadline(id, at);
@@ -601,7 +579,7 @@ impl<S: Service> Worker<S> {
                     Ok(Status::Partial) => {
                         if !conn.continue_sent && expects_continue(&data, &self.limits.http) {
                             conn.continue_sent = true;
-                            conn.wq.push(Bytes::from_static(CONTINUE_RESPONSE));
+                            conn.wq.push(Bytes::from_static(CONTINUE_RESPONSE), &self.shared.metrics.queued_bytes);
                             self.mark_dirty(id);
                         }
                         break;
@@ -615,6 +593,7 @@ impl<S: Service> Worker<S> {
                     Err(e) => {
                         log::debug!("handshake refused: {e}");
                         self.shared.metrics.handshake_failures.add(1);
+                        self.shared.metrics.handshake_bad_requests.add(1);
                         self.finish_with(id, e.response());
                         data.clear();
                     }
@@ -624,13 +603,10 @@ impl<S: Service> Worker<S> {
                         Ok(Status::Partial) => {
                             // §8.1 fail fast: check the text already here of an incomplete frame.
                             let rules = &self.limits.frame_rules;
-                            if let Ok(Status::Complete(h)) =
-                                decode_header(&data, rules.role, rules.allowed_rsv)
-                            {
+                            if let Ok(Status::Complete(h)) = decode_header(&data, rules.role, rules.allowed_rsv) {
                                 let payload = &data[h.header_len..];
                                 if !payload.is_empty() {
-                                    if let Err(e) = conn.assembler.check_partial_frame(&h, payload)
-                                    {
+                                    if let Err(e) = conn.assembler.check_partial_frame(&h, payload) {
                                         self.fail(id, e);
                                         data.clear();
                                     }
@@ -662,37 +638,46 @@ impl<S: Service> Worker<S> {
             self.remove(id);
             return;
         };
-        if self.stopping {
+        let refusal = if self.stopping {
+            Some((&self.shared.metrics.rejected_draining, "server shutting down"))
+        } else if !self.bus.admit(peer.ip(), self.limits.max_connections, self.limits.max_connections_per_ip) {
+            if self.bus.open_count() >= self.limits.max_connections {
+                Some((&self.shared.metrics.rejected_max_connections, "too many connections"))
+            } else {
+                Some((&self.shared.metrics.rejected_per_ip, "too many connections from this address"))
+            }
+        } else {
+            None
+        };
+        if let Some((counter, reason)) = refusal {
+            counter.add(1);
             self.shared.metrics.handshake_failures.add(1);
-            self.finish_with(
-                id,
-                Response::text(503, "server shutting down").encode(false),
-            );
+            self.finish_with(id, Response::text(503, reason).encode(false));
             return;
         }
+        // Admitted: counted in the bus until the connection leaves the open state.
         let protocol = upgrade.select_protocol(&self.limits.subprotocols);
-        match self
-            .service
-            .open(&mut self.io, id, &upgrade, peer, protocol)
-        {
+        match self.service.open(&mut self.io, id, &upgrade, peer, protocol) {
             Ok(session) => {
                 let response = accept_response(&upgrade.accept, protocol);
+                if self.limits.max_connections_per_ip > 0 {
+                    self.peer_ips.insert(id.slot, peer.ip());
+                }
+                self.handshaking = self.handshaking.saturating_sub(1);
                 if let Some(conn) = self.conns.get_mut(id.slot as usize) {
                     conn.session = Some(session);
                     conn.phase = Phase::Open;
-                    conn.wq.push(response);
+                    conn.wq.push(response, &self.shared.metrics.queued_bytes);
                 }
                 self.shared.metrics.handshakes.add(1);
                 self.mark_dirty(id);
-                let at = if self.limits.ping_ticks > 0 {
-                    self.now + self.limits.ping_ticks
-                } else {
-                    0
-                };
+                let at = if self.limits.ping_ticks > 0 { self.now + self.limits.ping_ticks } else { 0 };
                 self.set_deadline(id, at);
             }
             Err(response) => {
+                self.bus.release(peer.ip(), self.limits.max_connections_per_ip > 0);
                 self.shared.metrics.handshake_failures.add(1);
+                self.shared.metrics.rejected_by_application.add(1);
                 self.finish_with(id, response.encode(false));
             }
         }
@@ -714,8 +699,7 @@ impl<S: Service> Worker<S> {
         self.apply_commands();
         let max_queued = self.limits.max_queued;
         let keep_alive = request.keep_alive()
-            && get(&mut self.conns, id)
-                .is_some_and(|c| c.phase == Phase::Handshake && !over_cap(c, 0, max_queued));
+            && get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Handshake && !over_cap(c, 0, max_queued));
         if !keep_alive {
             self.finish_with(id, response.encode(false));
             return false;
@@ -723,7 +707,7 @@ impl<S: Service> Worker<S> {
         let Some(conn) = get(&mut self.conns, id) else {
             return false;
         };
-        conn.wq.push(response.encode(true));
+        conn.wq.push(response.encode(true), &self.shared.metrics.queued_bytes);
         conn.continue_sent = false;
         self.mark_dirty(id);
         // The next request gets the handshake timeout, which also ends an idle kept-alive
@@ -751,23 +735,16 @@ impl<S: Service> Worker<S> {
                 // response ... [with] identical Application data".
                 // Pongs count against the queue cap like data: a client that pings without
                 // reading must not grow our memory.
-                self.queue_data(
-                    id,
-                    encode_frame(OpCode::Pong, &payload),
-                    Bytes::new(),
-                    false,
-                );
+                self.queue_data(id, encode_frame(OpCode::Pong, &payload), Bytes::new(), false);
             }
             Event::Pong(_) => {}
             Event::Close(close) => {
                 let phase = conn.phase;
                 // §5.5.1: "If an endpoint receives a Close frame and did not previously send a
                 // Close frame, the endpoint MUST send a Close frame in response" (echoing the code).
-                let (code, reason) = close
-                    .as_ref()
-                    .map_or((NO_STATUS, ""), |c| (c.code, c.reason_str()));
+                let (code, reason) = close.as_ref().map_or((NO_STATUS, ""), |c| (c.code, c.reason_str()));
                 if phase == Phase::Open {
-                    conn.wq.push(encode_close_frame(code, reason));
+                    conn.wq.push(encode_close_frame(code, reason), &self.shared.metrics.queued_bytes);
                 }
                 conn.phase = Phase::Lingering;
                 self.mark_dirty(id);
@@ -789,8 +766,7 @@ impl<S: Service> Worker<S> {
             return;
         };
         self.shared.metrics.messages_in.add(1);
-        self.service
-            .message(&mut self.io, id, session, text, payload);
+        self.service.message(&mut self.io, id, session, text, payload);
         self.apply_commands();
     }
 
@@ -803,8 +779,7 @@ impl<S: Service> Worker<S> {
         self.shared.metrics.protocol_errors.add(1);
         let was_open = conn.phase == Phase::Open;
         if was_open {
-            conn.wq
-                .push(encode_close_frame(error.close_code(), error.reason()));
+            conn.wq.push(encode_close_frame(error.close_code(), error.reason()), &self.shared.metrics.queued_bytes);
         }
         conn.phase = Phase::Lingering;
         self.mark_dirty(id);
@@ -820,7 +795,10 @@ impl<S: Service> Worker<S> {
         let Some(conn) = get(&mut self.conns, id) else {
             return;
         };
-        conn.wq.push(bytes);
+        conn.wq.push(bytes, &self.shared.metrics.queued_bytes);
+        if conn.phase == Phase::Handshake {
+            self.handshaking = self.handshaking.saturating_sub(1);
+        }
         conn.phase = Phase::Lingering;
         self.mark_dirty(id);
         let at = self.now + self.limits.close_ticks;
@@ -835,7 +813,7 @@ impl<S: Service> Worker<S> {
         if conn.phase != Phase::Open {
             return;
         }
-        conn.wq.push(encode_close_frame(code, reason));
+        conn.wq.push(encode_close_frame(code, reason), &self.shared.metrics.queued_bytes);
         conn.phase = Phase::CloseSent;
         self.mark_dirty(id);
         let at = self.now + self.limits.close_ticks;
@@ -849,8 +827,11 @@ impl<S: Service> Worker<S> {
             return;
         };
         let (bus, index) = (&self.bus, self.index);
-        self.topics
-            .leave_all(id.slot, |topic| bus.uncount(index, topic));
+        self.topics.leave_all(id.slot, |topic| bus.uncount(index, topic));
+        match self.peer_ips.remove(&id.slot) {
+            Some(ip) => self.bus.release(ip, true),
+            None => self.bus.release_count(),
+        }
         self.service.close(&mut self.io, id, session, code, reason);
         self.apply_commands();
     }
@@ -872,7 +853,11 @@ impl<S: Service> Worker<S> {
         self.leave_open(id, ABNORMAL, "");
         if get(&mut self.conns, id).is_some() {
             // Dropping the stream closes the descriptor, which also removes it from epoll.
-            drop(self.conns.remove(id.slot as usize));
+            let conn = self.conns.remove(id.slot as usize);
+            if conn.phase == Phase::Handshake {
+                self.handshaking = self.handshaking.saturating_sub(1);
+            }
+            self.shared.metrics.queued_bytes.sub(conn.wq.queued_bytes() as u64);
             self.shared.metrics.connections.sub(1);
         }
     }
@@ -910,8 +895,8 @@ impl<S: Service> Worker<S> {
             }
             return;
         }
-        conn.wq.push(head);
-        conn.wq.push(tail);
+        conn.wq.push(head, &self.shared.metrics.queued_bytes);
+        conn.wq.push(tail, &self.shared.metrics.queued_bytes);
         self.shared.metrics.frames_out.add(1);
         self.mark_dirty(id);
     }
@@ -926,9 +911,8 @@ impl<S: Service> Worker<S> {
             return;
         }
         self.shared.metrics.slow_consumers.add(1);
-        conn.wq.clear();
-        conn.wq
-            .push(encode_close_frame(POLICY_VIOLATION, "slow consumer"));
+        conn.wq.clear(&self.shared.metrics.queued_bytes);
+        conn.wq.push(encode_close_frame(POLICY_VIOLATION, "slow consumer"), &self.shared.metrics.queued_bytes);
         conn.phase = Phase::Lingering;
         self.mark_dirty(id);
         let at = self.now + self.limits.close_ticks;
@@ -946,9 +930,7 @@ impl<S: Service> Worker<S> {
                     let reached = self.topics.publish(&topic, &head, &tail, SHARE_THRESHOLD);
                     self.shared.metrics.deliveries.add(reached as u64);
                 }
-                Envelope::Broadcast { head, tail } => {
-                    self.broadcast.push(&head, &tail, SHARE_THRESHOLD)
-                }
+                Envelope::Broadcast { head, tail } => self.broadcast.push(&head, &tail, SHARE_THRESHOLD),
                 Envelope::Subscribe { id, topic } => {
                     let open = get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open);
                     if open {
@@ -961,9 +943,7 @@ impl<S: Service> Worker<S> {
                     }
                 }
                 Envelope::Unsubscribe { id, topic } => {
-                    if get(&mut self.conns, id).is_some()
-                        && self.topics.unsubscribe(id.slot, &topic)
-                    {
+                    if get(&mut self.conns, id).is_some() && self.topics.unsubscribe(id.slot, &topic) {
                         self.bus.uncount(self.index, &topic);
                     }
                 }
@@ -975,16 +955,7 @@ impl<S: Service> Worker<S> {
     /// Hands published batches to their subscribers (one `Bytes` clone each): those of one
     /// topic, or (None) those of every topic and the broadcast batch, at the end of a turn.
     fn deliver_published(&mut self, topic: Option<&str>) {
-        let Worker {
-            topics,
-            broadcast,
-            conns,
-            dirty,
-            slow,
-            limits,
-            shared,
-            ..
-        } = self;
+        let Worker { topics, broadcast, conns, dirty, slow, limits, shared, .. } = self;
         let mut deliver = |slot: u32, conn: &mut Connection<S::Session>, bytes: &Bytes| {
             if conn.phase != Phase::Open {
                 return;
@@ -992,14 +963,11 @@ impl<S: Service> Worker<S> {
             if over_cap(conn, bytes.len(), limits.max_queued) {
                 match limits.slow_consumer {
                     SlowConsumerPolicy::Drop => shared.metrics.dropped_frames.add(1),
-                    SlowConsumerPolicy::Close => slow.push(ConnId {
-                        slot,
-                        generation: conn.generation,
-                    }),
+                    SlowConsumerPolicy::Close => slow.push(ConnId { slot, generation: conn.generation }),
                 }
                 return;
             }
-            conn.wq.push(bytes.clone());
+            conn.wq.push(bytes.clone(), &shared.metrics.queued_bytes);
             if !conn.dirty {
                 conn.dirty = true;
                 dirty.push(slot);
@@ -1046,10 +1014,7 @@ impl<S: Service> Worker<S> {
                 };
                 if conn.dirty {
                     conn.dirty = false;
-                    let id = ConnId {
-                        slot,
-                        generation: conn.generation,
-                    };
+                    let id = ConnId { slot, generation: conn.generation };
                     self.flush(id);
                 }
             }
@@ -1064,7 +1029,7 @@ impl<S: Service> Worker<S> {
         let Some(conn) = get(&mut self.conns, id) else {
             return;
         };
-        match conn.wq.write_to(&conn.stream) {
+        match conn.wq.write_to(&conn.stream, &self.shared.metrics.queued_bytes) {
             Ok((bytes, calls)) => {
                 self.shared.metrics.bytes_out.add(bytes as u64);
                 self.shared.metrics.writev_calls.add(u64::from(calls));
@@ -1073,17 +1038,8 @@ impl<S: Service> Worker<S> {
         }
         let pending = !conn.wq.is_empty();
         if pending != conn.wants_write {
-            let interest = if pending {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, id.token(), interest)
-                .is_err()
-            {
+            let interest = if pending { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if self.poll.registry().reregister(&mut conn.stream, id.token(), interest).is_err() {
                 return self.remove(id);
             }
             conn.wants_write = pending;
@@ -1137,11 +1093,12 @@ impl<S: Service> Worker<S> {
         match conn.phase {
             Phase::Handshake => {
                 self.shared.metrics.handshake_failures.add(1);
+                self.shared.metrics.handshake_timeouts.add(1);
                 self.finish_with(id, Response::text(408, "handshake timeout").encode(false));
             }
             Phase::Open if !conn.ping_sent => {
                 conn.ping_sent = true;
-                conn.wq.push(encode_frame(OpCode::Ping, b""));
+                conn.wq.push(encode_frame(OpCode::Ping, b""), &self.shared.metrics.queued_bytes);
                 self.mark_dirty(id);
                 let at = self.now + self.limits.pong_ticks;
                 self.set_deadline(id, at);
@@ -1164,10 +1121,7 @@ impl<S: Service> Worker<S> {
             .conns
             .iter()
             .filter(|(_, c)| c.phase == Phase::Open)
-            .map(|(slot, c)| ConnId {
-                slot: slot as u32,
-                generation: c.generation,
-            })
+            .map(|(slot, c)| ConnId { slot: slot as u32, generation: c.generation })
             .collect();
         open.reverse(); // closed from the back: oldest first
         self.drain = Some(Drain {
@@ -1203,14 +1157,8 @@ impl<S: Service> Worker<S> {
             self.close_conn(id, GOING_AWAY, "server shutting down");
         }
         if finished {
-            let ids: Vec<ConnId> = self
-                .conns
-                .iter()
-                .map(|(slot, c)| ConnId {
-                    slot: slot as u32,
-                    generation: c.generation,
-                })
-                .collect();
+            let ids: Vec<ConnId> =
+                self.conns.iter().map(|(slot, c)| ConnId { slot: slot as u32, generation: c.generation }).collect();
             for id in ids {
                 self.remove(id);
             }
@@ -1234,9 +1182,7 @@ struct Drain {
 }
 
 fn get<S>(conns: &mut Slab<Connection<S>>, id: ConnId) -> Option<&mut Connection<S>> {
-    conns
-        .get_mut(id.slot as usize)
-        .filter(|c| c.generation == id.generation)
+    conns.get_mut(id.slot as usize).filter(|c| c.generation == id.generation)
 }
 
 #[cfg(test)]
@@ -1252,14 +1198,7 @@ mod tests {
 
     impl Service for Echo {
         type Session = ();
-        fn open(
-            &mut self,
-            _: &mut Io,
-            _: ConnId,
-            _: &Upgrade,
-            _: SocketAddr,
-            _: Option<&str>,
-        ) -> Result<(), Response> {
+        fn open(&mut self, _: &mut Io, _: ConnId, _: &Upgrade, _: SocketAddr, _: Option<&str>) -> Result<(), Response> {
             Ok(())
         }
         fn message(&mut self, io: &mut Io, id: ConnId, _: &mut (), text: bool, payload: Bytes) {
@@ -1289,14 +1228,8 @@ mod tests {
             let bus = Arc::new(Bus::new(vec![waker], vec![shared.clone()]));
             let worker = Worker::new(poll, listener, Echo, limits, shared, bus, 0).unwrap();
             let client = TcpStream::connect(addr).unwrap();
-            client
-                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .unwrap();
-            let mut h = Harness {
-                worker,
-                events: Events::with_capacity(64),
-                client,
-            };
+            client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut h = Harness { worker, events: Events::with_capacity(64), client };
             let (request, _) = client_request("x", "/", [1; 16], &[], &[]);
             h.client.write_all(&request).unwrap();
             h.turn_until("upgrade", |w| w.shared.metrics.handshakes.get() == 1);
@@ -1335,14 +1268,8 @@ mod tests {
 
     fn assert_owns_no_buffer(conn: &Connection<()>) {
         assert_eq!(conn.rbuf.capacity(), 0, "read buffer held while idle");
-        assert!(
-            conn.wq.is_empty() && !conn.wq.has_overflow_allocation(),
-            "write buffer held while idle"
-        );
-        assert!(
-            !conn.assembler.holds_memory(),
-            "message buffer held while idle"
-        );
+        assert!(conn.wq.is_empty() && !conn.wq.has_overflow_allocation(), "write buffer held while idle");
+        assert!(!conn.assembler.holds_memory(), "message buffer held while idle");
         assert_eq!(conn.buffer_bytes(), 0);
     }
 
@@ -1366,12 +1293,7 @@ mod tests {
         // A fragmented message holds its buffer only until its last fragment.
         h.send(&encode_masked_frame(false, OpCode::Text, b"ab", [9; 4]));
         assert!(h.conn().assembler.in_message());
-        h.send(&encode_masked_frame(
-            true,
-            OpCode::Continuation,
-            b"c",
-            [9; 4],
-        ));
+        h.send(&encode_masked_frame(true, OpCode::Continuation, b"c", [9; 4]));
         h.read_echo(5);
         assert_owns_no_buffer(h.conn());
     }
@@ -1382,11 +1304,7 @@ mod tests {
         let payload = vec![3u8; 300 * 1024];
         let frame = encode_masked_frame(true, OpCode::Binary, &payload, [7, 7, 7, 7]);
         h.send(&frame[..100 * 1024]);
-        assert_eq!(
-            h.conn().rbuf.filled(),
-            100 * 1024,
-            "the tail moved to the connection"
-        );
+        assert_eq!(h.conn().rbuf.filled(), 100 * 1024, "the tail moved to the connection");
         h.send(&frame[100 * 1024..]);
         h.read_echo(payload.len() + 10);
         assert_owns_no_buffer(h.conn());

@@ -108,11 +108,7 @@ mod tests {
         rb.give_back(data);
         assert_eq!(rb.filled(), 2);
         let spare = rb.spare(1, 64);
-        assert_eq!(
-            spare.as_ptr() as usize,
-            tail_ptr as usize + 2,
-            "no copy, no reallocation"
-        );
+        assert_eq!(spare.as_ptr() as usize, tail_ptr as usize + 2, "no copy, no reallocation");
         spare[..1].copy_from_slice(b"f");
         rb.commit(1);
         assert_eq!(&rb.take_filled()[..], b"def");

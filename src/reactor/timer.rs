@@ -32,12 +32,7 @@ pub(crate) struct Timers {
 
 impl Timers {
     pub(crate) fn new(start: Instant) -> Self {
-        Timers {
-            start,
-            wheel: (0..SLOTS).map(|_| Vec::new()).collect(),
-            current: 1,
-            len: 0,
-        }
+        Timers { start, wheel: (0..SLOTS).map(|_| Vec::new()).collect(), current: 1, len: 0 }
     }
 
     /// The tick `now` falls in (ticks start at 1).
@@ -48,9 +43,7 @@ impl Timers {
 
     /// Ticks needed to cover `d`, rounded up so a deadline never fires early.
     pub(crate) fn ticks(d: Duration) -> Tick {
-        d.as_millis()
-            .div_ceil(TICK.as_millis())
-            .min(Tick::MAX as u128 / 2) as Tick
+        d.as_millis().div_ceil(TICK.as_millis()).min(Tick::MAX as u128 / 2) as Tick
     }
 
     /// Files `id` under tick `at` (or the next tick to process, if that is later).
@@ -103,10 +96,7 @@ mod tests {
     use super::*;
 
     fn id(slot: u32) -> ConnId {
-        ConnId {
-            slot,
-            generation: 1,
-        }
+        ConnId { slot, generation: 1 }
     }
 
     #[test]

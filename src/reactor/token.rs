@@ -33,10 +33,7 @@ impl ConnId {
     }
 
     pub(crate) fn from_token(token: Token) -> ConnId {
-        ConnId {
-            slot: token.0 as u32,
-            generation: (token.0 >> 32) as u32,
-        }
+        ConnId { slot: token.0 as u32, generation: (token.0 >> 32) as u32 }
     }
 }
 
@@ -52,15 +49,9 @@ mod tests {
 
     #[test]
     fn token_round_trip_and_reserved_tokens_are_unreachable() {
-        let id = ConnId {
-            slot: 7,
-            generation: 3,
-        };
+        let id = ConnId { slot: 7, generation: 3 };
         assert_eq!(ConnId::from_token(id.token()), id);
-        let last = ConnId {
-            slot: u32::MAX,
-            generation: ConnId::MAX_GENERATION,
-        };
+        let last = ConnId { slot: u32::MAX, generation: ConnId::MAX_GENERATION };
         assert_ne!(last.token(), LISTENER);
         assert_ne!(last.token(), WAKER);
         assert!(last.token().0 < WAKER.0);

@@ -10,6 +10,8 @@ use std::io::{self, IoSlice, Write};
 
 use bytes::Bytes;
 
+use crate::metrics::Counter;
+
 /// Slices per `writev`. Well under Linux's IOV_MAX (1024); with batching a connection rarely has
 /// more than a few buffers pending, and a longer queue takes several calls in the same flush.
 pub(crate) const MAX_IOVECS: usize = 64;
@@ -24,11 +26,14 @@ pub(crate) struct WriteQueue {
 }
 
 impl WriteQueue {
-    pub(crate) fn push(&mut self, bytes: Bytes) {
+    /// Queues `bytes`, adding their length to `gauge` (the worker's queued-bytes gauge, which
+    /// every change to `queued` mirrors).
+    pub(crate) fn push(&mut self, bytes: Bytes, gauge: &Counter) {
         if bytes.is_empty() {
             return;
         }
         self.queued += bytes.len();
+        gauge.add(bytes.len() as u64);
         if self.head.is_none() {
             self.head = Some(bytes);
         } else {
@@ -51,13 +56,14 @@ impl WriteQueue {
     }
 
     /// Drops everything queued.
-    pub(crate) fn clear(&mut self) {
+    pub(crate) fn clear(&mut self, gauge: &Counter) {
+        gauge.sub(self.queued as u64);
         *self = WriteQueue::default();
     }
 
     /// Writes as much as the writer takes. Returns bytes written and the number of `writev`
     /// calls; stops at `WouldBlock` (not an error) or when the queue is empty.
-    pub(crate) fn write_to<W: Write>(&mut self, mut w: W) -> io::Result<(usize, u32)> {
+    pub(crate) fn write_to<W: Write>(&mut self, mut w: W, gauge: &Counter) -> io::Result<(usize, u32)> {
         let mut total = 0;
         let mut calls = 0;
         while let Some(head) = &self.head {
@@ -73,6 +79,7 @@ impl WriteQueue {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     self.advance(written);
+                    gauge.sub(written as u64);
                     total += written;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -144,67 +151,54 @@ mod tests {
     #[test]
     fn partial_writes_resume_at_the_exact_byte() {
         let mut q = WriteQueue::default();
+        let g = Counter::default();
         let expected: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
         for chunk in expected.chunks(37) {
-            q.push(Bytes::copy_from_slice(chunk));
+            q.push(Bytes::copy_from_slice(chunk), &g);
         }
         assert_eq!(q.queued_bytes(), 1000);
-        let mut w = Trickle {
-            out: Vec::new(),
-            limit: 13,
-            budget: 500,
-            calls: 0,
-        };
-        let (n, _) = q.write_to(&mut w).unwrap();
+        let mut w = Trickle { out: Vec::new(), limit: 13, budget: 500, calls: 0 };
+        let (n, _) = q.write_to(&mut w, &g).unwrap();
         assert_eq!((n, q.queued_bytes()), (500, 500));
         w.budget = usize::MAX;
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, &g).unwrap();
         assert_eq!(w.out, expected);
         assert!(q.is_empty());
-        assert!(
-            !q.has_overflow_allocation(),
-            "drained queue must release its deque"
-        );
+        assert_eq!(g.get(), 0, "the gauge follows every byte in and out");
+        assert!(!q.has_overflow_allocation(), "drained queue must release its deque");
     }
 
     #[test]
     fn one_writev_carries_every_pending_buffer() {
         let mut q = WriteQueue::default();
+        let g = Counter::default();
         for _ in 0..10 {
-            q.push(Bytes::from_static(b"abc"));
+            q.push(Bytes::from_static(b"abc"), &g);
         }
-        let mut w = Trickle {
-            out: Vec::new(),
-            limit: usize::MAX,
-            budget: usize::MAX,
-            calls: 0,
-        };
-        let (n, calls) = q.write_to(&mut w).unwrap();
+        let mut w = Trickle { out: Vec::new(), limit: usize::MAX, budget: usize::MAX, calls: 0 };
+        let (n, calls) = q.write_to(&mut w, &g).unwrap();
         assert_eq!((n, calls, w.calls), (30, 1, 1));
     }
 
     #[test]
     fn more_buffers_than_iovecs_take_several_calls_in_one_flush() {
         let mut q = WriteQueue::default();
+        let g = Counter::default();
         for _ in 0..(MAX_IOVECS * 2 + 1) {
-            q.push(Bytes::from_static(b"x"));
+            q.push(Bytes::from_static(b"x"), &g);
         }
-        let mut w = Trickle {
-            out: Vec::new(),
-            limit: usize::MAX,
-            budget: usize::MAX,
-            calls: 0,
-        };
-        let (n, calls) = q.write_to(&mut w).unwrap();
+        let mut w = Trickle { out: Vec::new(), limit: usize::MAX, budget: usize::MAX, calls: 0 };
+        let (n, calls) = q.write_to(&mut w, &g).unwrap();
         assert_eq!((n, calls), (MAX_IOVECS * 2 + 1, 3));
     }
 
     #[test]
     fn single_buffer_stays_inline_and_empty_pushes_are_ignored() {
         let mut q = WriteQueue::default();
-        q.push(Bytes::new());
+        let g = Counter::default();
+        q.push(Bytes::new(), &g);
         assert!(q.is_empty());
-        q.push(Bytes::from_static(b"one"));
+        q.push(Bytes::from_static(b"one"), &g);
         assert!(!q.has_overflow_allocation());
     }
 }

@@ -18,24 +18,14 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A config bound to an ephemeral loopback port.
 pub fn test_config() -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    }
+    Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() }
 }
 
 /// What an `Echo` handler saw, for tests to wait on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
-    Open {
-        id: ConnId,
-        path: String,
-    },
-    Close {
-        id: ConnId,
-        code: u16,
-        reason: String,
-    },
+    Open { id: ConnId, path: String },
+    Close { id: ConnId, code: u16, reason: String },
 }
 
 /// Echoes every message and reports opens and closes on a channel.
@@ -50,10 +40,7 @@ impl Handler for Echo {
         if req.path() == "/reject" {
             return Err(Reject::new(403, "not here"));
         }
-        let _ = self.events.send(Seen::Open {
-            id,
-            path: req.path().to_owned(),
-        });
+        let _ = self.events.send(Seen::Open { id, path: req.path().to_owned() });
         Ok(())
     }
 
@@ -62,11 +49,7 @@ impl Handler for Echo {
     }
 
     fn on_close(&mut self, _: &mut Ctx<'_>, id: ConnId, _: (), code: u16, reason: &str) {
-        let _ = self.events.send(Seen::Close {
-            id,
-            code,
-            reason: reason.to_owned(),
-        });
+        let _ = self.events.send(Seen::Close { id, code, reason: reason.to_owned() });
     }
 }
 
@@ -74,11 +57,7 @@ impl Handler for Echo {
 pub fn echo_server(config: Config) -> (ServerHandle, mpsc::Receiver<Seen>) {
     let (tx, rx) = mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
-    let server = Server::new(config)
-        .start(move || Echo {
-            events: tx.lock().unwrap().clone(),
-        })
-        .expect("server starts");
+    let server = Server::new(config).start(move || Echo { events: tx.lock().unwrap().clone() }).expect("server starts");
     (server, rx)
 }
 
@@ -93,9 +72,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 
 /// Waits for the server's connection gauge to reach `n`.
 pub fn wait_for_connections(server: &ServerHandle, n: u64) {
-    wait_until(&format!("{n} connections"), IO_TIMEOUT, || {
-        server.stats().connections == n
-    });
+    wait_until(&format!("{n} connections"), IO_TIMEOUT, || server.stats().connections == n);
 }
 
 /// A hand-driven client: exact bytes out, frames in.
@@ -110,9 +87,32 @@ impl RawClient {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        RawClient {
-            stream,
-            buf: BytesMut::new(),
+        RawClient { stream, buf: BytesMut::new() }
+    }
+
+    /// Wraps an already connected stream.
+    pub fn connect_tcp_with(stream: TcpStream) -> RawClient {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        RawClient { stream, buf: BytesMut::new() }
+    }
+
+    /// Reads an HTTP response head and, when it has a Content-Length, its body.
+    pub fn read_head(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end + 4]).into_owned();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while self.buf.len() < end + 4 + len {
+                    self.fill();
+                }
+                let all = self.buf.split_to(end + 4 + len);
+                return String::from_utf8_lossy(&all).into_owned();
+            }
+            self.fill();
         }
     }
 
@@ -142,21 +142,13 @@ impl RawClient {
     fn fill(&mut self) {
         let mut chunk = [0u8; 65536];
         let n = self.stream.read(&mut chunk).expect("read");
-        assert!(
-            n > 0,
-            "server closed the connection; buffered: {:02x?}",
-            &self.buf[..self.buf.len().min(64)]
-        );
+        assert!(n > 0, "server closed the connection; buffered: {:02x?}", &self.buf[..self.buf.len().min(64)]);
         self.buf.extend_from_slice(&chunk[..n]);
     }
 
     /// The next frame from the server (which must be unmasked).
     pub fn recv_frame(&mut self) -> Frame {
-        let rules = FrameRules {
-            role: Role::Client,
-            allowed_rsv: 0,
-            max_frame_payload: 1 << 30,
-        };
+        let rules = FrameRules { role: Role::Client, allowed_rsv: 0, max_frame_payload: 1 << 30 };
         loop {
             match decode_frame(&mut self.buf, &rules).expect("valid server frame") {
                 Status::Complete(f) => return f,
