@@ -70,7 +70,8 @@ pub struct Config {
 }
 
 /// See `Config::slow_consumer`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SlowConsumerPolicy {
     #[default]
     Close,
@@ -154,6 +155,51 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_settings_yield_to_flags_and_environment() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut args = Cli::parse_from(["fanout", "--history-size", "7"]).serve;
+        let file: FileConfig =
+            toml::from_str("history_size = 50\nhistory_ttl = 60\nallowed_origins = [\"https://a\"]").unwrap();
+        file.apply(&mut args, |key| key == "history_size");
+        assert_eq!((args.history_size, args.history_ttl), (7, 60));
+        assert_eq!(args.allowed_origins, ["https://a"]);
+    }
+
+    #[test]
+    fn file_errors_name_the_file_the_key_and_the_reason() {
+        let dir = std::env::temp_dir().join(format!("fanout-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "history_size = 10\nhistroy_ttl = 5\n").unwrap();
+        let err = FileConfig::read(&path).unwrap_err();
+        assert!(err.contains("bad.toml") && err.contains("histroy_ttl"), "{err}");
+        std::fs::write(&path, "history_size = \"many\"\n").unwrap();
+        let err = FileConfig::read(&path).unwrap_err();
+        assert!(err.contains("history_size") && err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn the_default_file_parses_and_lists_every_setting() {
+        let text = default_file();
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = ") && !l.contains("no default"))
+            .map(|l| l.split("    #").next().unwrap().to_string() + "\n")
+            .collect();
+        let parsed: FileConfig = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert_eq!(parsed.history_size, Some(100));
+        for key in ["listen", "jwt_secret", "max_connections_per_ip", "drain_window", "log_level"] {
+            assert!(text.contains(&format!("# {key} = ")), "{key} missing");
+        }
+    }
 
     #[test]
     fn default_is_valid() {
@@ -255,9 +301,13 @@ impl GatewayConfig {
     }
 }
 
-/// `fanout serve` settings: each is a flag and a `FANOUT_*` environment variable (the flag wins).
+/// `fanout serve` settings: each is a flag, a `FANOUT_*` environment variable and a key in the
+/// TOML file given by `--config` (precedence: flag, then environment, then file, then default).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys as the flags, with `_` for `-`).
+    #[arg(long, env = "FANOUT_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Address to listen on (HTTP and WebSocket on one port).
     #[arg(long, env = "FANOUT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -293,8 +343,17 @@ pub struct ServeArgs {
     #[arg(long, env = "FANOUT_MAX_QUEUED_BYTES", default_value_t = 1 << 20)]
     pub max_queued_bytes: usize,
     /// What to do with a slow consumer: close (1008) or drop (skip messages; seq shows the gap).
-    #[arg(long, env = "FANOUT_SLOW_CONSUMER", default_value = "close", value_parser = ["close", "drop"])]
-    pub slow_consumer: String,
+    #[arg(long, env = "FANOUT_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumerPolicy::Close)]
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Open WebSocket connections in total; further upgrades get 503.
+    #[arg(long, env = "FANOUT_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Open WebSocket connections per client IP address; 0 for no limit (use 0 behind a proxy).
+    #[arg(long, env = "FANOUT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// Connections still sending their HTTP request before new ones are closed unread.
+    #[arg(long, env = "FANOUT_MAX_PENDING_HANDSHAKES", default_value_t = 10_000)]
+    pub max_pending_handshakes: usize,
     /// Seconds of silence before an open connection is closed (pinged at half); 0 disables.
     #[arg(long, env = "FANOUT_IDLE_TIMEOUT", default_value_t = 120)]
     pub idle_timeout: u64,
@@ -321,14 +380,13 @@ impl ServeArgs {
             max_message_size: self.max_message_size,
             max_body_bytes: self.max_message_size,
             max_queued_bytes: self.max_queued_bytes,
-            slow_consumer: if self.slow_consumer == "drop" {
-                SlowConsumerPolicy::Drop
-            } else {
-                SlowConsumerPolicy::Close
-            },
+            slow_consumer: self.slow_consumer,
             idle_timeout: Duration::from_secs(self.idle_timeout),
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             drain_window: Duration::from_secs(self.drain_window),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_pending_handshakes: self.max_pending_handshakes,
             ..Config::default()
         };
         let gateway = GatewayConfig {
@@ -349,4 +407,100 @@ impl ServeArgs {
         gateway.validate(server.listen)?;
         Ok((server, gateway))
     }
+}
+
+/// The settings a `--config` file may hold: the flags of `fanout serve`, by their names with
+/// `_` for `-`. Unknown keys are errors.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub workers: Option<usize>,
+    pub jwt_secret: Option<String>,
+    pub api_key: Option<String>,
+    pub allow_anonymous: Option<bool>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub history_size: Option<usize>,
+    pub history_ttl: Option<u64>,
+    pub max_channels: Option<usize>,
+    pub max_message_size: Option<usize>,
+    pub max_queued_bytes: Option<usize>,
+    pub slow_consumer: Option<SlowConsumerPolicy>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub max_pending_handshakes: Option<usize>,
+    pub idle_timeout: Option<u64>,
+    pub handshake_timeout: Option<u64>,
+    pub drain_window: Option<u64>,
+    pub log_level: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`; the error names the file, and the key and reason as toml gives
+    /// them (line and column included).
+    pub fn read(path: &std::path::Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Fills `args` from the file, except the settings `set_elsewhere` says came from a flag or
+    /// the environment, which take precedence.
+    pub fn apply(self, args: &mut ServeArgs, set_elsewhere: impl Fn(&str) -> bool) {
+        macro_rules! take {
+            ($($field:ident),*) => {$(
+                if let Some(value) = self.$field {
+                    if !set_elsewhere(stringify!($field)) {
+                        args.$field = value.into();
+                    }
+                }
+            )*};
+        }
+        take!(
+            listen,
+            workers,
+            jwt_secret,
+            api_key,
+            allow_anonymous,
+            allowed_origins,
+            history_size,
+            history_ttl,
+            max_channels,
+            max_message_size,
+            max_queued_bytes,
+            slow_consumer,
+            max_connections,
+            max_connections_per_ip,
+            max_pending_handshakes,
+            idle_timeout,
+            handshake_timeout,
+            drain_window,
+            log_level
+        );
+    }
+}
+
+/// A commented TOML file with every setting at its default, from the flags' own help.
+pub fn default_file() -> String {
+    use clap::Args as _;
+    let command = ServeArgs::augment_args(clap::Command::new("fanout"));
+    let mut out = String::from("# fanout configuration. Every key is optional; precedence is flag, then FANOUT_*\n# environment variable, then this file, then the default shown.\n");
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if id == "config" {
+            continue;
+        }
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        let defaults: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+        let value = match (id, defaults.first()) {
+            ("allow_anonymous", _) => "false".to_string(),
+            ("allowed_origins", _) => "[]".to_string(),
+            (_, Some(d)) if d.parse::<u64>().is_ok() => d.clone(),
+            (_, Some(d)) => format!("{d:?}"),
+            ("workers", None) => "2    # default: the CPUs available".to_string(),
+            (_, None) => "\"...\"    # no default".to_string(),
+        };
+        out.push_str(&format!("\n# {help} (env {env})\n# {id} = {value}\n"));
+    }
+    out
 }

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand};
-use fanout::config::ServeArgs;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use fanout::config::{self, FileConfig, ServeArgs};
 use fanout::gateway::{self, auth};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -28,6 +29,9 @@ struct Cli {
 enum Command {
     /// Serve (the default): 127.0.0.1:8080 with the demo page at /.
     Serve(ServeArgs),
+    /// Print a commented default configuration file, or check one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a signed client token.
     Token {
         /// The HS256 secret the server checks tokens with.
@@ -48,6 +52,17 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every setting with its default, as a commented TOML file.
+    Default,
+    /// Check a configuration file: unknown keys, bad values and bad combinations.
+    Check {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
+}
+
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = number.parse().map_err(|_| format!("{s:?}: expected a number and s, m, h or d"))?;
@@ -62,8 +77,9 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let args = match cli.command {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let (mut args, serve_matches) = match cli.command {
         Some(Command::Token { secret, sub, subscribe, publish, ttl }) => {
             let exp = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl).as_secs();
             let clean = |v: Vec<String>| v.into_iter().filter(|p| !p.is_empty()).collect();
@@ -71,9 +87,44 @@ fn main() -> ExitCode {
             println!("{}", auth::mint(&claims, &secret));
             return ExitCode::SUCCESS;
         }
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
+        Some(Command::Config(ConfigCommand::Default)) => {
+            print!("{}", config::default_file());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Config(ConfigCommand::Check { file })) => {
+            // Checked against the defaults alone: what the file says, whatever the environment.
+            let mut args = Cli::try_parse_from(["fanout"]).expect("defaults parse").serve;
+            let checked = FileConfig::read(&file).and_then(|f| {
+                f.apply(&mut args, |_| false);
+                args.into_configs().map_err(|e| format!("{}: {e}", file.display()))
+            });
+            return match checked {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("fanout: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Some(Command::Serve(args)) => (args, matches.subcommand_matches("serve").expect("serve matched").clone()),
+        None => (cli.serve, matches.clone()),
     };
+    if let Some(path) = args.config.clone() {
+        // Flags and FANOUT_* variables win over the file; the file wins over defaults.
+        let set_elsewhere = |id: &str| {
+            matches!(serve_matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+        };
+        match FileConfig::read(&path) {
+            Ok(file) => file.apply(&mut args, set_elsewhere),
+            Err(e) => {
+                eprintln!("fanout: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     env_logger::Builder::new().parse_filters(&args.log_level).parse_default_env().init();
     let (server, gateway_config) = match args.into_configs() {
         Ok(configs) => configs,
@@ -82,6 +133,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_file_limit(server.max_connections);
     let handle = match gateway::start(server, gateway_config) {
         Ok(handle) => handle,
         Err(e) => {
@@ -114,5 +166,16 @@ fn main() -> ExitCode {
             eprintln!("fanout: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: each connection is a descriptor.
+fn raise_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 + 64 => log::warn!(
+            "the open-file limit is {limit}, below --max-connections {max_connections}: raise the hard limit (ulimit -Hn, LimitNOFILE=) or connections will fail with EMFILE"
+        ),
+        Ok(limit) => log::debug!("open-file limit {limit}"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
 }
