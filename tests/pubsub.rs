@@ -155,3 +155,43 @@ fn drop_policy_skips_frames_for_a_slow_subscriber_without_closing_it() {
     assert!(first.starts_with("0-"), "{}", &first[..10]);
     assert_eq!(server.stats().connections, 2);
 }
+
+/// Publishes "gone" to topic "t" from `on_close`.
+struct Farewell;
+
+impl Handler for Farewell {
+    type Session = ();
+    fn on_open(&mut self, _: &mut Ctx<'_>, _: ConnId, _: &Request<'_>) -> Result<(), Reject> {
+        Ok(())
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _: &mut (), m: Message) {
+        match m.as_text() {
+            Some("sub") => {
+                ctx.subscribe(id, "t");
+                ctx.send_text(id, "ok");
+            }
+            _ => ctx.send_text(id, "x"),
+        }
+    }
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, _: ConnId, _: (), _: u16, _: &str) {
+        ctx.publish_text("t", "gone");
+    }
+}
+
+#[test]
+fn a_publish_from_on_close_reaches_the_subscribers() {
+    // No idle timeout, so no timer ticks: each "gone" must be delivered without one.
+    let server = Server::new(Config { idle_timeout: Duration::ZERO, ..test_config() }).start(|| Farewell).unwrap();
+    let mut listener = RawClient::connect(server.local_addr(), "/");
+    say(&mut listener, "sub");
+    assert_eq!(text(&mut listener), "ok");
+    for _ in 0..5 {
+        let mut leaver = RawClient::connect(server.local_addr(), "/");
+        say(&mut leaver, "x");
+        assert_eq!(text(&mut leaver), "x");
+        // Reset without a close frame: the server may learn it from a read or from a flush.
+        let _ = socket2::SockRef::from(&leaver.stream).set_linger(Some(Duration::ZERO));
+        drop(leaver);
+        assert_eq!(text(&mut listener), "gone");
+    }
+}

@@ -216,6 +216,11 @@ impl Bus {
         self.open.load(Ordering::Acquire)
     }
 
+    /// True when `worker`'s inbox holds envelopes.
+    pub(crate) fn has_pending(&self, worker: usize) -> bool {
+        !lock(&self.inboxes[worker].queue).is_empty()
+    }
+
     /// Wakes every worker (shutdown).
     pub(crate) fn wake_all(&self) {
         for inbox in &self.inboxes {

@@ -392,7 +392,9 @@ impl<S: Service> Worker<S> {
     /// One pass of the loop; returns after the dirty connections are flushed.
     fn turn(&mut self, events: &mut Events) -> io::Result<()> {
         let mut timeout = self.timers.poll_timeout(Instant::now());
-        if !self.read_again.is_empty() {
+        // Envelopes this worker queued for itself after its inbox was drained (a callback run by
+        // a timer, a delivery or a flush) have no waker to announce them: don't sleep on them.
+        if !self.read_again.is_empty() || self.bus.has_pending(self.index) {
             timeout = Some(std::time::Duration::ZERO);
         } else if self.accept_paused || self.stopping {
             timeout = Some(timeout.unwrap_or(timer::TICK).min(timer::TICK));
