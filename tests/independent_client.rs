@@ -150,3 +150,32 @@ fn chat_example_sends_each_message_to_every_other_member() {
     a.send(Message::binary(vec![1, 2, 3])).unwrap();
     assert_eq!(next_data(&mut b), Message::binary(vec![1, 2, 3]));
 }
+
+#[test]
+fn broadcast_example_sends_every_message_to_every_connection_including_the_sender() {
+    let (_server, addr) = start_example("broadcast");
+    let mut clients: Vec<Client> = (0..3).map(|_| connect(addr, "/")).collect();
+    clients[1].send(Message::text("one")).unwrap();
+    for c in &mut clients {
+        assert_eq!(next_data(c), Message::text("one"));
+    }
+    clients[2].send(Message::binary(vec![9u8; 70_000])).unwrap();
+    for c in &mut clients {
+        assert_eq!(next_data(c), Message::binary(vec![9u8; 70_000]));
+    }
+}
+
+#[test]
+fn shootout_example_speaks_the_websocket_shootout_protocol() {
+    let (_server, addr) = start_example("shootout");
+    let mut a = connect(addr, "/");
+    let mut b = connect(addr, "/");
+    let echo = r#"{"type":"echo","payload":{"n":2.50,"s":"\u00e9"}}"#;
+    a.send(Message::text(echo)).unwrap();
+    assert_eq!(next_data(&mut a), Message::text(echo), "echo returns the message byte for byte");
+    a.send(Message::text(r#"{"type":"broadcast","payload":[1,2]}"#)).unwrap();
+    let mut to_a: Vec<String> = (0..2).map(|_| next_data(&mut a).into_text().unwrap().to_string()).collect();
+    to_a.sort();
+    assert_eq!(to_a, [r#"{"type":"broadcast","payload":[1,2]}"#, r#"{"type":"broadcastResult","payload":[1,2]}"#]);
+    assert_eq!(next_data(&mut b), Message::text(r#"{"type":"broadcast","payload":[1,2]}"#));
+}
