@@ -8,9 +8,9 @@
 //! connection as one shared buffer (one `writev` per connection per turn, a refcount bump per
 //! connection instead of a copy). Limits match the echo example (16 MiB messages).
 
-use std::time::Duration;
+mod common;
 
-use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server};
+use fanout::{ConnId, Ctx, Handler, Message, Reject, Request};
 
 struct Broadcast;
 
@@ -27,18 +27,5 @@ impl Handler for Broadcast {
 }
 
 fn main() -> std::io::Result<()> {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9003".into());
-    let config = Config {
-        listen: listen
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?,
-        max_frame_size: 16 << 20,
-        max_message_size: 16 << 20,
-        max_queued_bytes: 64 << 20,
-        close_timeout: Duration::from_secs(2),
-        ..Config::default()
-    };
-    let server = Server::new(config).start(|| Broadcast)?;
-    eprintln!("broadcast: listening on ws://{}/", server.local_addr());
-    server.join()
+    common::serve("broadcast", "127.0.0.1:9003", common::large_messages, || Broadcast)
 }

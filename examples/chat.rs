@@ -5,9 +5,11 @@
 //! The handler keeps the set of open connections itself; `on_close` removes one. With one
 //! worker (the default here) that set is everyone.
 
+mod common;
+
 use std::collections::BTreeSet;
 
-use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server};
+use fanout::{ConnId, Ctx, Handler, Message, Reject, Request};
 
 #[derive(Default)]
 struct Chat {
@@ -35,14 +37,5 @@ impl Handler for Chat {
 }
 
 fn main() -> std::io::Result<()> {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9002".into());
-    let config = Config {
-        listen: listen
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?,
-        ..Config::default()
-    };
-    let server = Server::new(config).start(Chat::default)?;
-    eprintln!("chat: listening on ws://{}/", server.local_addr());
-    server.join()
+    common::serve("chat", "127.0.0.1:9002", |config| config, Chat::default)
 }

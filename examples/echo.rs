@@ -5,9 +5,9 @@
 //! Limits are raised to what the conformance suite sends (16 MiB messages); the echoed payload
 //! is queued without copying when it is large.
 
-use std::time::Duration;
+mod common;
 
-use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server};
+use fanout::{ConnId, Ctx, Handler, Message, Reject, Request};
 
 struct Echo;
 
@@ -24,18 +24,5 @@ impl Handler for Echo {
 }
 
 fn main() -> std::io::Result<()> {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9001".into());
-    let config = Config {
-        listen: listen
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?,
-        max_frame_size: 16 << 20,
-        max_message_size: 16 << 20,
-        max_queued_bytes: 64 << 20,
-        close_timeout: Duration::from_secs(2),
-        ..Config::default()
-    };
-    let server = Server::new(config).start(|| Echo)?;
-    eprintln!("echo: listening on ws://{}/", server.local_addr());
-    server.join()
+    common::serve("echo", "127.0.0.1:9001", common::large_messages, || Echo)
 }

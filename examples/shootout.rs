@@ -16,12 +16,12 @@
 //! value or re-serialised. A message that is not one of these is ignored, as the reference
 //! servers do.
 
-use std::borrow::Cow;
-use std::time::Duration;
+mod common;
 
-use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server};
+use fanout::{ConnId, Ctx, Handler, Message, Reject, Request};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 #[derive(Deserialize)]
 struct Incoming<'a> {
@@ -63,18 +63,5 @@ impl Handler for Shootout {
 }
 
 fn main() -> std::io::Result<()> {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9004".into());
-    let config = Config {
-        listen: listen
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?,
-        max_frame_size: 16 << 20,
-        max_message_size: 16 << 20,
-        max_queued_bytes: 64 << 20,
-        close_timeout: Duration::from_secs(2),
-        ..Config::default()
-    };
-    let server = Server::new(config).start(|| Shootout)?;
-    eprintln!("shootout: listening on ws://{}/", server.local_addr());
-    server.join()
+    common::serve("shootout", "127.0.0.1:9004", common::large_messages, || Shootout)
 }

@@ -1,0 +1,34 @@
+//! What every example's `main` does: take the listen address from the first argument, start the
+//! server, print `NAME: listening on ws://ADDR/` on stderr (tests and scripts wait for that
+//! line to learn the port when they pass port 0), and serve until stopped.
+
+use std::io;
+use std::time::Duration;
+
+use fanout::{Config, Handler, Server};
+
+/// Limits raised to what the conformance suite and the load tests send: 16 MiB messages, and a
+/// queue deep enough to echo one.
+#[allow(dead_code)] // the chat example keeps the defaults
+pub fn large_messages(config: Config) -> Config {
+    Config {
+        max_frame_size: 16 << 20,
+        max_message_size: 16 << 20,
+        max_queued_bytes: 64 << 20,
+        close_timeout: Duration::from_secs(2),
+        ..config
+    }
+}
+
+/// Serves `factory`'s handler on the address in the first argument (or `default_listen`).
+pub fn serve<H, F>(name: &str, default_listen: &str, configure: fn(Config) -> Config, factory: F) -> io::Result<()>
+where
+    H: Handler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    let listen = std::env::args().nth(1).unwrap_or_else(|| default_listen.into());
+    let listen = listen.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?;
+    let server = Server::new(configure(Config { listen, ..Config::default() })).start(factory)?;
+    eprintln!("{name}: listening on ws://{}/", server.local_addr());
+    server.join()
+}
