@@ -543,6 +543,15 @@ impl<S: Service> Worker<S> {
             }
         }
         self.stash(id, buf, own);
+        // Answer this connection now rather than at the end of the turn: a client waiting for
+        // its reply keeps the pipeline moving instead of both sides sleeping in lockstep, and
+        // it still costs one writev per connection. Publishes keep their end-of-turn batch.
+        if let Some(conn) = get(&mut self.conns, id) {
+            if conn.dirty {
+                conn.dirty = false;
+                self.flush(id);
+            }
+        }
     }
 
     /// Puts the read buffer back: unconsumed bytes belong to the connection, the rest of the
