@@ -12,9 +12,8 @@ if ! python3 -c 'import websockets, pytest' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 
-echo "== cargo test (debug; also builds the examples)"
-cargo test
-
+echo "== cargo test (debug; also builds the examples), server crate and load generator"
+cargo test --workspace
 
 echo "== cargo test --release"
 cargo test --release

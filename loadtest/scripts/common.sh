@@ -1,0 +1,297 @@
+# shellcheck shell=bash
+# common.sh: what the load-test scripts share. Sourced by them, never run on its own.
+#
+# A script calls `lt_init NAME`, `lt_defaults SCENARIO`, `lt_build SCENARIO KIND...`, then
+# `lt_run SCENARIO KIND TAG` once per measured run: start the server on 127.0.0.1 port 0 (its own
+# process group, optionally pinned), read the port from its stderr line, run `fanout-load` under
+# `timeout`, stop the server, write one line to $OUT/runs.jsonl and print the summary. Servers
+# still running when the script exits, for whatever reason, are stopped by the EXIT trap.
+#
+# Environment understood by every script ([default]):
+#   SERVER       fanout | tokio-tungstenite | fastwebsockets, who is measured      [fanout]
+#   WORKERS      server worker threads (`fanout serve --workers`, peers' --threads);
+#                the library examples run one worker                               [1]
+#   THREADS      generator threads (--threads)                                     [1]
+#   PROCESSES    generator processes (--processes), for more than ~19k connections  [unset]
+#   ADDRS        127.0.0.x addresses the generator spreads over (--addrs)          [unset]
+#   SERVER_CPUS  `taskset -c` list for the server; empty: not pinned               [empty]
+#   LOAD_CPUS    `taskset -c` list for the generator; empty: not pinned            [empty]
+#   OUT          directory for the JSON, SVG and server logs   [target/loadtest/NAME-TIMESTAMP]
+#   SKIP_BUILD   1: use the binaries already built                                 [0]
+#   SLACK        seconds a run may take beyond its own length before `timeout` ends it [30]
+#   API_KEY      the API key of `fanout serve` (HTTP publish)                     [loadtest]
+#   EXTRA        more generator flags, split on spaces                             [empty]
+#   LOAD_BIN     the generator                              [target/release/fanout-load]
+# Each scenario script documents its own variables (CONNS, DURATION, ...).
+
+LT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LT_SCRIPTS="$LT_ROOT/loadtest/scripts"
+LOAD_BIN=${LOAD_BIN:-"$LT_ROOT/target/release/fanout-load"}
+LT_PIDS=()
+LT_LOAD_PID=
+LT_CLK_TCK=$(getconf CLK_TCK)
+
+lt_log() { printf '== %s\n' "$*" >&2; }
+lt_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# lt_init NAME: output directory, descriptor limit, cleanup trap.
+lt_init() {
+    local name=$1
+    : "${SERVER:=fanout}" "${WORKERS:=1}" "${THREADS:=1}" "${SLACK:=30}" "${API_KEY:=loadtest}"
+    : "${SKIP_BUILD:=0}" "${SERVER_CPUS:=}" "${LOAD_CPUS:=}" "${EXTRA:=}"
+    OUT=${OUT:-"$LT_ROOT/target/loadtest/$name-$(date +%Y%m%d-%H%M%S)"}
+    mkdir -p "$OUT"
+    # The hard limit here is 20,000 descriptors per process; servers and generator inherit it.
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    trap lt_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    lt_log "output in $OUT"
+}
+
+# Stops the generator and every server this script started (each is its own process group).
+lt_cleanup() {
+    local pid
+    if [[ -n $LT_LOAD_PID ]]; then
+        kill -TERM "$LT_LOAD_PID" 2>/dev/null || true
+        wait "$LT_LOAD_PID" 2>/dev/null || true
+    fi
+    for pid in "${LT_PIDS[@]}"; do
+        lt_stop_server "$pid"
+    done
+    LT_PIDS=()
+}
+
+# lt_defaults SCENARIO: the scenario's variables, unless already set.
+lt_defaults() {
+    case $1 in
+        echo) : "${CONNS:=100}" "${PAYLOAD:=64}" "${IN_FLIGHT:=1}" "${DURATION:=10s}" ;;
+        n2) : "${CONNS:=100}" "${PAYLOAD:=64}" "${DURATION:=10s}" ;;
+        broadcast | slow)
+            : "${CONNS:=1000}" "${RATE:=1000}" "${DURATION:=10s}" "${VIA:=ws}" "${CHANNEL:=bench}"
+            if [[ $1 == slow ]]; then : "${SLOW:=10}"; fi
+            # fanout speaks its channel protocol; a peer only broadcasts what it receives.
+            if [[ -z ${PROTOCOL:-} ]]; then
+                if [[ $SERVER == fanout && $1 == broadcast ]]; then PROTOCOL=fanout; else PROTOCOL=raw; fi
+            fi
+            ;;
+        connect) : "${RATE:=}" "${DURATION:=10s}" ;;
+        idle) : "${CONNS:=10000}" "${RAMP:=5000}" "${DURATION:=10s}" ;;
+        shootout) : "${CONNS:=5000}" "${STEP:=100}" "${LIMIT_MS:=250}" "${DURATION:=30s}" ;;
+        *) lt_die "unknown scenario $1 (echo | n2 | broadcast | connect | idle | slow | shootout)" ;;
+    esac
+}
+
+# lt_role SCENARIO KIND: which behaviour the server needs (echo | broadcast | shootout | gateway).
+lt_role() {
+    case $1 in
+        echo | connect | idle) echo echo ;;
+        n2) echo broadcast ;;
+        broadcast | slow)
+            if [[ $PROTOCOL == fanout ]]; then
+                [[ $2 == fanout ]] || lt_die "$2 does not speak fanout's channel protocol: use PROTOCOL=raw"
+                echo gateway
+            else
+                [[ $VIA == ws ]] || lt_die "VIA=$VIA needs fanout's HTTP API: use PROTOCOL=fanout with SERVER=fanout"
+                echo broadcast
+            fi
+            ;;
+        shootout) echo shootout ;;
+    esac
+}
+
+lt_peer_bin() { echo "$LT_ROOT/loadtest/peers/$1/target/release/peer-$1"; }
+
+# lt_server_cmd KIND ROLE: sets the array LT_SERVER_CMD.
+lt_server_cmd() {
+    local kind=$1 role=$2
+    case $kind in
+        fanout)
+            if [[ $role == gateway ]]; then
+                LT_SERVER_CMD=("$LT_ROOT/target/release/fanout" serve --listen 127.0.0.1:0
+                    --workers "$WORKERS" --api-key "$API_KEY" --log-level warn)
+            else
+                LT_SERVER_CMD=("$LT_ROOT/target/release/examples/$role" 127.0.0.1:0)
+            fi
+            ;;
+        tokio-tungstenite | fastwebsockets)
+            [[ $role != gateway ]] || lt_die "$kind has no gateway"
+            LT_SERVER_CMD=("$(lt_peer_bin "$kind")" --mode "$role" --threads "$WORKERS" 127.0.0.1:0)
+            ;;
+        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets)" ;;
+    esac
+}
+
+# lt_build SCENARIO KIND...: release builds of the generator and of each server's binary.
+lt_build() {
+    local scenario=$1 kind role
+    shift
+    [[ $SKIP_BUILD == 1 ]] && return 0
+    lt_log "building fanout-load"
+    (cd "$LT_ROOT" && cargo build --release --quiet -p fanout-load) || lt_die "cannot build fanout-load"
+    for kind in "$@"; do
+        role=$(lt_role "$scenario" "$kind")
+        lt_log "building $kind ($role)"
+        case $kind in
+            fanout)
+                if [[ $role == gateway ]]; then
+                    (cd "$LT_ROOT" && cargo build --release --quiet --bin fanout)
+                else
+                    (cd "$LT_ROOT" && cargo build --release --quiet --example "$role")
+                fi
+                ;;
+            *)
+                cargo build --release --quiet --manifest-path "$LT_ROOT/loadtest/peers/$kind/Cargo.toml"
+                ;;
+        esac || lt_die "cannot build $kind"
+    done
+    if [[ $WORKERS != 1 ]]; then
+        lt_log "note: the library examples (echo, broadcast, shootout) run one worker whatever WORKERS says"
+    fi
+}
+
+# lt_start_server LABEL CMD...: starts a server in its own process group and waits for its
+# `listening on ws://ADDR/` line. Sets SERVER_PID and SERVER_URL.
+lt_start_server() {
+    local label=$1 line deadline
+    shift
+    local log="$OUT/$label.server.log"
+    local pin=()
+    [[ -n $SERVER_CPUS ]] && pin=(taskset -c "$SERVER_CPUS")
+    : >"$log"
+    setsid "${pin[@]}" "$@" </dev/null >>"$log" 2>&1 &
+    SERVER_PID=$!
+    LT_PIDS+=("$SERVER_PID")
+    deadline=$((SECONDS + 20))
+    while :; do
+        if line=$(grep -s -m1 -o 'ws://[^/ ]*/' "$log"); then
+            SERVER_URL=$line
+            return 0
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            cat "$log" >&2
+            lt_die "server $label exited before listening: $*"
+        fi
+        ((SECONDS < deadline)) || lt_die "server $label printed no ws:// address in 20 s: $*"
+        sleep 0.05
+    done
+}
+
+# lt_stop_server PID: SIGTERM to its process group, SIGKILL after 3 s.
+lt_stop_server() {
+    local pid=$1
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 30); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# lt_secs DURATION: whole seconds, rounded up ("10s", "500ms", "2m", "1h", "7").
+lt_secs() {
+    python3 -c '
+import math, re, sys
+m = re.fullmatch(r"([0-9.]+)\s*(ms|s|m|h)?", sys.argv[1].strip())
+if not m:
+    sys.exit("bad duration: " + sys.argv[1])
+n = float(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+print(max(1, math.ceil(n)))' "$1"
+}
+
+# CPU ticks (user + system, all threads) a live process has used.
+lt_ticks() {
+    local stat f
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    read -ra f <<<"${stat##*) }"
+    echo $((f[11] + f[12]))
+}
+
+lt_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# lt_gen_args SCENARIO URL PID JSON SVG: sets the array LT_GEN (the generator's arguments) and
+# LT_LIMIT (seconds the run may take in all).
+lt_gen_args() {
+    local scenario=$1 url=$2 pid=$3 json=$4 svg=$5 secs
+    LT_GEN=("$scenario" --url "$url")
+    case $scenario in
+        echo) LT_GEN+=(--conns "$CONNS" --payload "$PAYLOAD" --in-flight "$IN_FLIGHT" --duration "$DURATION") ;;
+        n2) LT_GEN+=(--conns "$CONNS" --payload "$PAYLOAD" --duration "$DURATION") ;;
+        broadcast)
+            LT_GEN+=(--conns "$CONNS" --rate "$RATE" --via "$VIA" --protocol "$PROTOCOL" --duration "$DURATION")
+            [[ $PROTOCOL == fanout ]] && LT_GEN+=(--channel "$CHANNEL")
+            [[ $VIA == http ]] && LT_GEN+=(--api-key "$API_KEY")
+            ;;
+        connect)
+            LT_GEN+=(--duration "$DURATION")
+            [[ -n $RATE ]] && LT_GEN+=(--rate "$RATE")
+            ;;
+        idle) LT_GEN+=(--conns "$CONNS" --ramp "$RAMP" --duration "$DURATION") ;;
+        slow)
+            LT_GEN+=(--conns "$CONNS" --slow "$SLOW" --rate "$RATE" --via "$VIA" --protocol "$PROTOCOL" --duration "$DURATION")
+            [[ $PROTOCOL == fanout ]] && LT_GEN+=(--channel "$CHANNEL")
+            [[ $VIA == http ]] && LT_GEN+=(--api-key "$API_KEY")
+            ;;
+        shootout) LT_GEN+=(--conns "$CONNS" --step "$STEP" --limit-ms "$LIMIT_MS" --duration "$DURATION") ;;
+    esac
+    LT_GEN+=(--threads "$THREADS" --server-pid "$pid" --json "$json" --svg "$svg")
+    [[ -n ${PROCESSES:-} ]] && LT_GEN+=(--processes "$PROCESSES")
+    [[ -n ${ADDRS:-} ]] && LT_GEN+=(--addrs "$ADDRS")
+    # shellcheck disable=SC2206
+    [[ -n $EXTRA ]] && LT_GEN+=($EXTRA)
+    secs=$(lt_secs "$DURATION")
+    # idle ramps up first: CONNS / RAMP seconds more.
+    if [[ $scenario == idle ]] && ((RAMP > 0)); then
+        secs=$((secs + (CONNS + RAMP - 1) / RAMP))
+    fi
+    LT_LIMIT=$((secs + SLACK))
+}
+
+# lt_run SCENARIO KIND TAG: one measured run against one server. Returns the generator's status.
+lt_run() {
+    local scenario=$1 kind=$2 tag=$3 role t0 t1 c0 c1 rc rss
+    role=$(lt_role "$scenario" "$kind")
+    lt_server_cmd "$kind" "$role"
+    lt_start_server "$tag" "${LT_SERVER_CMD[@]}"
+    local json="$OUT/$tag.json" svg="$OUT/$tag.svg"
+    lt_gen_args "$scenario" "$SERVER_URL" "$SERVER_PID" "$json" "$svg"
+    local pin=()
+    [[ -n $LOAD_CPUS ]] && pin=(taskset -c "$LOAD_CPUS")
+    lt_log "$tag: $kind ($role) at $SERVER_URL, pid $SERVER_PID, limit ${LT_LIMIT}s"
+    lt_log "fanout-load ${LT_GEN[*]}"
+    c0=$(lt_ticks "$SERVER_PID")
+    t0=$(date +%s.%N)
+    rc=0
+    # In the background so that a signal to this script is handled at once (bash runs traps only
+    # between foreground commands); `timeout` passes a SIGTERM on to the generator.
+    timeout --kill-after=5 "$LT_LIMIT" "${pin[@]}" "$LOAD_BIN" "${LT_GEN[@]}" &
+    LT_LOAD_PID=$!
+    wait "$LT_LOAD_PID" || rc=$?
+    LT_LOAD_PID=
+    t1=$(date +%s.%N)
+    c1=$(lt_ticks "$SERVER_PID")
+    rss=$(lt_rss_kb "$SERVER_PID")
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        lt_log "$tag: the server died during the run; its log:"
+        tail -n 20 "$OUT/$tag.server.log" >&2
+        ((rc != 0)) || rc=99
+    fi
+    lt_stop_server "$SERVER_PID"
+    ((rc != 124)) || lt_log "$tag: fanout-load did not finish within ${LT_LIMIT}s (timeout)"
+    printf '{"tag":"%s","scenario":"%s","server":"%s","role":"%s","exit":%d,"json":"%s","t0":%s,"t1":%s,"server_cpu_ticks":%d,"clk_tck":%d,"server_rss_kb":%d}\n' \
+        "$tag" "$scenario" "$kind" "$role" "$rc" "$json" "$t0" "$t1" \
+        "$((c1 - c0))" "$LT_CLK_TCK" "${rss:-0}" >>"$OUT/runs.jsonl"
+    python3 "$LT_SCRIPTS/report.py" summary "$OUT/runs.jsonl" "$tag" || true
+    return "$rc"
+}
+
+# lt_single SCENARIO: what echo.sh, n2.sh, ... do: one run against $SERVER.
+lt_single() {
+    local scenario=$1
+    lt_init "$scenario"
+    lt_defaults "$scenario"
+    lt_build "$scenario" "$SERVER"
+    lt_run "$scenario" "$SERVER" "$scenario-$SERVER"
+}

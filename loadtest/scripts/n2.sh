@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# n2.sh: uWebSockets' broadcast_test: N clients each send one message per iteration and wait for
+# all N^2 deliveries: iterations/s and deliveries/s. Server: the library's broadcast example, or
+# a peer in broadcast mode.
+#
+#   CONNS=100 PAYLOAD=64 DURATION=10s loadtest/scripts/n2.sh
+#
+# Variables ([default]): CONNS [100] (the issue's target uses 1000), PAYLOAD bytes [64],
+# DURATION [10s], plus those of common.sh (SERVER, WORKERS, THREADS, ...). Bounded by `timeout`
+# at DURATION + SLACK. Loopback only.
+set -euo pipefail
+# shellcheck source=loadtest/scripts/common.sh disable=SC1091
+. "$(dirname "$0")/common.sh"
+lt_single n2

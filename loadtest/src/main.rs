@@ -1,0 +1,80 @@
+//! fanout-load: a WebSocket load generator that measures fanout, or any other WebSocket server,
+//! from outside.
+//!
+//! Layout: `cli` (flags, `Config`) -> `coord` (threads, child processes, the monitor) ->
+//! `scenario/*` (one `Driver` per scenario) on `net` (the per-thread mio reactor) and `wire`
+//! (frames in place, masked frames out, JSON fields by scanning). `stats` merges measurements,
+//! `report` and `chart` present them, `sys` reads /proc, `plan` splits the work, `util` holds the
+//! clock and formatting. From the server crate only `fanout::proto` is used: the generator must
+//! measure servers from outside, through their sockets.
+
+mod chart;
+mod cli;
+mod coord;
+mod net;
+mod plan;
+mod report;
+mod scenario;
+mod stats;
+mod sys;
+mod util;
+mod wire;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = cli::Cli::parse();
+    let cfg = match cli::Config::from_cli(cli, args.clone()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("fanout-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(index) = cfg.common.child_index {
+        let epoch = cfg.common.epoch_ns.unwrap_or_else(util::unix_now_ns);
+        return match coord::run_child(cfg, index, epoch) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fanout-load: child {index}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    for w in &cfg.warnings {
+        eprintln!("fanout-load: warning: {w}");
+    }
+    let result =
+        if cfg.common.processes > 1 { coord::run_parent(cfg.clone(), &args) } else { coord::run_single(cfg.clone()) };
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fanout-load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report::table(&summary));
+    if let Some(w) = report::cpu_warning(&summary) {
+        // Loud on the terminal too, where the table may have scrolled past.
+        eprintln!("{w}");
+    }
+    let mut status = ExitCode::SUCCESS;
+    if let Some(path) = &cfg.common.json {
+        let text = serde_json::to_string_pretty(&summary).expect("the summary serialises");
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("fanout-load: {}: {e}", path.display());
+            status = ExitCode::FAILURE;
+        }
+    }
+    if let Some(path) = &cfg.common.svg {
+        if let Err(e) = chart::draw(path, &summary) {
+            eprintln!("fanout-load: {e}");
+            status = ExitCode::FAILURE;
+        }
+    }
+    status
+}

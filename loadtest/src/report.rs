@@ -1,0 +1,579 @@
+//! The result of a run: the summary object (`--json`), the human table on stdout, and the CPU
+//! verdict.
+//!
+//! Owns: `Row` (one second of the series), `TopData` (what the top-level monitor collected),
+//! `Summary` and `summarize` (merged stats -> figures per scenario), `print_table`. Must not
+//! measure anything itself; it only turns numbers into figures and text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{Config, Scenario};
+use crate::stats::{slope, Counters, Percentiles, Stats, Step};
+use crate::util::{bytes, micros, rate, thousands};
+
+/// Per-thread CPU above which the generator may be what limits the figures.
+pub const BOTTLENECK_PCT: f64 = 90.0;
+
+/// One second of the run, merged over every thread and process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    /// Seconds since the measured phase began (negative while setting up), at the second's end.
+    pub t: f64,
+    pub open: u64,
+    /// Per-second counts.
+    pub opened: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub failed: u64,
+    /// That second's latency percentiles, microseconds.
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// Generator CPU in percent of one core (all threads and processes).
+    pub gen_cpu_pct: f64,
+    pub server_cpu_pct: Option<f64>,
+    pub server_rss: Option<u64>,
+}
+
+/// What the top-level monitor collected besides the merged stats.
+#[derive(Debug, Default)]
+pub struct TopData {
+    pub series: Vec<Row>,
+    /// (open connections, server RSS bytes), for `idle`.
+    pub rss_points: Vec<(u64, u64)>,
+    pub server_rss_start: Option<u64>,
+    pub server_rss_end: Option<u64>,
+    pub server_cpu_at_go: Option<u64>,
+    pub server_cpu_at_end: Option<u64>,
+    pub own_cpu_at_go: Option<u64>,
+    pub go_at: Option<Instant>,
+    /// From the start of the measured phase to the end of the run.
+    pub wall: Duration,
+    /// Most connections open at a phase boundary.
+    pub held: u64,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Connections {
+    /// Connections asked for (absent when unbounded, as for `connect` without --conns).
+    pub target: Option<u64>,
+    pub opened: u64,
+    pub failed: u64,
+    /// Open connections that the server closed or that broke.
+    pub closed: u64,
+    /// Most open at once at a phase boundary.
+    pub held: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Throughput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages_per_s: Option<f64>,
+    /// Payload megabytes (10^6) per second received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iterations_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrades_per_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliverySummary {
+    pub published: u64,
+    pub subscribers: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_subscribers_closed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_subscribers_open: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Memory {
+    /// Least-squares slope of server RSS against open connections.
+    pub bytes_per_conn: f64,
+    /// RSS the fit gives for zero connections.
+    pub intercept_bytes: f64,
+    pub r2: f64,
+    /// (connections, RSS bytes) as sampled.
+    pub points: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cpu {
+    pub cpu_s: f64,
+    /// Percent of one core over the measured phase.
+    pub pct: f64,
+    /// Generator only: `pct` divided by its threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_thread_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Server {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_start: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_end: Option<u64>,
+    /// Deliveries (messages received by clients) per second of server CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries_per_cpu_s: Option<f64>,
+}
+
+/// The result object of a run, as written by `--json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub url: String,
+    pub args: Vec<String>,
+    pub threads: usize,
+    pub processes: usize,
+    pub payload: usize,
+    pub connections: Connections,
+    pub failures: BTreeMap<String, u64>,
+    /// Seconds from the start of the measured phase to the last message (or its planned end).
+    pub duration_s: f64,
+    pub counters: Counters,
+    pub throughput: Throughput,
+    /// What `latency_us` measures (round trip, publish to delivery, handshake, iteration).
+    pub latency_kind: String,
+    pub latency_us: Percentiles,
+    /// With a publish schedule (--rate), `latency_us` is corrected for coordinated omission
+    /// with this interval, and these are the percentiles as measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub co_interval_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_uncorrected_us: Option<Percentiles>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_latency_us: Option<Percentiles>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub steps: Vec<Step>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_clients: Option<u64>,
+    pub generator: Cpu,
+    /// True when the generator's CPU per thread exceeded 90%: the figures may be its own limit.
+    pub generator_bottleneck: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<Server>,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+    pub series: Vec<Row>,
+}
+
+/// Turns the merged stats into the figures of the configured scenario.
+pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
+    let c = &cfg.common;
+    let k = stats.counters;
+    let wall = data.wall.as_secs_f64();
+    let duration_s = if stats.active_ns > 0 { stats.active_ns as f64 / 1e9 } else { wall };
+    let per_s = |n: u64| {
+        if duration_s > 0.0 {
+            n as f64 / duration_s
+        } else {
+            0.0
+        }
+    };
+    let name = cfg.scenario_name();
+    let mut t = Throughput::default();
+    let mut delivery = None;
+    let mut max_clients = None;
+    let latency_kind = match &cfg.scenario {
+        Scenario::Echo(_) => {
+            t.messages_per_s = Some(per_s(k.received));
+            t.mb_per_s = Some(per_s(k.bytes_received) / 1e6);
+            "round trip"
+        }
+        Scenario::Broadcast(_) | Scenario::Slow(_) => {
+            t.published_per_s = Some(per_s(k.sent));
+            t.deliveries_per_s = Some(per_s(k.received));
+            t.mb_per_s = Some(per_s(k.bytes_received) / 1e6);
+            let d = stats.delivery;
+            let slow = matches!(cfg.scenario, Scenario::Slow(_));
+            delivery = Some(DeliverySummary {
+                published: k.sent,
+                subscribers: d.subscribers,
+                expected: (d.subscribers * d.last_seq).saturating_sub(d.sum_base),
+                delivered: d.unique,
+                lost: d.lost(),
+                duplicated: k.duplicated,
+                out_of_order: k.out_of_order,
+                slow_subscribers_closed: slow.then_some(d.slow_closed),
+                slow_subscribers_open: slow.then_some(d.slow_open),
+            });
+            "publish to delivery"
+        }
+        Scenario::N2(_) => {
+            t.iterations_per_s = Some(per_s(k.iterations));
+            t.deliveries_per_s = Some(per_s(k.received));
+            "iteration"
+        }
+        Scenario::Connect(_) => {
+            t.upgrades_per_s = Some(per_s(k.opened));
+            "handshake (connect start to 101)"
+        }
+        Scenario::Idle(_) => "none",
+        Scenario::Shootout(a) => {
+            let limit_us = (a.limit_ms * 1000.0) as u64;
+            let q = a.percentile / 100.0;
+            max_clients = Some(
+                stats
+                    .steps
+                    .iter()
+                    .filter(|s| {
+                        let p = if q >= 0.99 {
+                            s.rtt.p99
+                        } else if q >= 0.95 {
+                            s.rtt.p95
+                        } else {
+                            s.rtt.p50
+                        };
+                        p <= limit_us
+                    })
+                    .map(|s| s.clients)
+                    .max()
+                    .unwrap_or(0),
+            );
+            if a.command == crate::cli::ShootCmd::Echo {
+                t.messages_per_s = Some(per_s(k.received));
+            } else {
+                t.deliveries_per_s = Some(per_s(k.received));
+            }
+            "round trip (send to broadcastResult)"
+        }
+    };
+    let memory = (name == "idle")
+        .then(|| {
+            let pts: Vec<(f64, f64)> = data.rss_points.iter().map(|&(x, y)| (x as f64, y as f64)).collect();
+            slope(&pts).map(|(b, a, r2)| Memory {
+                bytes_per_conn: b,
+                intercept_bytes: a,
+                r2,
+                points: data.rss_points.clone(),
+            })
+        })
+        .flatten();
+    let workers = (c.threads * c.processes) as f64;
+    let gen_cpu_s = stats.cpu_ns as f64 / 1e9;
+    let gen_pct = if wall > 0.0 { gen_cpu_s / wall * 100.0 } else { 0.0 };
+    let per_thread = gen_pct / workers;
+    let generator = Cpu { cpu_s: gen_cpu_s, pct: gen_pct, per_thread_pct: Some(per_thread) };
+    let server = c.server_pid.map(|pid| {
+        let cpu = match (data.server_cpu_at_go, data.server_cpu_at_end) {
+            (Some(a), Some(b)) if wall > 0.0 => {
+                let s = b.saturating_sub(a) as f64 / 1e9;
+                Some(Cpu { cpu_s: s, pct: s / wall * 100.0, per_thread_pct: None })
+            }
+            _ => None,
+        };
+        let deliveries_per_cpu_s =
+            cpu.as_ref().filter(|c| c.cpu_s > 0.0 && k.received > 0).map(|c| k.received as f64 / c.cpu_s);
+        Server { pid, cpu, rss_start: data.server_rss_start, rss_end: data.server_rss_end, deliveries_per_cpu_s }
+    });
+    let mut notes = cfg.warnings.clone();
+    notes.extend(data.notes);
+    notes.extend(stats.notes.iter().cloned());
+    let held = data.held.max(data.series.iter().map(|r| r.open).max().unwrap_or(0));
+    Summary {
+        scenario: name.to_owned(),
+        url: c.url.clone(),
+        args: cfg.args.clone(),
+        threads: c.threads,
+        processes: c.processes,
+        payload: c.payload,
+        connections: Connections {
+            target: (cfg.conns < u64::MAX / 8).then_some(cfg.conns),
+            opened: k.opened,
+            failed: k.failed,
+            closed: k.closed,
+            held,
+        },
+        failures: stats.failures.clone(),
+        duration_s,
+        counters: k,
+        throughput: t,
+        latency_kind: latency_kind.to_owned(),
+        latency_us: stats.latency.corrected(stats.co_interval_us).summary(),
+        co_interval_us: (stats.co_interval_us > 0).then_some(stats.co_interval_us),
+        latency_uncorrected_us: (stats.co_interval_us > 0).then(|| stats.latency.summary()),
+        ack_latency_us: (!stats.ack_latency.is_empty()).then(|| stats.ack_latency.summary()),
+        delivery,
+        memory,
+        steps: stats.steps.clone(),
+        max_clients,
+        generator,
+        generator_bottleneck: per_thread > BOTTLENECK_PCT,
+        server,
+        notes,
+        errors: data.errors,
+        series: data.series,
+    }
+}
+
+/// The warning printed when the generator itself may be the bottleneck.
+pub fn cpu_warning(s: &Summary) -> Option<String> {
+    if !s.generator_bottleneck {
+        return None;
+    }
+    let workers = s.threads * s.processes;
+    Some(format!(
+        "WARNING: the load generator used {:.0}% of a core per thread ({} thread{}); it may be the bottleneck, \
+         not the server. Add --threads/--processes or give the generator cores the server does not use.",
+        s.generator.per_thread_pct.unwrap_or(0.0),
+        workers,
+        if workers == 1 { "" } else { "s" }
+    ))
+}
+
+/// The human table.
+pub fn table(s: &Summary) -> String {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
+    row(
+        "scenario",
+        format!(
+            "{} {}  ({} thread{} x {} process{})",
+            s.scenario,
+            s.url,
+            s.threads,
+            if s.threads == 1 { "" } else { "s" },
+            s.processes,
+            if s.processes == 1 { "" } else { "es" }
+        ),
+    );
+    let cn = &s.connections;
+    let mut conns = format!(
+        "{} opened, {} failed, {} closed by the server or broken",
+        thousands(cn.opened),
+        thousands(cn.failed),
+        thousands(cn.closed)
+    );
+    if let Some(t) = cn.target {
+        conns = format!("{} asked: {conns}", thousands(t));
+    }
+    row("connections", conns);
+    if !s.failures.is_empty() {
+        let list: Vec<String> = s.failures.iter().map(|(k, v)| format!("{k}: {}", thousands(*v))).collect();
+        row("failures", list.join(", "));
+    }
+    row("duration", format!("{:.2} s measured", s.duration_s));
+    let k = &s.counters;
+    if k.sent + k.received + k.errors > 0 {
+        row(
+            "messages",
+            format!("{} sent, {} received, {} errors", thousands(k.sent), thousands(k.received), thousands(k.errors)),
+        );
+    }
+    let t = &s.throughput;
+    let mut tp = Vec::new();
+    if let Some(v) = t.messages_per_s {
+        tp.push(format!("{} msg/s", rate(v)));
+    }
+    if let Some(v) = t.published_per_s {
+        tp.push(format!("{} published/s", rate(v)));
+    }
+    if let Some(v) = t.deliveries_per_s {
+        tp.push(format!("{} deliveries/s", rate(v)));
+    }
+    if let Some(v) = t.iterations_per_s {
+        tp.push(format!("{} iterations/s", rate(v)));
+    }
+    if let Some(v) = t.upgrades_per_s {
+        tp.push(format!("{} upgrades/s", rate(v)));
+    }
+    if let Some(v) = t.mb_per_s {
+        tp.push(format!("{v:.2} MB/s received"));
+    }
+    if !tp.is_empty() {
+        row("throughput", tp.join(", "));
+    }
+    let l = &s.latency_us;
+    if l.count > 0 {
+        row(
+            "latency",
+            format!(
+                "{}: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
+                s.latency_kind,
+                micros(l.p50),
+                micros(l.p90),
+                micros(l.p99),
+                micros(l.p999),
+                micros(l.max),
+                thousands(l.count)
+            ),
+        );
+    }
+    if let (Some(u), Some(i)) = (&s.latency_uncorrected_us, s.co_interval_us) {
+        row(
+            "",
+            format!(
+                "(corrected for coordinated omission at a {} schedule; as measured: p50 {}  p99 {}  max {})",
+                micros(i),
+                micros(u.p50),
+                micros(u.p99),
+                micros(u.max)
+            ),
+        );
+    }
+    if let Some(a) = &s.ack_latency_us {
+        row("publish ack", format!("p50 {}  p99 {}  max {}", micros(a.p50), micros(a.p99), micros(a.max)));
+    }
+    if let Some(d) = &s.delivery {
+        row(
+            "delivery",
+            format!(
+                "{} published to {} subscribers: {} of {} expected delivered, {} lost, {} duplicated, {} out of order",
+                thousands(d.published),
+                thousands(d.subscribers),
+                thousands(d.delivered),
+                thousands(d.expected),
+                thousands(d.lost),
+                thousands(d.duplicated),
+                thousands(d.out_of_order)
+            ),
+        );
+        if let (Some(closed), Some(open)) = (d.slow_subscribers_closed, d.slow_subscribers_open) {
+            row("slow subscribers", format!("{closed} closed by the server, {open} still open"));
+        }
+    }
+    for step in &s.steps {
+        row(
+            "step",
+            format!(
+                "clients {:>6}  p50 {}  p95 {}  max {}  ({} broadcast deliveries)",
+                thousands(step.clients),
+                micros(step.rtt.p50),
+                micros(step.rtt.p95),
+                micros(step.rtt.max),
+                thousands(step.deliveries)
+            ),
+        );
+    }
+    if let Some(m) = s.max_clients {
+        row("max clients", thousands(m));
+    }
+    if let Some(m) = &s.memory {
+        row(
+            "server memory",
+            format!(
+                "{:.0} B per connection (slope of RSS over {} samples, r² {:.3}; {} at zero)",
+                m.bytes_per_conn,
+                m.points.len(),
+                m.r2,
+                bytes(m.intercept_bytes)
+            ),
+        );
+    }
+    let g = &s.generator;
+    row(
+        "generator CPU",
+        format!("{:.2} s, {:.0}% of a core ({:.0}% per thread)", g.cpu_s, g.pct, g.per_thread_pct.unwrap_or(0.0)),
+    );
+    if let Some(sv) = &s.server {
+        let mut text = match &sv.cpu {
+            Some(c) => format!("{:.2} s, {:.0}% of a core", c.cpu_s, c.pct),
+            None => "CPU unreadable".to_owned(),
+        };
+        if let Some(d) = sv.deliveries_per_cpu_s {
+            let _ = write!(text, ", {} deliveries per CPU second", rate(d));
+        }
+        if let (Some(a), Some(b)) = (sv.rss_start, sv.rss_end) {
+            let _ = write!(text, "; RSS {} -> {}", bytes(a as f64), bytes(b as f64));
+        }
+        row(&format!("server {} CPU", sv.pid), text);
+    }
+    for n in &s.notes {
+        row("note", n.clone());
+    }
+    for e in &s.errors {
+        row("error", e.clone());
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in rows {
+        let _ = writeln!(out, "{k:<width$}  {v}");
+    }
+    if let Some(w) = cpu_warning(s) {
+        let _ = writeln!(out, "\n{w}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Summary {
+        Summary {
+            scenario: "echo".into(),
+            url: "ws://127.0.0.1:9001/".into(),
+            args: vec![],
+            threads: 1,
+            processes: 2,
+            payload: 64,
+            connections: Connections { target: Some(10), opened: 10, failed: 0, closed: 0, held: 10 },
+            failures: BTreeMap::new(),
+            duration_s: 1.0,
+            counters: Counters::default(),
+            throughput: Throughput::default(),
+            latency_kind: "round trip".into(),
+            latency_us: Percentiles::default(),
+            co_interval_us: None,
+            latency_uncorrected_us: None,
+            ack_latency_us: None,
+            delivery: None,
+            memory: None,
+            steps: vec![],
+            max_clients: None,
+            generator: Cpu { cpu_s: 1.9, pct: 190.0, per_thread_pct: Some(95.0) },
+            generator_bottleneck: true,
+            server: None,
+            notes: vec![],
+            errors: vec![],
+            series: vec![],
+        }
+    }
+
+    #[test]
+    fn warns_loudly_when_the_generator_is_saturated() {
+        let s = sample();
+        let w = cpu_warning(&s).unwrap();
+        assert!(w.starts_with("WARNING: the load generator used 95% of a core"), "{w}");
+        assert!(w.contains("may be the bottleneck"));
+        assert!(table(&s).contains("WARNING"));
+        let calm = Summary { generator_bottleneck: false, ..s };
+        assert!(cpu_warning(&calm).is_none());
+        assert!(!table(&calm).contains("WARNING"));
+    }
+
+    #[test]
+    fn summary_round_trips_through_json() {
+        let s = sample();
+        let text = serde_json::to_string(&s).unwrap();
+        let back: Summary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.connections.opened, 10);
+        assert!(!text.contains("delivery"), "absent parts are left out: {text}");
+    }
+}

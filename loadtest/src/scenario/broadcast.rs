@@ -1,0 +1,534 @@
+//! `broadcast` and `slow`: N subscribers and one publisher; latency from the timestamp the
+//! publisher wrote into each message, and loss, duplicates and order from sequence numbers.
+//!
+//! Owns: both wire dialects and the publisher. `--protocol fanout` subscribes to a channel, reads
+//! the channel's `seq` from `subscribed` and from each `message`, and publishes with `publish` ops
+//! (acknowledged with `ack`) or `POST /api/publish`. `--protocol raw` is for a server that sends
+//! every message to every connection: connection 0 publishes `{"t":..,"n":..}` and receives its
+//! own messages like everyone else, and `n` plays the part of `seq`. With `slow` subscribers
+//! (spread evenly over all connections), those stop reading once subscribed; they are read
+//! again only after the run, to learn whether the server closed them.
+//!
+//! Payload size: `--payload` is the size of the data object (timestamp, counter, padding).
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use fanout::proto::OpCode;
+
+use super::{micros_between, Setup, Window};
+use crate::cli::{BroadcastArgs, Config, Via, Wire};
+use crate::net::{Driver, Ended, Kind, Net};
+use crate::plan::{is_slow, Share};
+use crate::stats::{SeqOutcome, SeqTracker};
+use crate::wire::{json_str, json_u64};
+
+/// After the publisher stopped, a subscriber that hears nothing for this long is done.
+const QUIET: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Subscriber,
+    Slow,
+    Publisher,
+    /// raw: connection 0 publishes and receives like every other client.
+    PublisherSubscriber,
+}
+
+#[derive(Debug)]
+struct Slot {
+    role: Role,
+    tracker: Option<SeqTracker>,
+}
+
+pub struct Broadcast {
+    share: Share,
+    wire: Wire,
+    via: Via,
+    channel: String,
+    first_message: Option<String>,
+    host: String,
+    auth: Option<String>,
+    total: u64,
+    slow: u64,
+    pad: String,
+    rate: f64,
+    interval_us: u64,
+    window_size: u64,
+    duration: Duration,
+    drain: Duration,
+    /// Global index of the publisher's connection, if this thread has it.
+    publisher_index: Option<u64>,
+    publisher: Option<usize>,
+    setup: Setup,
+    window: Window,
+    slots: Vec<Option<Slot>>,
+    // Publisher state.
+    budget: u64,
+    sent: u64,
+    unacked: u64,
+    ack_times: VecDeque<Instant>,
+    next_due: Option<Instant>,
+    last_seq: u64,
+    max_lag: Duration,
+    final_seq: Option<u64>,
+    http_buf: Vec<u8>,
+    body: Vec<u8>,
+    // Subscriber state.
+    last_delivery: Option<Instant>,
+    slow_resumed: bool,
+    slow_closed: u64,
+    last_check: Option<Instant>,
+    finished: bool,
+}
+
+impl Broadcast {
+    pub fn new(cfg: &Config, args: &BroadcastArgs, slow: u64, share: Share) -> Broadcast {
+        let c = &cfg.common;
+        let publisher_index = share.first.then_some(match args.protocol {
+            Wire::Fanout => cfg.conns,
+            Wire::Raw => 0,
+        });
+        let extra = u64::from(publisher_index.is_some() && args.protocol == Wire::Fanout);
+        let interval_us = if args.rate > 0.0 { (1e6 / args.rate).round() as u64 } else { 0 };
+        Broadcast {
+            wire: args.protocol,
+            via: args.via,
+            channel: args.channel.clone(),
+            first_message: args.first_message.clone(),
+            host: cfg.target.host.clone(),
+            auth: args.api_key.clone(),
+            total: cfg.conns,
+            slow,
+            // The data object's fixed part ({"t":..,"n":..,"p":""}) is about 40 bytes.
+            pad: super::filler(c.payload.saturating_sub(40)),
+            rate: args.rate,
+            interval_us,
+            window_size: args.in_flight.max(1) as u64,
+            duration: c.duration,
+            drain: c.drain,
+            publisher_index,
+            publisher: None,
+            setup: Setup::new(share.conns.end - share.conns.start + extra, c.setup_timeout + cfg.ramp_time()),
+            window: Window::default(),
+            slots: Vec::new(),
+            budget: c.messages.unwrap_or(u64::MAX),
+            sent: 0,
+            unacked: 0,
+            ack_times: VecDeque::new(),
+            next_due: None,
+            last_seq: 0,
+            max_lag: Duration::ZERO,
+            final_seq: None,
+            http_buf: Vec::new(),
+            body: Vec::new(),
+            last_delivery: None,
+            slow_resumed: false,
+            slow_closed: 0,
+            last_check: None,
+            finished: false,
+            share,
+        }
+    }
+
+    fn slot(&mut self, id: usize) -> Option<&mut Slot> {
+        self.slots.get_mut(id).and_then(Option::as_mut)
+    }
+
+    fn publish(&mut self, net: &mut Net, id: usize, now: Instant) {
+        let n = self.sent + 1;
+        let t = net.clock.ns_at(now);
+        let (pad, channel) = (&self.pad, &self.channel);
+        let len = match (self.wire, self.via) {
+            (Wire::Fanout, Via::Ws) => net.send_with(id, OpCode::Text, |b| {
+                let _ = write!(
+                    b,
+                    r#"{{"op":"publish","channel":"{channel}","id":{n},"data":{{"t":{t},"n":{n},"p":"{pad}"}}}}"#
+                );
+            }),
+            (Wire::Fanout, Via::Http) => {
+                self.body.clear();
+                let _ = write!(self.body, r#"{{"channel":"{channel}","data":{{"t":{t},"n":{n},"p":"{pad}"}}}}"#);
+                let (body, host, auth) = (&self.body, &self.host, &self.auth);
+                net.send_raw(id, |b| {
+                    let _ = write!(
+                        b,
+                        "POST /api/publish HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+                        body.len()
+                    );
+                    if let Some(key) = auth {
+                        let _ = write!(b, "Authorization: Bearer {key}\r\n");
+                    }
+                    b.extend_from_slice(b"\r\n");
+                    b.extend_from_slice(body);
+                })
+                .then_some(self.body.len())
+            }
+            (Wire::Raw, _) => net.send_with(id, OpCode::Text, |b| {
+                let _ = write!(b, r#"{{"t":{t},"n":{n},"p":"{pad}"}}"#);
+            }),
+        };
+        let Some(len) = len else {
+            self.window.stop(now);
+            return;
+        };
+        self.sent = n;
+        self.budget -= 1;
+        self.unacked += 1;
+        self.ack_times.push_back(now);
+        net.stats.counters.sent += 1;
+        net.stats.counters.bytes_sent += len as u64;
+        self.window.touch(now);
+    }
+
+    /// The server confirmed a publish (ack op, HTTP 200, or in raw mode our own message back).
+    fn acked(&mut self, net: &mut Net, seq: Option<u64>, ok: bool, at: Instant) {
+        self.unacked = self.unacked.saturating_sub(1);
+        if let Some(sent) = self.ack_times.pop_front() {
+            net.stats.ack_latency.record(micros_between(sent, at));
+        }
+        if ok {
+            net.stats.counters.acked += 1;
+            if let Some(s) = seq {
+                self.last_seq = self.last_seq.max(s);
+            }
+        } else {
+            net.stats.counters.errors += 1;
+        }
+    }
+
+    /// Publishes what is due; returns when the next publish is due.
+    fn run_publisher(&mut self, net: &mut Net) -> Option<Instant> {
+        let id = self.publisher?;
+        let now = net.now;
+        if !self.window.tick(now) || !net.is_open(id) {
+            self.window.stop(now);
+            return None;
+        }
+        if self.rate > 0.0 {
+            let interval = Duration::from_micros(self.interval_us.max(1));
+            let mut due = *self.next_due.get_or_insert(now);
+            // A bounded burst when behind, so reads are not starved; the lag shows in latency.
+            let mut burst = 0;
+            while due <= now && burst < 10_000 && self.window.running() {
+                if self.budget == 0 {
+                    self.window.stop(now);
+                    break;
+                }
+                self.max_lag = self.max_lag.max(now - due);
+                self.publish(net, id, now);
+                due += interval;
+                burst += 1;
+            }
+            self.next_due = Some(due);
+            return Some(due);
+        }
+        while self.unacked < self.window_size && self.window.running() {
+            if self.budget == 0 {
+                self.window.stop(now);
+                break;
+            }
+            self.publish(net, id, now);
+        }
+        None
+    }
+
+    fn on_delivery(&mut self, net: &mut Net, id: usize, payload: &[u8], at: Instant) {
+        let (seq, t) = match self.wire {
+            Wire::Fanout => (json_u64(payload, "seq"), json_u64(payload, "t")),
+            Wire::Raw => (json_u64(payload, "n"), json_u64(payload, "t")),
+        };
+        let (Some(seq), Some(t)) = (seq, t) else {
+            if self.wire == Wire::Fanout {
+                net.stats.counters.errors += 1;
+            }
+            return;
+        };
+        let Some(slot) = self.slot(id) else { return };
+        let role = slot.role;
+        let Some(tracker) = slot.tracker.as_mut() else {
+            return;
+        };
+        let outcome = tracker.record(seq);
+        let c = &mut net.stats.counters;
+        match outcome {
+            SeqOutcome::Fresh | SeqOutcome::Late => {
+                if outcome == SeqOutcome::Late {
+                    c.out_of_order += 1;
+                }
+                c.received += 1;
+                c.bytes_received += payload.len() as u64;
+                // Recorded as measured; the coordinated-omission correction for --rate is
+                // applied to the merged histogram (`Hist::corrected`).
+                net.record(net.clock.ns_at(at).saturating_sub(t) / 1000);
+                self.window.touch(at);
+                self.last_delivery = Some(at);
+                if role == Role::PublisherSubscriber && self.window.go.is_some() {
+                    self.acked(net, Some(seq), true, at);
+                }
+            }
+            SeqOutcome::Duplicate => c.duplicated += 1,
+            SeqOutcome::Old => {}
+        }
+    }
+
+    fn on_http(&mut self, net: &mut Net, id: usize, at: Instant) {
+        loop {
+            let parsed = {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut resp = httparse::Response::new(&mut headers);
+                match resp.parse(&self.http_buf) {
+                    Ok(httparse::Status::Complete(head)) => {
+                        let len = resp
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                            .and_then(|h| std::str::from_utf8(h.value).ok())
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        Ok(Some((resp.code.unwrap_or(0), head, len)))
+                    }
+                    Ok(httparse::Status::Partial) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            };
+            match parsed {
+                Ok(Some((status, head, len))) if self.http_buf.len() >= head + len => {
+                    let seq = json_u64(&self.http_buf[head..head + len], "seq");
+                    if status != 200 {
+                        net.stats.fail(format!("publish: HTTP {status}"));
+                    }
+                    self.acked(net, seq, status == 200, at);
+                    self.http_buf.drain(..head + len);
+                }
+                Ok(_) => return,
+                Err(_) => {
+                    net.stats.fail("publish: unparsable HTTP response");
+                    net.close(id, false);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether every healthy subscriber of this thread has everything up to `last`.
+    fn all_caught_up(&self, last: u64) -> bool {
+        self.slots.iter().flatten().all(|s| match s.role {
+            Role::Subscriber | Role::PublisherSubscriber => {
+                s.tracker.as_ref().is_none_or(|t| t.base() + t.unique >= last)
+            }
+            _ => true,
+        })
+    }
+}
+
+impl Driver for Broadcast {
+    fn start(&mut self, net: &mut Net) {
+        for i in self.share.conns.clone() {
+            net.open(i, Kind::Ws);
+        }
+        if let (Some(index), Wire::Fanout) = (self.publisher_index, self.wire) {
+            let kind = if self.via == Via::Http { Kind::Raw } else { Kind::Ws };
+            net.open(index, kind);
+        }
+        self.setup.check(net);
+    }
+
+    fn on_phase(&mut self, net: &mut Net, phase: u32) {
+        if phase == 1 {
+            self.window.begin(net.now, self.duration);
+        }
+    }
+
+    fn on_open(&mut self, net: &mut Net, id: usize) {
+        let Some(index) = net.index_of(id) else { return };
+        let role = if Some(index) == self.publisher_index {
+            match self.wire {
+                Wire::Fanout => Role::Publisher,
+                Wire::Raw => Role::PublisherSubscriber,
+            }
+        } else if is_slow(index, self.total, self.slow) {
+            Role::Slow
+        } else {
+            Role::Subscriber
+        };
+        if self.slots.len() <= id {
+            self.slots.resize_with(id + 1, || None);
+        }
+        let mut slot = Slot { role, tracker: None };
+        if matches!(role, Role::Publisher | Role::PublisherSubscriber) {
+            self.publisher = Some(id);
+        }
+        match (self.wire, role) {
+            (Wire::Fanout, Role::Publisher) => self.setup.done_one(),
+            (Wire::Fanout, _) => {
+                let channel = &self.channel;
+                net.send_with(id, OpCode::Text, |b| {
+                    let _ = write!(b, r#"{{"op":"subscribe","channel":"{channel}"}}"#);
+                });
+            }
+            (Wire::Raw, _) => {
+                if let Some(m) = &self.first_message {
+                    net.send(id, OpCode::Text, m.as_bytes());
+                }
+                slot.tracker = Some(SeqTracker::new(0));
+                if role == Role::Slow {
+                    net.pause(id);
+                }
+                self.setup.done_one();
+            }
+        }
+        self.slots[id] = Some(slot);
+    }
+
+    fn on_message(&mut self, net: &mut Net, id: usize, _text: bool, payload: &[u8], at: Instant) {
+        let Some(slot) = self.slot(id) else { return };
+        let role = slot.role;
+        if role == Role::Slow && self.slow_resumed {
+            // The backlog of a slow subscriber, read after the run: not measured.
+            return;
+        }
+        if self.wire == Wire::Raw {
+            return self.on_delivery(net, id, payload, at);
+        }
+        let op = json_str(payload, "op").unwrap_or_default();
+        match (role, op) {
+            (Role::Publisher, b"ack") => self.acked(net, json_u64(payload, "seq"), true, at),
+            (Role::Publisher, b"error") => {
+                net.stats.fail("publish: error op");
+                self.acked(net, None, false, at);
+            }
+            (_, b"message") => self.on_delivery(net, id, payload, at),
+            (_, b"subscribed") => {
+                let base = json_u64(payload, "seq").unwrap_or(0);
+                if let Some(slot) = self.slot(id) {
+                    if slot.tracker.is_none() {
+                        slot.tracker = Some(SeqTracker::new(base));
+                        self.setup.done_one();
+                        if role == Role::Slow {
+                            net.pause(id);
+                        }
+                    }
+                }
+            }
+            (_, b"error") => {
+                net.stats.counters.errors += 1;
+                net.stats.fail(format!(
+                    "server error: {}",
+                    String::from_utf8_lossy(json_str(payload, "code").unwrap_or(b"?"))
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_raw(&mut self, net: &mut Net, id: usize, data: &[u8], at: Instant) {
+        self.http_buf.extend_from_slice(data);
+        self.on_http(net, id, at);
+    }
+
+    fn on_end(&mut self, net: &mut Net, end: &Ended) {
+        let slot = end.id.and_then(|id| self.slots.get_mut(id)?.take());
+        match &slot {
+            None if !end.was_open => self.setup.done_one(),
+            Some(s) if s.tracker.is_none() && s.role != Role::Publisher => {
+                // Closed before its subscription was confirmed.
+                self.setup.done_one();
+            }
+            _ => {}
+        }
+        if let Some(s) = slot {
+            if s.role == Role::Slow && end.reason != crate::net::EndReason::Local {
+                self.slow_closed += 1;
+            }
+            if matches!(s.role, Role::Publisher | Role::PublisherSubscriber) {
+                self.publisher = None;
+                self.window.stop(net.now);
+            }
+        }
+    }
+
+    fn on_turn(&mut self, net: &mut Net) -> Option<Instant> {
+        let setup_wake = self.setup.check(net);
+        if self.window.go.is_none() {
+            return setup_wake;
+        }
+        let now = net.now;
+        let publish_wake = self.run_publisher(net);
+        self.window.tick(now);
+        let Some(stopped) = self.window.stopped else {
+            return [publish_wake, self.window.deadline].into_iter().flatten().min();
+        };
+        if !self.slow_resumed && self.slow > 0 {
+            // Read the slow subscribers again to learn which ones the server closed.
+            self.slow_resumed = true;
+            let ids: Vec<usize> = (0..self.slots.len())
+                .filter(|&id| matches!(self.slots[id], Some(Slot { role: Role::Slow, .. })))
+                .collect();
+            for id in ids {
+                net.resume(id);
+            }
+        }
+        // The publisher's thread: once every publish is answered (or the drain ran out), the
+        // final count is known; tell the other threads of this process.
+        if self.publisher_index.is_some() && self.final_seq.is_none() {
+            let answered = self.unacked == 0 || self.publisher.is_none();
+            if answered || now >= stopped + self.drain {
+                let last = match self.wire {
+                    Wire::Fanout => self.last_seq,
+                    Wire::Raw => self.sent,
+                };
+                self.final_seq = Some(last);
+                net.shared.published.store(last, Ordering::Release);
+            }
+        }
+        // Subscribers: done once caught up with the known final count, or after a quiet spell.
+        if self.last_check.is_none_or(|t| now >= t + Duration::from_millis(20)) {
+            self.last_check = Some(now);
+            let published = net.shared.published.load(Ordering::Acquire);
+            let caught_up = published != u64::MAX && self.all_caught_up(published);
+            let quiet = self.last_delivery.unwrap_or(stopped).max(stopped) + QUIET;
+            let slow_wait = self.slow > 0 && now < stopped + Duration::from_millis(300);
+            let own_done = self.publisher_index.is_none() || self.final_seq.is_some();
+            if own_done && !slow_wait && (caught_up || now >= quiet || now >= stopped + self.drain) {
+                self.finished = true;
+            }
+        }
+        [publish_wake, Some(now + Duration::from_millis(20))].into_iter().flatten().min()
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn finish(&mut self, net: &mut Net) {
+        net.stats.active_ns = self.window.active_ns();
+        net.stats.co_interval_us = self.interval_us;
+        let d = &mut net.stats.delivery;
+        let mut slow_total = 0;
+        for slot in self.slots.iter().flatten() {
+            match (slot.role, &slot.tracker) {
+                (Role::Subscriber | Role::PublisherSubscriber, Some(t)) => {
+                    d.subscribers += 1;
+                    d.sum_base += t.base();
+                    d.unique += t.unique;
+                }
+                (Role::Slow, _) => slow_total += 1,
+                _ => {}
+            }
+        }
+        d.slow_closed += self.slow_closed;
+        d.slow_open += slow_total;
+        if let Some(last) = self.final_seq {
+            d.last_seq = last;
+        }
+        let tolerated = Duration::from_micros(self.interval_us * 5).max(Duration::from_millis(10));
+        if self.max_lag > tolerated {
+            net.stats
+                .notes
+                .push(format!("the publisher fell behind its schedule by up to {} ms", self.max_lag.as_millis()));
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Bytes on the wire, client side: frames found in a receive buffer in place, masked frames built
+//! into a reusable write buffer, and the few JSON fields the scenarios read.
+//!
+//! Owns: `scan_frames`, `push_frame`, `push_frame_with`, `json_u64` and `json_str`. Frame headers
+//! are decoded and encoded by `fanout::proto`; this module only walks a buffer with them. Invariant:
+//! nothing here allocates per message: payloads are slices of the caller's buffer, outgoing frames
+//! are appended to the caller's `Vec`, and JSON fields are found by scanning, not by parsing into
+//! a tree (the generator must cost far less per message than the servers it measures).
+
+use fanout::proto::frame::{decode_header, encode_header, MAX_HEADER_LEN};
+use fanout::proto::mask::apply_mask;
+use fanout::proto::{OpCode, ProtocolError, Role, Status};
+
+/// One complete frame inside a receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    pub fin: bool,
+    pub opcode: OpCode,
+    pub payload: &'a [u8],
+}
+
+/// Calls `on_frame` for every complete frame at the front of `buf` and returns how many bytes they
+/// took; the rest is an incomplete frame for the caller to keep. `on_frame` returns false to stop
+/// early (the connection is closing). Server frames are never masked, so payloads are used as they
+/// lie in the buffer.
+pub fn scan_frames<'a>(
+    buf: &'a [u8],
+    max_payload: usize,
+    mut on_frame: impl FnMut(RawFrame<'a>) -> bool,
+) -> Result<usize, ProtocolError> {
+    let mut at = 0;
+    while at < buf.len() {
+        let header = match decode_header(&buf[at..], Role::Client, 0)? {
+            Status::Complete(h) => h,
+            Status::Partial => break,
+        };
+        if header.payload_len > max_payload as u64 {
+            return Err(ProtocolError::FrameTooLarge);
+        }
+        let end = at + header.header_len + header.payload_len as usize;
+        if end > buf.len() {
+            break;
+        }
+        let frame = RawFrame { fin: header.fin, opcode: header.opcode, payload: &buf[at + header.header_len..end] };
+        at = end;
+        if !on_frame(frame) {
+            break;
+        }
+    }
+    Ok(at)
+}
+
+/// Appends one final masked frame carrying `payload` to `out`.
+pub fn push_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], key: [u8; 4]) {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, true, opcode, Some(key), payload.len() as u64);
+    out.extend_from_slice(&header[..n]);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], key, 0);
+}
+
+/// Appends one final masked frame whose payload `write` appends to the buffer it is given, so a
+/// payload built on the fly (JSON with a timestamp) goes straight into the write buffer. Room for
+/// the longest header is left first and the payload moved back when the header is shorter: a
+/// memmove of a small payload is cheaper than a second buffer.
+pub fn push_frame_with(out: &mut Vec<u8>, opcode: OpCode, key: [u8; 4], write: impl FnOnce(&mut Vec<u8>)) -> usize {
+    let start = out.len();
+    out.resize(start + MAX_HEADER_LEN, 0);
+    write(out);
+    let len = out.len() - start - MAX_HEADER_LEN;
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, true, opcode, Some(key), len as u64);
+    if n < MAX_HEADER_LEN {
+        out.copy_within(start + MAX_HEADER_LEN.., start + n);
+        out.truncate(start + n + len);
+    }
+    out[start..start + n].copy_from_slice(&header[..n]);
+    apply_mask(&mut out[start + n..], key, 0);
+    len
+}
+
+/// Position just after the first occurrence of `needle` in `hay`.
+fn after(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        match hay[i..].iter().position(|&b| b == first) {
+            Some(p) => i += p,
+            None => return None,
+        }
+        if hay.get(i..i + needle.len()) == Some(needle) {
+            return Some(i + needle.len());
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The unsigned integer after `"key":` (the first occurrence), e.g. `json_u64(b"{\"seq\":5}", "seq")`.
+pub fn json_u64(buf: &[u8], key: &str) -> Option<u64> {
+    let at = find_value(buf, key)?;
+    let digits = buf[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    std::str::from_utf8(&buf[at..at + digits]).ok()?.parse().ok()
+}
+
+/// The string after `"key":` (without quotes or unescaping; good for ops and types).
+pub fn json_str<'a>(buf: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let at = find_value(buf, key)?;
+    if buf.get(at) != Some(&b'"') {
+        return None;
+    }
+    let len = buf[at + 1..].iter().position(|&b| b == b'"')?;
+    Some(&buf[at + 1..at + 1 + len])
+}
+
+/// Index of the first byte of the value of `"key"`, after the colon and any spaces.
+fn find_value(buf: &[u8], key: &str) -> Option<usize> {
+    let mut pattern = [0u8; 32];
+    let k = key.as_bytes();
+    if k.len() + 2 > pattern.len() {
+        return None;
+    }
+    pattern[0] = b'"';
+    pattern[1..=k.len()].copy_from_slice(k);
+    pattern[k.len() + 1] = b'"';
+    let needle = &pattern[..k.len() + 2];
+    let mut at = after(buf, needle)?;
+    while buf.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+        at += 1;
+    }
+    if buf.get(at) != Some(&b':') {
+        // The key text appeared as a value; look further on.
+        return find_value(&buf[at..], key).map(|i| i + at);
+    }
+    at += 1;
+    while buf.get(at).is_some_and(|b| b.is_ascii_whitespace()) {
+        at += 1;
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fanout::proto::frame::encode_frame;
+    use fanout::proto::{decode_frame, FrameRules};
+
+    fn server_frames(parts: &[(OpCode, &[u8])]) -> Vec<u8> {
+        parts.iter().flat_map(|(op, p)| encode_frame(*op, p).to_vec()).collect()
+    }
+
+    #[test]
+    fn scans_every_complete_frame_and_leaves_the_tail() {
+        let big = vec![7u8; 70_000];
+        let wire = server_frames(&[
+            (OpCode::Text, b"hello"),
+            (OpCode::Binary, &[1u8; 300]),
+            (OpCode::Ping, b""),
+            (OpCode::Binary, &big),
+        ]);
+        for cut in [wire.len(), wire.len() - 1, 7, 3, 0] {
+            let mut seen = Vec::new();
+            let used = scan_frames(&wire[..cut], 1 << 20, |f| {
+                seen.push((f.opcode, f.payload.len()));
+                true
+            })
+            .unwrap();
+            let whole: &[(OpCode, usize)] =
+                &[(OpCode::Text, 5), (OpCode::Binary, 300), (OpCode::Ping, 0), (OpCode::Binary, 70_000)];
+            let expect: Vec<_> = match cut {
+                c if c == wire.len() => whole.to_vec(),
+                c if c > 400 => whole[..3].to_vec(),
+                7 => whole[..1].to_vec(),
+                _ => vec![],
+            };
+            assert_eq!(seen, expect, "cut {cut}");
+            let sizes = [7usize, 304, 2, 70_010];
+            let want_used: usize = sizes[..expect.len()].iter().sum();
+            assert_eq!(used, want_used, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn stops_when_asked_and_rejects_bad_frames() {
+        let wire = server_frames(&[(OpCode::Text, b"a"), (OpCode::Text, b"b")]);
+        let used = scan_frames(&wire, 100, |_| false).unwrap();
+        assert_eq!(used, 3);
+        assert_eq!(scan_frames(&wire, 0, |_| true), Err(ProtocolError::FrameTooLarge));
+        // A masked frame from a server is a violation.
+        let masked = fanout::proto::frame::encode_masked_frame(true, OpCode::Text, b"x", [1, 2, 3, 4]);
+        assert_eq!(scan_frames(&masked, 100, |_| true), Err(ProtocolError::MaskedFrame));
+    }
+
+    #[test]
+    fn pushed_frames_decode_on_the_server_side() {
+        let mut out = Vec::new();
+        push_frame(&mut out, OpCode::Text, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
+        assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        for len in [0usize, 5, 125, 126, 1000, 65535, 65536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let n = push_frame_with(&mut out, OpCode::Binary, [9, 8, 7, 6], |b| b.extend_from_slice(&payload));
+            assert_eq!(n, len);
+        }
+        let mut buf = bytes::BytesMut::from(&out[..]);
+        let rules = FrameRules { role: Role::Server, allowed_rsv: 0, max_frame_payload: 1 << 20 };
+        let mut lens = Vec::new();
+        while let Ok(Status::Complete(f)) = decode_frame(&mut buf, &rules) {
+            assert!(f.payload.iter().enumerate().all(|(i, &b)| b == i as u8) || f.payload[..] == b"Hello"[..]);
+            lens.push(f.payload.len());
+        }
+        assert_eq!(lens, vec![5, 0, 5, 125, 126, 1000, 65535, 65536]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn json_fields() {
+        let m = br#"{"op":"message","channel":"bench","seq":18,"data":{"t":123456789,"n":7,"p":"xx"}}"#;
+        assert_eq!(json_str(m, "op"), Some(&b"message"[..]));
+        assert_eq!(json_u64(m, "seq"), Some(18));
+        assert_eq!(json_u64(m, "t"), Some(123456789));
+        assert_eq!(json_u64(m, "n"), Some(7));
+        assert_eq!(json_u64(m, "missing"), None);
+        assert_eq!(json_u64(br#"{"seq": 42 }"#, "seq"), Some(42));
+        assert_eq!(json_u64(br#"{"seq":"x"}"#, "seq"), None);
+        // A key's text appearing as a value first is skipped.
+        assert_eq!(json_u64(br#"{"a":"seq","seq":3}"#, "seq"), Some(3));
+        assert_eq!(json_str(br#"{"type" : "broadcastResult"}"#, "type"), Some(&b"broadcastResult"[..]));
+    }
+}
