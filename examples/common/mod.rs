@@ -1,6 +1,7 @@
-//! What every example's `main` does: take the listen address from the first argument, start the
-//! server, print `NAME: listening on ws://ADDR/` on stderr (tests and scripts wait for that
-//! line to learn the port when they pass port 0), and serve until stopped.
+//! What every example's `main` does: take the listen address from the first argument (and the
+//! worker count from `FANOUT_WORKERS`, default 1), start the server, print
+//! `NAME: listening on ws://ADDR/` on stderr (tests and scripts wait for that line to learn the
+//! port when they pass port 0), and serve until stopped.
 
 use std::io;
 use std::time::Duration;
@@ -28,7 +29,11 @@ where
 {
     let listen = std::env::args().nth(1).unwrap_or_else(|| default_listen.into());
     let listen = listen.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?;
-    let server = Server::new(configure(Config { listen, ..Config::default() })).start(factory)?;
+    let workers = match std::env::var("FANOUT_WORKERS") {
+        Ok(n) => n.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("FANOUT_WORKERS={n}: {e}")))?,
+        Err(_) => 1,
+    };
+    let server = Server::new(configure(Config { listen, workers, ..Config::default() })).start(factory)?;
     eprintln!("{name}: listening on ws://{}/", server.local_addr());
     server.join()
 }

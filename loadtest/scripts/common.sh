@@ -9,8 +9,8 @@
 #
 # Environment understood by every script ([default]):
 #   SERVER       fanout | tokio-tungstenite | fastwebsockets, who is measured      [fanout]
-#   WORKERS      server worker threads (`fanout serve --workers`, peers' --threads);
-#                the library examples run one worker                               [1]
+#   WORKERS      server worker threads (`fanout serve --workers`, FANOUT_WORKERS for the
+#                examples, peers' --threads)                                   [1]
 #   THREADS      generator threads (--threads)                                     [1]
 #   PROCESSES    generator processes (--processes), for more than ~19k connections  [unset]
 #   ADDRS        127.0.0.x addresses the generator spreads over (--addrs)          [unset]
@@ -111,7 +111,7 @@ lt_server_cmd() {
                 LT_SERVER_CMD=("$LT_ROOT/target/release/fanout" serve --listen 127.0.0.1:0
                     --workers "$WORKERS" --api-key "$API_KEY" --log-level warn)
             else
-                LT_SERVER_CMD=("$LT_ROOT/target/release/examples/$role" 127.0.0.1:0)
+                LT_SERVER_CMD=(env FANOUT_WORKERS="$WORKERS" "$LT_ROOT/target/release/examples/$role" 127.0.0.1:0)
             fi
             ;;
         tokio-tungstenite | fastwebsockets)
@@ -145,9 +145,6 @@ lt_build() {
                 ;;
         esac || lt_die "cannot build $kind"
     done
-    if [[ $WORKERS != 1 ]]; then
-        lt_log "note: the library examples (echo, broadcast, shootout) run one worker whatever WORKERS says"
-    fi
 }
 
 # lt_start_server LABEL CMD...: starts a server in its own process group and waits for its
