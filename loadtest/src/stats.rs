@@ -154,6 +154,12 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// One data message of `payload` bytes sent.
+    pub fn count_sent(&mut self, payload: usize) {
+        self.sent += 1;
+        self.bytes_sent += payload as u64;
+    }
+
     /// Field-wise `self - earlier` (a delta between two readings of the same counters).
     pub fn minus(&self, earlier: &Counters) -> Counters {
         let mut d = *self;

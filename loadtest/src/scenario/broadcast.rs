@@ -11,6 +11,7 @@
 //!
 //! Payload size: `--payload` is the size of the data object (timestamp, counter, padding).
 
+use super::open_all;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -178,8 +179,7 @@ impl Broadcast {
         self.budget -= 1;
         self.unacked += 1;
         self.ack_times.push_back(now);
-        net.stats.counters.sent += 1;
-        net.stats.counters.bytes_sent += len as u64;
+        net.stats.counters.count_sent(len);
         self.window.touch(now);
     }
 
@@ -326,9 +326,7 @@ impl Broadcast {
 
 impl Driver for Broadcast {
     fn start(&mut self, net: &mut Net) {
-        for i in self.share.conns.clone() {
-            net.open(i, Kind::Ws);
-        }
+        open_all(net, &self.share);
         if let (Some(index), Wire::Fanout) = (self.publisher_index, self.wire) {
             let kind = if self.via == Via::Http { Kind::Raw } else { Kind::Ws };
             net.open(index, kind);

@@ -5,6 +5,7 @@
 //! connection, so the oldest send time is the one an echo belongs to, and the payload can be
 //! anything (no timestamp in it, so any size works, even 0).
 
+use super::open_all;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use fanout::proto::OpCode;
 
 use super::{micros_between, Setup, Window};
 use crate::cli::{Config, EchoArgs};
-use crate::net::{Driver, Ended, Kind, Net};
+use crate::net::{Driver, Ended, Net};
 use crate::plan::Share;
 
 pub struct Echo {
@@ -61,17 +62,14 @@ impl Echo {
             self.budget -= 1;
             self.outstanding += 1;
             self.sent_at[id].push_back(at);
-            net.stats.counters.sent += 1;
-            net.stats.counters.bytes_sent += self.payload.len() as u64;
+            net.stats.counters.count_sent(self.payload.len());
         }
     }
 }
 
 impl Driver for Echo {
     fn start(&mut self, net: &mut Net) {
-        for i in self.share.conns.clone() {
-            net.open(i, Kind::Ws);
-        }
+        open_all(net, &self.share);
         self.setup.check(net);
     }
 

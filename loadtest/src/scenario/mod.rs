@@ -142,3 +142,10 @@ pub fn filler(len: usize) -> String {
 pub fn micros_between(earlier: Instant, later: Instant) -> u64 {
     later.saturating_duration_since(earlier).as_micros() as u64
 }
+
+/// Opens every WebSocket connection of this thread's share.
+pub fn open_all(net: &mut Net, share: &Share) {
+    for i in share.conns.clone() {
+        net.open(i, crate::net::Kind::Ws);
+    }
+}

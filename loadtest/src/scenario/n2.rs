@@ -7,6 +7,7 @@
 //! quiet); the thread whose addition completes N² starts the next iteration and wakes the others.
 //! A thread that sees no progress for `STALL` ends the run: a lost message would otherwise hang it.
 
+use super::open_all;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use fanout::proto::OpCode;
 
 use super::{Setup, Window};
 use crate::cli::Config;
-use crate::net::{Driver, Ended, Kind, Net};
+use crate::net::{Driver, Ended, Net};
 use crate::plan::Share;
 
 const STALL: Duration = Duration::from_secs(5);
@@ -58,8 +59,7 @@ impl N2 {
     fn send_all(&mut self, net: &mut Net) {
         for &id in &self.open {
             if net.send(id, OpCode::Text, &self.payload) {
-                net.stats.counters.sent += 1;
-                net.stats.counters.bytes_sent += self.payload.len() as u64;
+                net.stats.counters.count_sent(self.payload.len());
             }
         }
     }
@@ -67,9 +67,7 @@ impl N2 {
 
 impl Driver for N2 {
     fn start(&mut self, net: &mut Net) {
-        for i in self.share.conns.clone() {
-            net.open(i, Kind::Ws);
-        }
+        open_all(net, &self.share);
         self.setup.check(net);
     }
 

@@ -96,8 +96,7 @@ impl Shootout {
         if let Some(len) = sent {
             self.budget -= 1;
             self.in_progress += 1;
-            net.stats.counters.sent += 1;
-            net.stats.counters.bytes_sent += len as u64;
+            net.stats.counters.count_sent(len);
         }
     }
 
