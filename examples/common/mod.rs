@@ -30,7 +30,9 @@ where
     let listen = std::env::args().nth(1).unwrap_or_else(|| default_listen.into());
     let listen = listen.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?;
     let workers = match std::env::var("FANOUT_WORKERS") {
-        Ok(n) => n.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("FANOUT_WORKERS={n}: {e}")))?,
+        Ok(n) => {
+            n.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("FANOUT_WORKERS={n}: {e}")))?
+        }
         Err(_) => 1,
     };
     let server = Server::new(configure(Config { listen, workers, ..Config::default() })).start(factory)?;
