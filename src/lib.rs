@@ -2,18 +2,22 @@
 //! published message out to every subscriber at the lowest cost per delivery.
 //!
 //! ```text
-//!        server.rs  (public API: Server, Handler, Ctx)      <- config.rs
-//!            |
-//!        reactor/   (mio loop, slab, connections, write queues, timers)
-//!            |
-//!     +------+--------+
-//!     v               v
-//!   proto/        metrics.rs
-//!  (sans-IO)       (leaf)
+//!        main.rs (the `fanout` binary)                 loadtest/ (separate crate)
+//!            |                                             |
+//!        gateway/   (channels, auth, history, HTTP API)    |
+//!            |                                             |
+//!        server.rs  (public API: Server, Handler, Ctx)  <- config.rs
+//!            |                                             |
+//!        reactor/   (mio loops, slab, write queues, timers, the bus between workers)
+//!            |                                             |
+//!     +------+---------+-----------+                       |
+//!     v                v           v                       v
+//!   proto/         pubsub.rs   metrics.rs               proto/ (only)
+//!  (sans-IO)     (pure data)     (leaf)
 //! ```
 //!
 //! Dependencies point down, never up. `proto` is usable on its own (the load generator and the
-//! tests speak WebSocket through it).
+//! tests speak WebSocket through it). The crate has no `unsafe` code.
 
 pub mod config;
 pub mod gateway;
@@ -24,4 +28,4 @@ mod reactor;
 pub mod server;
 
 pub use config::{Config, SlowConsumerPolicy};
-pub use server::{ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};
+pub use server::{ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle, ShutdownTrigger};

@@ -4,8 +4,8 @@
 //! Handshake -> Open -> CloseSent -> Lingering -> Draining, where any phase may skip ahead.
 //! Invariants: an idle open connection owns no read buffer (`rbuf` is released once empty), no
 //! write buffer (`wq` holds at most an inline slot) and no message buffer (the assembler is one
-//! null pointer); the session exists exactly while the connection is `Open` or `CloseSent`
-//! before `on_close` ran.
+//! null pointer); the session exists exactly while the connection is `Open`: leaving that phase
+//! takes it out and hands it to `on_close`.
 
 use mio::net::TcpStream;
 
