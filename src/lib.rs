@@ -19,6 +19,8 @@
 //! Dependencies point down, never up. `proto` is usable on its own (the load generator and the
 //! tests speak WebSocket through it). The crate has no `unsafe` code.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod gateway;
 pub mod metrics;
