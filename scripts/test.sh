@@ -26,8 +26,8 @@ echo "== browser test (the demo page in headless Chromium, driven by playwright-
 # Debian's Chromium: Playwright never downloads a browser here. A failed install fails the run.
 if [ ! -x /usr/bin/chromium ]; then
   echo "test.sh: installing chromium" >&2
-  apt-get update
-  apt-get install -y chromium
+  DEBIAN_FRONTEND=noninteractive apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
 if [ ! -d tests/browser/node_modules ]; then
   if [ -f tests/browser/package-lock.json ]; then
