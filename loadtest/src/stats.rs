@@ -163,34 +163,34 @@ impl Counters {
     /// Field-wise `self - earlier` (a delta between two readings of the same counters).
     pub fn minus(&self, earlier: &Counters) -> Counters {
         let mut d = *self;
-        d.opened -= earlier.opened;
-        d.failed -= earlier.failed;
-        d.closed -= earlier.closed;
-        d.sent -= earlier.sent;
-        d.received -= earlier.received;
-        d.bytes_sent -= earlier.bytes_sent;
-        d.bytes_received -= earlier.bytes_received;
-        d.errors -= earlier.errors;
-        d.duplicated -= earlier.duplicated;
-        d.out_of_order -= earlier.out_of_order;
-        d.acked -= earlier.acked;
-        d.iterations -= earlier.iterations;
+        d.combine(earlier, |a, b| a - b);
         d
     }
 
     pub fn add(&mut self, o: &Counters) {
-        self.opened += o.opened;
-        self.failed += o.failed;
-        self.closed += o.closed;
-        self.sent += o.sent;
-        self.received += o.received;
-        self.bytes_sent += o.bytes_sent;
-        self.bytes_received += o.bytes_received;
-        self.errors += o.errors;
-        self.duplicated += o.duplicated;
-        self.out_of_order += o.out_of_order;
-        self.acked += o.acked;
-        self.iterations += o.iterations;
+        self.combine(o, |a, b| a + b);
+    }
+
+    /// Applies `f` to every field of `self` and the same field of `o`: the one list of fields,
+    /// so a new counter cannot be added to one operation and forgotten in the other.
+    fn combine(&mut self, o: &Counters, f: impl Fn(u64, u64) -> u64) {
+        let fields = [
+            (&mut self.opened, o.opened),
+            (&mut self.failed, o.failed),
+            (&mut self.closed, o.closed),
+            (&mut self.sent, o.sent),
+            (&mut self.received, o.received),
+            (&mut self.bytes_sent, o.bytes_sent),
+            (&mut self.bytes_received, o.bytes_received),
+            (&mut self.errors, o.errors),
+            (&mut self.duplicated, o.duplicated),
+            (&mut self.out_of_order, o.out_of_order),
+            (&mut self.acked, o.acked),
+            (&mut self.iterations, o.iterations),
+        ];
+        for (mine, theirs) in fields {
+            *mine = f(*mine, theirs);
+        }
     }
 }
 
