@@ -750,20 +750,10 @@ impl<S: Service> Worker<S> {
             }
             Event::Pong(_) => {}
             Event::Close(close) => {
-                let phase = conn.phase;
                 // §5.5.1: "If an endpoint receives a Close frame and did not previously send a
                 // Close frame, the endpoint MUST send a Close frame in response" (echoing the code).
                 let (code, reason) = close.as_ref().map_or((NO_STATUS, ""), |c| (c.code, c.reason_str()));
-                if phase == Phase::Open {
-                    conn.wq.push(encode_close_frame(code, reason), &self.shared.metrics.queued_bytes);
-                }
-                conn.phase = Phase::Lingering;
-                self.mark_dirty(id);
-                let at = self.now + self.limits.close_ticks;
-                self.set_deadline(id, at);
-                if phase == Phase::Open {
-                    self.leave_open(id, code, reason);
-                }
+                self.close_and_linger(id, code, reason);
             }
         }
     }
@@ -783,21 +773,22 @@ impl<S: Service> Worker<S> {
 
     /// Fails the connection (§7.1.7): a close frame with the violation's code, then the TCP close.
     fn fail(&mut self, id: ConnId, error: ProtocolError) {
-        let Some(conn) = get(&mut self.conns, id) else {
+        if get(&mut self.conns, id).is_none() {
             return;
-        };
+        }
         log::debug!("connection {id}: {error}");
         self.shared.metrics.protocol_errors.add(1);
-        let was_open = conn.phase == Phase::Open;
+        self.close_and_linger(id, error.close_code(), error.reason());
+    }
+
+    /// Our last word on a connection: a close frame with `code` if it is still open (none if
+    /// ours already went out), then the TCP shutdown once it is written; `on_close` sees `code`.
+    fn close_and_linger(&mut self, id: ConnId, code: u16, reason: &str) {
+        let was_open = get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open);
+        let frame = if was_open { encode_close_frame(code, reason) } else { Bytes::new() };
+        self.finish_with(id, frame);
         if was_open {
-            conn.wq.push(encode_close_frame(error.close_code(), error.reason()), &self.shared.metrics.queued_bytes);
-        }
-        conn.phase = Phase::Lingering;
-        self.mark_dirty(id);
-        let at = self.now + self.limits.close_ticks;
-        self.set_deadline(id, at);
-        if was_open {
-            self.leave_open(id, error.close_code(), error.reason());
+            self.leave_open(id, code, reason);
         }
     }
 
@@ -923,12 +914,7 @@ impl<S: Service> Worker<S> {
         }
         self.shared.metrics.slow_consumers.add(1);
         conn.wq.clear(&self.shared.metrics.queued_bytes);
-        conn.wq.push(encode_close_frame(POLICY_VIOLATION, "slow consumer"), &self.shared.metrics.queued_bytes);
-        conn.phase = Phase::Lingering;
-        self.mark_dirty(id);
-        let at = self.now + self.limits.close_ticks;
-        self.set_deadline(id, at);
-        self.leave_open(id, POLICY_VIOLATION, "slow consumer");
+        self.close_and_linger(id, POLICY_VIOLATION, "slow consumer");
     }
 
     /// Applies what other workers (and this one's callbacks) sent through the bus, in order.
