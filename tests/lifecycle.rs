@@ -190,3 +190,45 @@ fn many_connections_come_and_go_without_leaking() {
     }
     assert_eq!(server.stats().handshakes, 250);
 }
+
+/// Echoes, except that the message `wait` parks the worker until the test opens the gate.
+struct Gated {
+    gate: std::sync::Arc<std::sync::Mutex<mpsc::Receiver<()>>>,
+}
+
+impl Handler for Gated {
+    type Session = ();
+    fn on_open(&mut self, _: &mut Ctx<'_>, _: ConnId, _: &Request<'_>) -> Result<(), Reject> {
+        Ok(())
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _: &mut (), message: Message) {
+        if message.as_text() == Some("wait") {
+            let _ = self.gate.lock().unwrap().recv_timeout(IO_TIMEOUT);
+        }
+        ctx.send(id, message);
+    }
+}
+
+/// The worker skips the read that would only return WouldBlock after a short read. That is
+/// safe only because an event that already carries the FIN makes it read on to EOF: here the
+/// message and the FIN both arrive while the worker is busy, so one event reports both and no
+/// later edge would announce the EOF.
+#[test]
+fn a_message_and_fin_that_arrive_together_are_both_seen() {
+    let (open_gate, gate) = mpsc::channel();
+    let gate = std::sync::Arc::new(std::sync::Mutex::new(gate));
+    let config = Config { workers: 1, ..test_config() };
+    let server = Server::new(config).start(move || Gated { gate: gate.clone() }).unwrap();
+    let mut busy = RawClient::connect(server.local_addr(), "/");
+    let mut last_words = RawClient::connect(server.local_addr(), "/");
+    wait_for_connections(&server, 2);
+    busy.send_frame(true, OpCode::Text, b"wait");
+    wait_until("the worker to take the parked message", IO_TIMEOUT, || server.stats().messages_in >= 1);
+    last_words.send_frame(true, OpCode::Text, b"bye");
+    last_words.stream.shutdown(Shutdown::Write).unwrap();
+    open_gate.send(()).unwrap();
+    assert_eq!(&busy.recv_frame().payload[..], b"wait");
+    assert_eq!(&last_words.recv_frame().payload[..], b"bye");
+    last_words.read_to_eof();
+    wait_for_connections(&server, 1);
+}

@@ -407,7 +407,7 @@ impl<S: Service> Worker<S> {
         let woke = Instant::now();
         self.now = self.timers.tick_at(woke);
         for id in mem::take(&mut self.read_again) {
-            self.on_readable(id);
+            self.on_readable(id, true);
         }
         for event in events.iter() {
             match event.token() {
@@ -419,7 +419,7 @@ impl<S: Service> Worker<S> {
                         self.flush(id);
                     }
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        self.on_readable(id);
+                        self.on_readable(id, event.is_read_closed() || event.is_error());
                     }
                 }
             }
@@ -493,8 +493,13 @@ impl<S: Service> Worker<S> {
         }
     }
 
-    /// Reads until WouldBlock (or the per-turn budget) and dispatches what arrived.
-    fn on_readable(&mut self, id: ConnId) {
+    /// Reads until the socket is drained (or the per-turn budget runs out) and dispatches what
+    /// arrived. Without `until_eof`, a read shorter than the room offered ends it: the socket
+    /// was empty at that moment and, edge-triggered, new bytes raise a new event, so the read
+    /// that would only return WouldBlock is skipped (one syscall per message in a ping-pong). A
+    /// FIN or an error already reported by the event sets `until_eof`, because the bytes before
+    /// it may fit in one short read and no later edge would announce the EOF.
+    fn on_readable(&mut self, id: ConnId, until_eof: bool) {
         let Some(conn) = get(&mut self.conns, id) else {
             return;
         };
@@ -516,7 +521,9 @@ impl<S: Service> Worker<S> {
         };
         let mut reads = 0;
         while let Some(conn) = get(&mut self.conns, id) {
-            let result = (&conn.stream).read(buf.spare(MIN_READ, READ_BLOCK));
+            let room = buf.spare(MIN_READ, READ_BLOCK);
+            let offered = room.len();
+            let result = (&conn.stream).read(room);
             match result {
                 Ok(0) => {
                     self.stash(id, buf, own);
@@ -526,6 +533,9 @@ impl<S: Service> Worker<S> {
                 Ok(n) => {
                     buf.commit(n);
                     self.shared.metrics.bytes_in.add(n as u64);
+                    if n < offered && !until_eof {
+                        break;
+                    }
                     self.process(id, &mut buf);
                     reads += 1;
                     if reads == MAX_READS_PER_TURN {
