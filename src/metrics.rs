@@ -89,7 +89,7 @@ metrics! {
     bytes_in,
     /// Bytes written to sockets.
     bytes_out,
-    /// `writev` calls.
+    /// Socket write calls: `send` for one queued buffer, `writev` for several.
     writev_calls,
     /// Connections failed for a protocol violation.
     protocol_errors,
