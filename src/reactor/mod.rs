@@ -455,8 +455,6 @@ impl<S: Service> Worker<S> {
             match listener.accept() {
                 Ok((mut stream, _peer)) => {
                     self.shared.metrics.accepted.add(1);
-                    // Latency over throughput: frames are already batched per turn.
-                    let _ = stream.set_nodelay(true);
                     if self.handshaking >= self.limits.max_pending_handshakes {
                         // Dropped unread: a flood of half-open handshakes must not hold fds.
                         self.shared.metrics.rejected_pending_handshakes.add(1);
@@ -533,11 +531,11 @@ impl<S: Service> Worker<S> {
                 Ok(n) => {
                     buf.commit(n);
                     self.shared.metrics.bytes_in.add(n as u64);
+                    self.process(id, &mut buf);
+                    reads += 1;
                     if n < offered && !until_eof {
                         break;
                     }
-                    self.process(id, &mut buf);
-                    reads += 1;
                     if reads == MAX_READS_PER_TURN {
                         self.read_again.push(id);
                         break;
@@ -1315,6 +1313,12 @@ mod tests {
         h.send(&frame[100 * 1024..]);
         h.read_echo(payload.len() + 10);
         assert_owns_no_buffer(h.conn());
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let h = Harness::new();
+        assert!(h.conn().stream.nodelay().unwrap(), "accept no longer sets it; the listener's must carry over");
     }
 
     #[test]
