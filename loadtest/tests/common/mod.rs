@@ -193,8 +193,14 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, peers: &Mutex<Vec<TcpStrea
         })
         .unwrap();
     let _ = buf.split_to(head_end);
-    stream.write_all(&accept_response(&accept_key(key.as_bytes()), None)).unwrap();
-    peers.lock().unwrap().push(stream.try_clone().unwrap());
+    // The 101 goes out and the connection joins under one lock: a client that has its 101 may
+    // count on every broadcast from then on (n2 starts an iteration as soon as all clients are
+    // upgraded), and no broadcast can slip in ahead of the 101.
+    {
+        let mut peers = peers.lock().unwrap();
+        stream.write_all(&accept_response(&accept_key(key.as_bytes()), None)).unwrap();
+        peers.push(stream.try_clone().unwrap());
+    }
     let rules = FrameRules { role: Role::Server, allowed_rsv: 0, max_frame_payload: 1 << 20 };
     loop {
         while let Ok(Status::Complete(frame)) = decode_frame(&mut buf, &rules) {
