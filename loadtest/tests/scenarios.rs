@@ -41,6 +41,32 @@ fn echo_against_the_echo_example_echoes_everything_without_errors() {
     assert!(table.contains("round trip: p50"), "{table}");
 }
 
+/// Messages of megabytes fill the socket buffers on both sides: the generator's writes are
+/// partial and it must wait for the WRITABLE edge it registers only then.
+#[test]
+fn echo_of_messages_larger_than_the_socket_buffers_completes() {
+    let server = start_echo();
+    let url = format!("ws://127.0.0.1:{}/", server.port);
+    let (r, table) = run_load(&[
+        "echo",
+        "--url",
+        &url,
+        "--conns",
+        "2",
+        "--payload",
+        "3000000",
+        "--in-flight",
+        "3",
+        "--messages",
+        "30",
+        "--duration",
+        "20s",
+    ]);
+    assert_eq!(num(&r, &["counters", "sent"]), 30, "{table}");
+    assert_eq!(num(&r, &["counters", "received"]), 30, "{table}");
+    assert_eq!(num(&r, &["counters", "errors"]), 0, "{table}");
+}
+
 #[test]
 fn echo_over_processes_and_threads_merges_every_count() {
     let server = start_echo();
