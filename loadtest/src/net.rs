@@ -521,10 +521,6 @@ impl Net {
                 return None;
             }
         }
-        if let Err(e) = set_write_interest(&self.registry, c, id, false) {
-            self.end(id, EndReason::from_io(&e));
-            return None;
-        }
         if c.kind == Kind::Raw {
             c.state = State::Open;
             self.connecting -= 1;
@@ -574,8 +570,11 @@ impl Net {
                     c.wbuf.clear();
                     c.wpos = 0;
                 }
-                // A partial write waits for the WRITABLE edge (see `Reactor::event`).
-                set_write_interest(&self.registry, c, id, !c.wbuf.is_empty())
+                // A partial write waits for the WRITABLE edge (see `Reactor::event`). The interest
+                // set at connect is dropped on the first write after the upgrade, not at connect:
+                // `connect` closes right after the 101 and would only pay for the change.
+                let waiting = !c.wbuf.is_empty() || !matches!(c.state, State::Open);
+                set_write_interest(&self.registry, c, id, waiting)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => set_write_interest(&self.registry, c, id, true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
