@@ -30,7 +30,7 @@ use crate::coord::{Report, Shared};
 use crate::plan::AddrPlan;
 use crate::stats::{Counters, Hist, Stats};
 use crate::util::{Clock, XorShift};
-use crate::wire::{push_frame, push_frame_with, scan_frames, RawFrame};
+use crate::wire::{push_frame, push_frame_with, scan_frames_after_tail, RawFrame};
 
 /// Bytes read per `read` call, and the size of the thread's receive buffer.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -776,15 +776,15 @@ impl<D: Driver> Reactor<D> {
                 match parse_response(buf, accept, &HttpLimits::default()) {
                     Ok(Status::Partial) => {}
                     Ok(Status::Complete(_)) => {
-                        // Frames that came with the 101 stay for the frame walk below.
-                        c.pending.extend_from_slice(buf);
+                        // Frames that came with the 101 are walked once the driver knows of it.
+                        let early = std::mem::take(buf);
                         c.state = State::Open;
                         net.connecting -= 1;
                         net.open += 1;
                         net.stats.counters.opened += 1;
                         driver.on_open(net, id);
-                        if net.is_open(id) {
-                            Self::frames_from_pending(net, driver, id, &[], at);
+                        if net.is_open(id) && !early.is_empty() {
+                            Self::frames(net, driver, id, &early, at);
                         }
                     }
                     Err(HandshakeError::UnexpectedStatus(s)) => net.end(id, EndReason::Status(s)),
@@ -792,42 +792,20 @@ impl<D: Driver> Reactor<D> {
                 }
             }
             State::Open if c.kind == Kind::Raw => driver.on_raw(net, id, &rbuf[..n], at),
-            State::Open => {
-                if c.pending.is_empty() {
-                    match dispatch(net, driver, id, &rbuf[..n], at) {
-                        Ok(used) => {
-                            if let Some(Some(c)) = net.conns.get_mut(id) {
-                                c.pending.extend_from_slice(&rbuf[used..n]);
-                            }
-                        }
-                        Err(e) => net.end(id, EndReason::Protocol(e)),
-                    }
-                } else {
-                    Self::frames_from_pending(net, driver, id, &rbuf[..n], at);
-                }
-            }
+            State::Open => Self::frames(net, driver, id, &rbuf[..n], at),
         }
     }
 
-    /// Appends `fresh` to the connection's incomplete-frame tail and walks the frames in it.
-    fn frames_from_pending(net: &mut Net, driver: &mut D, id: usize, fresh: &[u8], at: Instant) {
+    /// Walks the frames of `fresh` after the connection's incomplete-frame tail, in place.
+    fn frames(net: &mut Net, driver: &mut D, id: usize, fresh: &[u8], at: Instant) {
         let Some(Some(c)) = net.conns.get_mut(id) else {
             return;
         };
-        let mut buf = std::mem::take(&mut c.pending);
-        buf.extend_from_slice(fresh);
-        if buf.is_empty() {
-            return;
-        }
-        match dispatch(net, driver, id, &buf, at) {
-            Ok(used) => {
-                buf.drain(..used);
-                if buf.is_empty() && buf.capacity() > 2 * READ_CHUNK {
-                    // A very large frame passed through; do not keep its memory per connection.
-                    buf = Vec::new();
-                }
+        let mut tail = std::mem::take(&mut c.pending);
+        match scan_frames_after_tail(&mut tail, fresh, MAX_PAYLOAD, |f| on_frame(net, driver, id, f, at)) {
+            Ok(()) => {
                 if let Some(Some(c)) = net.conns.get_mut(id) {
-                    c.pending = buf;
+                    c.pending = tail;
                 }
             }
             Err(e) => net.end(id, EndReason::Protocol(e)),
@@ -848,63 +826,53 @@ impl<D: Driver> Reactor<D> {
     }
 }
 
-/// Walks the frames in `data` for connection `id`: data messages go to the driver, pings are
-/// answered, a close frame is answered and ends the connection. Returns the bytes used.
-fn dispatch<D: Driver>(
-    net: &mut Net,
-    driver: &mut D,
-    id: usize,
-    data: &[u8],
-    at: Instant,
-) -> Result<usize, ProtocolError> {
-    scan_frames(data, MAX_PAYLOAD, |f: RawFrame<'_>| {
-        match f.opcode {
-            OpCode::Text | OpCode::Binary if f.fin => {
-                driver.on_message(net, id, f.opcode == OpCode::Text, f.payload, at)
-            }
-            OpCode::Text | OpCode::Binary => {
-                if let Some(Some(c)) = net.conns.get_mut(id) {
-                    c.frag.clear();
-                    c.frag.extend_from_slice(f.payload);
-                    c.frag_op = Some(f.opcode);
-                }
-            }
-            OpCode::Continuation => {
-                let Some(Some(c)) = net.conns.get_mut(id) else {
-                    return false;
-                };
+/// One frame of connection `id`: data messages go to the driver, pings are answered, a close
+/// frame is answered and ends the connection. Returns whether the connection is still open.
+fn on_frame<D: Driver>(net: &mut Net, driver: &mut D, id: usize, f: RawFrame<'_>, at: Instant) -> bool {
+    match f.opcode {
+        OpCode::Text | OpCode::Binary if f.fin => driver.on_message(net, id, f.opcode == OpCode::Text, f.payload, at),
+        OpCode::Text | OpCode::Binary => {
+            if let Some(Some(c)) = net.conns.get_mut(id) {
+                c.frag.clear();
                 c.frag.extend_from_slice(f.payload);
-                if f.fin {
-                    let text = c.frag_op.take() == Some(OpCode::Text);
-                    let whole = std::mem::take(&mut c.frag);
-                    driver.on_message(net, id, text, &whole, at);
-                    if let Some(Some(c)) = net.conns.get_mut(id) {
-                        c.frag = whole;
-                        c.frag.clear();
-                    }
-                }
-            }
-            OpCode::Ping => {
-                net.send(id, OpCode::Pong, f.payload);
-            }
-            OpCode::Pong => {}
-            OpCode::Close => {
-                let code = match f.payload {
-                    [a, b, ..] => u16::from_be_bytes([*a, *b]),
-                    _ => 1005,
-                };
-                if let Some(Some(c)) = net.conns.get_mut(id) {
-                    // Answer the close (§5.5.1) before the socket goes.
-                    let key = net.rng.next_u32().to_ne_bytes();
-                    let echo = if code == 1005 { vec![] } else { code.to_be_bytes().to_vec() };
-                    push_frame(&mut c.wbuf, OpCode::Close, &echo, key);
-                    let _ = c.stream.write(&c.wbuf[c.wpos..]);
-                }
-                net.end(id, EndReason::CloseFrame(code));
+                c.frag_op = Some(f.opcode);
             }
         }
-        net.is_open(id)
-    })
+        OpCode::Continuation => {
+            let Some(Some(c)) = net.conns.get_mut(id) else {
+                return false;
+            };
+            c.frag.extend_from_slice(f.payload);
+            if f.fin {
+                let text = c.frag_op.take() == Some(OpCode::Text);
+                let whole = std::mem::take(&mut c.frag);
+                driver.on_message(net, id, text, &whole, at);
+                if let Some(Some(c)) = net.conns.get_mut(id) {
+                    c.frag = whole;
+                    c.frag.clear();
+                }
+            }
+        }
+        OpCode::Ping => {
+            net.send(id, OpCode::Pong, f.payload);
+        }
+        OpCode::Pong => {}
+        OpCode::Close => {
+            let code = match f.payload {
+                [a, b, ..] => u16::from_be_bytes([*a, *b]),
+                _ => 1005,
+            };
+            if let Some(Some(c)) = net.conns.get_mut(id) {
+                // Answer the close (§5.5.1) before the socket goes.
+                let key = net.rng.next_u32().to_ne_bytes();
+                let echo = if code == 1005 { vec![] } else { code.to_be_bytes().to_vec() };
+                push_frame(&mut c.wbuf, OpCode::Close, &echo, key);
+                let _ = c.stream.write(&c.wbuf[c.wpos..]);
+            }
+            net.end(id, EndReason::CloseFrame(code));
+        }
+    }
+    net.is_open(id)
 }
 
 /// A waker for a thread's poll, made before the thread starts.
