@@ -78,7 +78,7 @@ doc = json.load(open(f"{out}/run.json"))
 t = doc.get("throughput", {})
 rate = t.get({"connect": "upgrades_per_s", "echo": "messages_per_s"}.get(scenario, "deliveries_per_s")) or t.get("messages_per_s")
 unit = {"connect": "upgrade", "echo": "message"}.get(scenario, "delivery")
-print(f"\nper {unit}: at {rate:,.0f} {unit}s/s over the whole run (the sampled seconds are in its middle)")
+print(f"\nper {unit}: at {rate:,.0f} per second over the whole run (the sampled seconds are in its middle)")
 for side in ("server", "generator"):
     counts, secs = {}, None
     for line in open(f"{out}/{side}.stat"):
@@ -94,8 +94,8 @@ for side in ("server", "generator"):
         if m2:
             secs = float(m2.group(1))
     ops = rate * secs
-    calls = ", ".join(f"{k} {v / ops:.2f}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-    print(f"{side:9} CPU {1e6 * cpu / ops:6.2f} us per {unit} ({100 * cpu / secs:.0f}% of a core); syscalls per {unit}: {calls}")
+    calls = ", ".join(f"{k} {v / ops:.3g}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    print(f"{side:9} CPU {1e9 * cpu / ops:,.0f} ns per {unit} ({100 * cpu / secs:.0f}% of a core); syscalls per {unit}: {calls}")
     dso = [l.split() for l in open(f"{out}/{side}.dso.txt") if re.match(r"\s+[\d.]+%", l)]
     print("          time by object: " + ", ".join(f"{d[1]} {d[0]}" for d in dso[:4]))
     tops = []
