@@ -1,11 +1,12 @@
 //! Bytes on the wire, client side: frames found in a receive buffer in place, masked frames built
 //! into a reusable write buffer, and the few JSON fields the scenarios read.
 //!
-//! Owns: `scan_frames`, `push_frame`, `push_frame_with`, `json_u64` and `json_str`. Frame headers
-//! are decoded and encoded by `fanout::proto`; this module only walks a buffer with them. Invariant:
-//! nothing here allocates per message: payloads are slices of the caller's buffer, outgoing frames
-//! are appended to the caller's `Vec`, and JSON fields are found by scanning, not by parsing into
-//! a tree (the generator must cost far less per message than the servers it measures).
+//! Owns: `scan_frames`, `scan_frames_after_tail`, `push_frame`, `push_frame_with`, `json_u64` and
+//! `json_str`. Frame headers are decoded and encoded by `fanout::proto`; this module only walks a
+//! buffer with them. Invariants: nothing here allocates per message: payloads are slices of the
+//! caller's buffer (a frame split across reads is the one copied, and only it), outgoing frames are
+//! appended to the caller's `Vec`, and JSON fields are found by scanning, not by parsing into a
+//! tree. The generator's own code must stay small next to the kernel's share of its time.
 
 use fanout::proto::frame::{decode_header, encode_header, MAX_HEADER_LEN};
 use fanout::proto::mask::apply_mask;
