@@ -34,6 +34,16 @@ LT_CLK_TCK=$(getconf CLK_TCK)
 lt_log() { printf '== %s\n' "$*" >&2; }
 lt_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# lt_scenario_arg SCRIPT ARG: sets `scenario` to ARG; with no ARG, or -h / --help, prints the
+# script's header comment as its usage and exits 2.
+lt_scenario_arg() {
+    scenario=${2:-}
+    if [[ -z $scenario || $scenario == -h || $scenario == --help ]]; then
+        sed -n '2,/^set -euo/p' "$1" | sed '$d; s/^# \{0,1\}//'
+        exit 2
+    fi
+}
+
 # lt_init NAME: output directory, descriptor limit, cleanup trap.
 lt_init() {
     local name=$1

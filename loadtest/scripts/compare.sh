@@ -23,11 +23,7 @@ set -euo pipefail
 # shellcheck source=loadtest/scripts/common.sh disable=SC1091
 . "$(dirname "$0")/common.sh"
 
-scenario=${1:-}
-if [[ -z $scenario || $scenario == -h || $scenario == --help ]]; then
-    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-    exit 2
-fi
+lt_scenario_arg "$0" "${1:-}"
 : "${ROUNDS:=3}" "${SERVERS:=fanout tokio-tungstenite fastwebsockets}"
 SERVER_CPUS=${SERVER_CPUS-0}
 LOAD_CPUS=${LOAD_CPUS-1}

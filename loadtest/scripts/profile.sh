@@ -20,11 +20,7 @@ set -euo pipefail
 # shellcheck source=loadtest/scripts/common.sh disable=SC1091
 . "$(dirname "$0")/common.sh"
 
-scenario=${1:-}
-if [[ -z $scenario || $scenario == -h || $scenario == --help ]]; then
-    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-    exit 2
-fi
+lt_scenario_arg "$0" "${1:-}"
 command -v perf >/dev/null || lt_die "perf is missing (Debian: apt-get install linux-perf)"
 : "${WARMUP:=3}" "${PROFILE_SECS:=2}"
 : "${DURATION:=$((WARMUP + 2 * PROFILE_SECS + 2))s}"
