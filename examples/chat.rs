@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use fanout::{ConnId, Ctx, Handler, Message, Reject, Request};
+use fanout::{CloseCode, ConnId, Ctx, Handler, Message, Reject, Request};
 
 #[derive(Default)]
 struct Chat {
@@ -31,7 +31,7 @@ impl Handler for Chat {
         }
     }
 
-    fn on_close(&mut self, _: &mut Ctx<'_>, id: ConnId, _: (), _: u16, _: &str) {
+    fn on_close(&mut self, _: &mut Ctx<'_>, id: ConnId, _: (), _: CloseCode, _: &str) {
         self.members.remove(&id);
     }
 }

@@ -30,4 +30,6 @@ mod reactor;
 pub mod server;
 
 pub use config::{Config, SlowConsumerPolicy};
-pub use server::{ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle, ShutdownTrigger};
+pub use server::{
+    CloseCode, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle, ShutdownTrigger,
+};

@@ -8,7 +8,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,9 +15,9 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::metrics::{self, Snapshot};
 use crate::proto;
-use crate::reactor::{self, Bus, Io, Running, Service};
+use crate::reactor::{self, Io, Running, Service, Shared};
 
-pub use crate::proto::Response;
+pub use crate::proto::{CloseCode, Response};
 pub use crate::reactor::ConnId;
 
 /// A complete message from a client.
@@ -154,7 +153,7 @@ impl Ctx<'_> {
 
     /// True once the server is shutting down (for health checks to turn 503).
     pub fn draining(&self) -> bool {
-        self.io.draining()
+        self.io.stopping()
     }
 
     /// The `n` topics with the most subscribers over all workers, most first.
@@ -180,7 +179,7 @@ impl Ctx<'_> {
                 "counter",
                 overflows,
             ),
-            ("draining", "1 while the server shuts down.", "gauge", u64::from(self.io.draining())),
+            ("draining", "1 while the server shuts down.", "gauge", u64::from(self.io.stopping())),
         ];
         all.extend_from_slice(extra);
         metrics::prometheus(&self.io.worker_stats(), &all)
@@ -192,7 +191,7 @@ impl Ctx<'_> {
     }
 
     /// Starts the close handshake. 1005 and 1006 are never sent: such a code sends an empty close.
-    pub fn close(&mut self, id: ConnId, code: u16, reason: &str) {
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
         self.io.close(id, code, reason);
     }
 }
@@ -210,7 +209,7 @@ pub trait Handler: 'static {
 
     /// The connection is no longer open: `code` is the peer's close code, ours if we closed it,
     /// 1005 for a close without a code, 1006 if it ended without a close frame.
-    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: Self::Session, code: u16, reason: &str) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: Self::Session, code: CloseCode, reason: &str) {
         let _ = (ctx, id, session, code, reason);
     }
 
@@ -245,7 +244,7 @@ impl<H: Handler> Service for Adapter<H> {
         self.0.on_message(&mut Ctx { io }, id, session, message);
     }
 
-    fn close(&mut self, io: &mut Io, id: ConnId, session: H::Session, code: u16, reason: &str) {
+    fn close(&mut self, io: &mut Io, id: ConnId, session: H::Session, code: CloseCode, reason: &str) {
         self.0.on_close(&mut Ctx { io }, id, session, code, reason);
     }
 
@@ -303,12 +302,12 @@ impl ServerHandle {
 
     /// Counters summed over all workers.
     pub fn stats(&self) -> Snapshot {
-        metrics::merge(self.running().workers.iter().map(|w| &w.shared.metrics))
+        metrics::merge(self.running().shared.metrics.iter().map(|m| &**m))
     }
 
     /// Each worker's counters, in worker order.
     pub fn worker_stats(&self) -> Vec<Snapshot> {
-        self.running().workers.iter().map(|w| metrics::merge([&w.shared.metrics])).collect()
+        self.running().shared.worker_stats()
     }
 
     /// Starts a graceful stop: no new connections; open ones get 1001 "going away" spread over
@@ -322,8 +321,8 @@ impl ServerHandle {
     /// Waits for every worker to finish.
     pub fn join(mut self) -> io::Result<()> {
         let mut result = Ok(());
-        for w in self.running.take().map(|r| r.workers).unwrap_or_default() {
-            match w.thread.join() {
+        for thread in self.running.take().map(|r| r.threads).unwrap_or_default() {
+            match thread.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => result = Err(e),
                 Err(_) => result = Err(io::Error::other("worker thread panicked")),
@@ -334,7 +333,7 @@ impl ServerHandle {
 
     /// A handle another thread (a signal handler) can use to call `shutdown`.
     pub fn shutdown_trigger(&self) -> ShutdownTrigger {
-        ShutdownTrigger { bus: self.running().bus.clone() }
+        ShutdownTrigger { shared: self.running().shared.clone() }
     }
 
     /// `shutdown` and `join`.
@@ -347,13 +346,12 @@ impl ServerHandle {
 /// Starts a graceful stop of a server from any thread; see `ServerHandle::shutdown`.
 #[derive(Clone)]
 pub struct ShutdownTrigger {
-    bus: Arc<Bus>,
+    shared: Arc<Shared>,
 }
 
 impl ShutdownTrigger {
     pub fn shutdown(&self) {
-        self.bus.draining.store(true, Ordering::Release);
-        self.bus.wake_all();
+        self.shared.request_stop();
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use fanout::proto::frame::OpCode;
-use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server};
+use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Server};
 
 fn closes(events: &mpsc::Receiver<Seen>, n: usize) -> Vec<u16> {
     (0..n)
@@ -57,8 +57,8 @@ impl Handler for Flood {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _: &mut (), _: Message) {
         ctx.send_binary(id, vec![0u8; 64 * 1024]);
     }
-    fn on_close(&mut self, _: &mut Ctx<'_>, _: ConnId, _: (), code: u16, _: &str) {
-        let _ = self.0.send(code);
+    fn on_close(&mut self, _: &mut Ctx<'_>, _: ConnId, _: (), code: CloseCode, _: &str) {
+        let _ = self.0.send(code.get());
     }
 }
 
@@ -144,7 +144,7 @@ impl Handler for Closer {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _: &mut (), m: Message) {
         if m.as_text() == Some("bye") {
             ctx.send_text(id, "see you");
-            ctx.close(id, 4001, "done");
+            ctx.close(id, CloseCode::new(4001), "done");
             ctx.send_text(id, "never sent: the connection is closing");
         }
     }

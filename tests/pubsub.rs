@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use fanout::proto::frame::OpCode;
-use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle, SlowConsumerPolicy};
+use fanout::{
+    CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle, SlowConsumerPolicy,
+};
 
 /// Text commands: `sub:T`, `unsub:T`, `pub:T:payload`, `burst:T:N` (N publishes in one
 /// callback), `bcast:payload`, `big:T:N` (a binary publish of N bytes).
@@ -173,7 +175,7 @@ impl Handler for Farewell {
             _ => ctx.send_text(id, "x"),
         }
     }
-    fn on_close(&mut self, ctx: &mut Ctx<'_>, _: ConnId, _: (), _: u16, _: &str) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, _: ConnId, _: (), _: CloseCode, _: &str) {
         ctx.publish_text("t", "gone");
     }
 }

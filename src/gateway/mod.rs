@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::config::{Config, GatewayConfig};
-use crate::server::{ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};
+use crate::server::{CloseCode, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};
 use auth::Permissions;
 use history::{History, TooManyChannels};
 use protocol::{Op, OpError};
@@ -171,7 +171,7 @@ impl Handler for Gateway {
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: &mut Session, message: Message) {
         let Some(text) = message.as_text() else {
-            ctx.close(id, 1003, "binary frames are not supported; send JSON text");
+            ctx.close(id, CloseCode::UNSUPPORTED_DATA, "binary frames are not supported; send JSON text");
             return;
         };
         if let Err(e) = self.handle(ctx, id, session, text) {
@@ -179,7 +179,7 @@ impl Handler for Gateway {
         }
     }
 
-    fn on_close(&mut self, _: &mut Ctx<'_>, _: ConnId, session: Session, _: u16, _: &str) {
+    fn on_close(&mut self, _: &mut Ctx<'_>, _: ConnId, session: Session, _: CloseCode, _: &str) {
         let now = Instant::now();
         let mut history = self.history();
         for channel in &session.channels {

@@ -9,37 +9,95 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::error::ProtocolError;
 use super::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 
-/// Normal closure.
-pub const NORMAL: u16 = 1000;
-/// The endpoint is going away: server shutdown, idle timeout.
-pub const GOING_AWAY: u16 = 1001;
-/// A message that violates the endpoint's policy (used for slow consumers).
-pub const POLICY_VIOLATION: u16 = 1008;
-/// The server met an unexpected condition.
-pub const INTERNAL_ERROR: u16 = 1011;
-/// Reported (never sent) when a close frame carried no code.
-pub const NO_STATUS: u16 = 1005;
-/// Reported (never sent) when the connection ended without a close frame.
-pub const ABNORMAL: u16 = 1006;
+/// A close status code (RFC 6455 §7.4): what a close frame carries and what `on_close` reports.
+///
+/// Any `u16` can be held; [`CloseCode::is_sendable`] says whether it may cross the wire. The
+/// named codes are the ones §7.4.1 defines; applications use 4000-4999 for their own (the
+/// Pusher protocol's 4001-4301, for example).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CloseCode(u16);
+
+impl CloseCode {
+    /// 1000: the purpose of the connection was fulfilled.
+    pub const NORMAL: CloseCode = CloseCode(1000);
+    /// 1001: the endpoint is going away (server shutdown, idle timeout).
+    pub const GOING_AWAY: CloseCode = CloseCode(1001);
+    /// 1002: the peer broke the protocol.
+    pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
+    /// 1003: a kind of data the endpoint cannot accept (a binary frame where text is expected).
+    pub const UNSUPPORTED_DATA: CloseCode = CloseCode(1003);
+    /// 1005: reported, never sent, when a close frame carried no code.
+    pub const NO_STATUS: CloseCode = CloseCode(1005);
+    /// 1006: reported, never sent, when the connection ended without a close frame.
+    pub const ABNORMAL: CloseCode = CloseCode(1006);
+    /// 1007: a message's data did not match its type (invalid UTF-8 in text).
+    pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
+    /// 1008: a message that violates the endpoint's policy (used for slow consumers).
+    pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
+    /// 1009: a frame or message too big to process.
+    pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
+
+    /// The code with this number.
+    pub const fn new(code: u16) -> CloseCode {
+        CloseCode(code)
+    }
+
+    /// The number.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+
+    /// Whether a peer may put this code in a close frame: the ones RFC 6455 defines for use on
+    /// the wire (1000-1003, 1007-1011) and the ranges for libraries and applications (3000-4999).
+    pub const fn is_sendable(self) -> bool {
+        is_valid_wire_code(self.0)
+    }
+}
+
+impl From<u16> for CloseCode {
+    fn from(code: u16) -> CloseCode {
+        CloseCode(code)
+    }
+}
+
+impl From<CloseCode> for u16 {
+    fn from(code: CloseCode) -> u16 {
+        code.0
+    }
+}
+
+impl PartialEq<u16> for CloseCode {
+    fn eq(&self, other: &u16) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Longest reason that fits in a control frame after the two-byte code.
 pub const MAX_REASON_LEN: usize = 123;
 
 /// Codes a peer may put in a close frame: the ones RFC 6455 defines for use on the wire
 /// (1000-1003, 1007-1011) and the ranges for libraries and applications (3000-4999).
-pub const fn is_valid_wire_code(code: u16) -> bool {
+const fn is_valid_wire_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 
 /// A received close: code and reason, or `None` when the payload was empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseFrame {
-    pub code: u16,
+    /// The code the peer sent (always one [`CloseCode::is_sendable`] accepts).
+    pub code: CloseCode,
     /// Valid UTF-8, checked on receipt.
     pub reason: Bytes,
 }
 
 impl CloseFrame {
+    /// The reason as text (validated on receipt).
     pub fn reason_str(&self) -> &str {
         std::str::from_utf8(&self.reason).unwrap_or("")
     }
@@ -57,7 +115,7 @@ pub fn parse_close_payload(payload: &Bytes) -> Result<Option<CloseFrame>, Protoc
             }
             let reason = payload.slice(2..);
             std::str::from_utf8(&reason).map_err(|_| ProtocolError::InvalidUtf8)?;
-            Ok(Some(CloseFrame { code, reason }))
+            Ok(Some(CloseFrame { code: CloseCode(code), reason }))
         }
     }
 }
@@ -76,15 +134,15 @@ pub fn truncate_reason(reason: &str) -> &str {
 
 /// An unmasked close frame. A code that may not be sent (1005, 1006, 1015, out of range) gives
 /// an empty payload, which the peer reads as "no status".
-pub fn encode_close_frame(code: u16, reason: &str) -> Bytes {
+pub fn encode_close_frame(code: CloseCode, reason: &str) -> Bytes {
     let reason = truncate_reason(reason);
-    let payload_len = if is_valid_wire_code(code) { 2 + reason.len() } else { 0 };
+    let payload_len = if code.is_sendable() { 2 + reason.len() } else { 0 };
     let mut header = [0u8; MAX_HEADER_LEN];
     let n = encode_header(&mut header, true, OpCode::Close, None, payload_len as u64);
     let mut buf = BytesMut::with_capacity(n + payload_len);
     buf.put_slice(&header[..n]);
     if payload_len > 0 {
-        buf.put_u16(code);
+        buf.put_u16(code.get());
         buf.put_slice(reason.as_bytes());
     }
     buf.freeze()
@@ -112,16 +170,16 @@ mod tests {
         assert_eq!(p(&[0x03, 0xED]), Err(ProtocolError::InvalidCloseCode)); // 1005
         assert_eq!(p(&[0x03, 0xE8, 0xFF]), Err(ProtocolError::InvalidUtf8));
         let got = p(&[0x03, 0xE8, b'b', b'y', b'e']).unwrap().unwrap();
-        assert_eq!((got.code, got.reason_str()), (1000, "bye"));
+        assert_eq!((got.code.get(), got.reason_str()), (1000, "bye"));
     }
 
     #[test]
     fn encode_never_sends_reserved_codes_and_truncates_on_char_boundary() {
-        assert_eq!(&encode_close_frame(1005, "x")[..], &[0x88, 0x00]);
-        assert_eq!(&encode_close_frame(1006, "")[..], &[0x88, 0x00]);
-        assert_eq!(&encode_close_frame(1000, "ok")[..], &[0x88, 0x04, 0x03, 0xE8, b'o', b'k']);
+        assert_eq!(&encode_close_frame(CloseCode::NO_STATUS, "x")[..], &[0x88, 0x00]);
+        assert_eq!(&encode_close_frame(CloseCode::ABNORMAL, "")[..], &[0x88, 0x00]);
+        assert_eq!(&encode_close_frame(CloseCode::NORMAL, "ok")[..], &[0x88, 0x04, 0x03, 0xE8, b'o', b'k']);
         let long = "é".repeat(100); // 200 bytes, 2 per char
-        let f = encode_close_frame(1001, &long);
+        let f = encode_close_frame(CloseCode::GOING_AWAY, &long);
         assert_eq!(f[1] as usize, 2 + 122, "122 is the last char boundary at or below 123");
         assert!(std::str::from_utf8(&f[4..]).is_ok());
     }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use super::close::CloseCode;
+
 /// One variant per violation. The doc of each names the RFC section it enforces and its close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtocolError {
@@ -47,11 +49,11 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The close code to send when failing the connection for this violation.
-    pub const fn close_code(self) -> u16 {
+    pub const fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => 1009,
-            ProtocolError::InvalidUtf8 => 1007,
-            _ => 1002,
+            ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => CloseCode::MESSAGE_TOO_BIG,
+            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            _ => CloseCode::PROTOCOL_ERROR,
         }
     }
 

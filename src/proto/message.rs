@@ -136,7 +136,11 @@ impl Assembler {
     /// payload is incomplete, so invalid UTF-8 fails before the rest of a long frame arrives.
     /// `masked_prefix` is the payload received so far, still masked; bytes already checked on an
     /// earlier call are skipped. The receive buffer is not modified.
-    pub fn check_partial_frame(&mut self, header: &FrameHeader, masked_prefix: &[u8]) -> Result<(), ProtocolError> {
+    pub(super) fn check_partial_frame(
+        &mut self,
+        header: &FrameHeader,
+        masked_prefix: &[u8],
+    ) -> Result<(), ProtocolError> {
         let start = match header.opcode {
             OpCode::Text => Utf8Validator::default(),
             OpCode::Continuation => match self.state.as_ref().and_then(|s| s.message.as_ref()) {

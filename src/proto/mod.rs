@@ -12,13 +12,15 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 pub mod message;
+pub mod receiver;
 
-pub use close::CloseFrame;
+pub use close::{CloseCode, CloseFrame};
 pub use decoder::{decode_frame, Frame, FrameRules};
 pub use error::ProtocolError;
 pub use frame::{OpCode, Role};
 pub use handshake::{HandshakeError, HttpLimits, Parsed, Request, Response, Upgrade};
 pub use message::{Assembler, Event, Utf8Validator};
+pub use receiver::Receiver;
 
 /// A parser's answer when its input may be incomplete, in the spirit of httparse's `Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]

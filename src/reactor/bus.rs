@@ -1,7 +1,8 @@
 //! How workers reach each other: one bounded inbox per worker, a waker, and the table of which
-//! workers have subscribers for which topic.
+//! workers have subscribers for which topic. Nothing else: admission and counters live elsewhere.
 //!
-//! Owns: `Bus`, `Envelope`. Invariants:
+//! Owns: `Bus`, `Envelope`, and the stop request, which reaches every worker through its waker.
+//! Invariants:
 //! - Every publish, broadcast, subscribe and unsubscribe goes through the inboxes, including the
 //!   publishing worker's own. An inbox is FIFO, so whatever order callers impose on these calls
 //!   (the gateway holds its history lock while it assigns a seq and publishes) is the order in
@@ -15,16 +16,13 @@
 //!   A worker is woken only when its inbox goes from empty to non-empty.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use mio::Waker;
 
 use super::token::ConnId;
-use super::Shared;
-use crate::metrics::{self, Snapshot};
 
 /// Envelopes an inbox holds before it counts overflows instead.
 pub(crate) const INBOX_CAPACITY: usize = 64 * 1024;
@@ -58,35 +56,27 @@ struct Inbox {
 
 pub(crate) struct Bus {
     inboxes: Vec<Inbox>,
-    /// Each worker's counters, for stats pages served by any worker.
-    shared: Vec<Arc<Shared>>,
     /// topic -> subscribes per worker.
     interest: Mutex<HashMap<Arc<str>, Vec<u32>>>,
-    /// Set once by `ServerHandle::shutdown`.
-    pub(crate) draining: AtomicBool,
-    pub(crate) inbox_overflows: AtomicU64,
-    /// Open WebSocket connections over all workers.
-    open: AtomicUsize,
-    /// Open connections per peer address (only kept when a per-address limit is set).
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Set once by `request_stop`.
+    stop: AtomicBool,
+    inbox_overflows: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, poisoned or not.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here only pushes or swaps whole values, so a panic elsewhere
     // cannot leave the data half-updated: a poisoned lock is still consistent.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Bus {
-    pub(crate) fn new(wakers: Vec<Waker>, shared: Vec<Arc<Shared>>) -> Bus {
+    pub(crate) fn new(wakers: Vec<Waker>) -> Bus {
         Bus {
             inboxes: wakers.into_iter().map(|waker| Inbox { queue: Mutex::new(Vec::new()), waker }).collect(),
-            shared,
             interest: Mutex::new(HashMap::new()),
-            draining: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
             inbox_overflows: AtomicU64::new(0),
-            open: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
         }
     }
 
@@ -165,7 +155,7 @@ impl Bus {
     }
 
     /// Moves `worker`'s queued envelopes into `out`, in order.
-    pub(crate) fn drain(&self, worker: usize, out: &mut Vec<Envelope>) {
+    pub(crate) fn take_inbox(&self, worker: usize, out: &mut Vec<Envelope>) {
         let mut queue = lock(&self.inboxes[worker].queue);
         if out.is_empty() {
             std::mem::swap(&mut *queue, out);
@@ -174,58 +164,27 @@ impl Bus {
         }
     }
 
-    /// Counts a new open connection from `ip` if the limits allow it (0: no per-address limit).
-    pub(crate) fn admit(&self, ip: IpAddr, max_total: usize, max_per_ip: usize) -> bool {
-        if self.open.fetch_add(1, Ordering::AcqRel) >= max_total {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        if max_per_ip > 0 {
-            let mut per_ip = lock(&self.per_ip);
-            let n = per_ip.entry(ip).or_insert(0);
-            if *n as usize >= max_per_ip {
-                drop(per_ip);
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                return false;
-            }
-            *n += 1;
-        }
-        true
-    }
-
-    /// Undoes `admit` for a connection from `ip` (`per_ip`: whether it was counted per address).
-    pub(crate) fn release(&self, ip: IpAddr, per_ip: bool) {
-        if per_ip {
-            let mut map = lock(&self.per_ip);
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-            }
-        }
-        self.release_count();
-    }
-
-    /// Undoes the total count of `admit`.
-    pub(crate) fn release_count(&self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn open_count(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
     /// True when `worker`'s inbox holds envelopes.
     pub(crate) fn has_pending(&self, worker: usize) -> bool {
         !lock(&self.inboxes[worker].queue).is_empty()
     }
 
-    /// Wakes every worker (shutdown).
-    pub(crate) fn wake_all(&self) {
+    /// Asks every worker to begin its graceful stop, and wakes them to see it.
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
         for inbox in &self.inboxes {
             let _ = inbox.waker.wake();
         }
+    }
+
+    /// True once `request_stop` was called.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Envelopes dropped because an inbox was full.
+    pub(crate) fn inbox_overflows(&self) -> u64 {
+        self.inbox_overflows.load(Ordering::Relaxed)
     }
 
     /// The `n` topics with the most subscribers over all workers, most first.
@@ -236,11 +195,6 @@ impl Bus {
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
         all
-    }
-
-    /// Each worker's counters, in worker order.
-    pub(crate) fn worker_stats(&self) -> Vec<Snapshot> {
-        self.shared.iter().map(|s| metrics::merge([&s.metrics])).collect()
     }
 
     /// Topics with at least one subscriber.
@@ -257,8 +211,7 @@ mod tests {
     fn bus(workers: usize) -> (Vec<Poll>, Bus) {
         let polls: Vec<Poll> = (0..workers).map(|_| Poll::new().unwrap()).collect();
         let wakers = polls.iter().map(|p| Waker::new(p.registry(), Token(0)).unwrap()).collect();
-        let shared = (0..workers).map(|_| Arc::default()).collect();
-        (polls, Bus::new(wakers, shared))
+        (polls, Bus::new(wakers))
     }
 
     fn id(slot: u32) -> ConnId {
@@ -267,7 +220,7 @@ mod tests {
 
     fn kinds(bus: &Bus, worker: usize) -> Vec<String> {
         let mut out = Vec::new();
-        bus.drain(worker, &mut out);
+        bus.take_inbox(worker, &mut out);
         out.iter()
             .map(|e| match e {
                 Envelope::Publish { topic, head, .. } => {
@@ -306,26 +259,12 @@ mod tests {
     }
 
     #[test]
-    fn admission_limits_total_and_per_address() {
-        let (_polls, bus) = bus(1);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(bus.admit(a, 3, 2) && bus.admit(a, 3, 2));
-        assert!(!bus.admit(a, 3, 2), "third from the same address");
-        assert!(bus.admit(b, 3, 2));
-        assert!(!bus.admit(b, 3, 2), "total reached");
-        bus.release(a, true);
-        assert!(bus.admit(b, 3, 2));
-        assert_eq!(bus.open_count(), 3);
-    }
-
-    #[test]
     fn a_full_inbox_counts_what_it_drops() {
         let (_polls, bus) = bus(2);
         bus.subscribe(1, id(1), "t");
         for _ in 0..INBOX_CAPACITY + 5 {
             bus.publish(0, "t", Bytes::new(), Bytes::new());
         }
-        assert_eq!(bus.inbox_overflows.load(Ordering::Relaxed), 6, "the subscribe took one place");
+        assert_eq!(bus.inbox_overflows(), 6, "the subscribe took one place");
     }
 }

@@ -1,9 +1,9 @@
 //! One connection's state: its socket, phase, buffers, deadline and the application's session.
 //!
 //! Owns: `Connection` and `Phase`. Phases only move forward:
-//! Handshake -> Open -> CloseSent -> Lingering -> Draining, where any phase may skip ahead.
+//! Handshake -> Open -> CloseSent -> Lingering -> HalfClosed, where any phase may skip ahead.
 //! Invariants: an idle open connection owns no read buffer (`rbuf` is released once empty), no
-//! write buffer (`wq` holds at most an inline slot) and no message buffer (the assembler is one
+//! write buffer (`wq` holds at most an inline slot) and no message buffer (the receiver is one
 //! null pointer); the session exists exactly while the connection is `Open`: leaving that phase
 //! takes it out and hands it to `on_close`.
 
@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use super::read_buf::ReadBuf;
 use super::timer::Tick;
 use super::write_queue::WriteQueue;
-use crate::proto::Assembler;
+use crate::proto::Receiver;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -26,8 +26,9 @@ pub(crate) enum Phase {
     /// Our last bytes (a close reply, an error response) are queued; once they are written the
     /// write side is shut down.
     Lingering,
-    /// Write side shut down; reads are discarded until the peer closes or the close timeout.
-    Draining,
+    /// Write side shut down (our FIN is out); reads are discarded until the peer's FIN or the
+    /// close timeout.
+    HalfClosed,
 }
 
 pub(crate) struct Connection<S> {
@@ -48,7 +49,7 @@ pub(crate) struct Connection<S> {
     pub(crate) timer_at: Tick,
     pub(crate) rbuf: ReadBuf,
     pub(crate) wq: WriteQueue,
-    pub(crate) assembler: Assembler,
+    pub(crate) receiver: Receiver,
     pub(crate) session: Option<S>,
 }
 
@@ -66,7 +67,7 @@ impl<S> Connection<S> {
             timer_at: 0,
             rbuf: ReadBuf::default(),
             wq: WriteQueue::default(),
-            assembler: Assembler::new(),
+            receiver: Receiver::new(),
             session: None,
         }
     }
@@ -74,6 +75,6 @@ impl<S> Connection<S> {
     #[cfg(test)]
     /// Bytes of buffer memory the connection holds beyond its fixed-size state.
     pub(crate) fn buffer_bytes(&self) -> usize {
-        self.rbuf.capacity() + self.wq.queued_bytes() + usize::from(self.assembler.holds_memory())
+        self.rbuf.capacity() + self.wq.queued_bytes() + usize::from(self.receiver.holds_memory())
     }
 }

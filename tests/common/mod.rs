@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use fanout::proto::frame::{encode_masked_frame, OpCode, Role};
 use fanout::proto::handshake::{client_request, parse_response};
 use fanout::proto::{decode_frame, Frame, FrameRules, HttpLimits, Status};
-use fanout::{Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle};
+use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle};
 
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,8 +48,8 @@ impl Handler for Echo {
         ctx.send(id, message);
     }
 
-    fn on_close(&mut self, _: &mut Ctx<'_>, id: ConnId, _: (), code: u16, reason: &str) {
-        let _ = self.events.send(Seen::Close { id, code, reason: reason.to_owned() });
+    fn on_close(&mut self, _: &mut Ctx<'_>, id: ConnId, _: (), code: CloseCode, reason: &str) {
+        let _ = self.events.send(Seen::Close { id, code: code.get(), reason: reason.to_owned() });
     }
 }
 

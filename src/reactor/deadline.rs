@@ -1,0 +1,79 @@
+//! Deadlines: each connection's one pending timeout (handshake, idle ping, pong, close) and
+//! what happens when it passes.
+//!
+//! Owns: `set_deadline`, expiry and the per-phase reaction. Invariants: a connection has at
+//! most one deadline; extending it costs nothing (the wheel entry is re-filed only when it
+//! fires early), only an earlier deadline files a new entry; an open connection that stays
+//! silent gets a ping at half the idle timeout and a 1001 close at the end of it.
+
+use std::mem;
+
+use super::connection::Phase;
+use super::service::Service;
+use super::timer::Tick;
+use super::token::ConnId;
+use super::worker::{get, Worker};
+use crate::proto::frame::{encode_frame, OpCode};
+use crate::proto::{CloseCode, Response};
+
+impl<S: Service> Worker<S> {
+    /// Sets the connection's deadline (0: none). Extending is free; only an earlier deadline
+    /// than the one the wheel holds files a new entry.
+    pub(super) fn set_deadline(&mut self, id: ConnId, at: Tick) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        conn.deadline = at;
+        if at != 0 && (conn.timer_at == 0 || at < conn.timer_at) {
+            conn.timer_at = self.timers.schedule(id, at);
+        }
+    }
+
+    pub(super) fn expire_deadlines(&mut self) {
+        let mut due = mem::take(&mut self.due);
+        self.timers.expire(self.now, &mut due);
+        for (id, at) in due.drain(..) {
+            let Some(conn) = get(&mut self.conns, id) else {
+                continue;
+            };
+            if conn.timer_at != at {
+                continue; // superseded by an earlier entry
+            }
+            conn.timer_at = 0;
+            if conn.deadline == 0 {
+                continue;
+            }
+            if conn.deadline > self.now {
+                conn.timer_at = self.timers.schedule(id, conn.deadline);
+                continue;
+            }
+            self.on_deadline(id);
+        }
+        self.due = due;
+    }
+
+    fn on_deadline(&mut self, id: ConnId) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Handshake => {
+                self.metrics.handshake_failures.add(1);
+                self.metrics.handshake_timeouts.add(1);
+                self.finish_with(id, Response::text(408, "handshake timeout").encode(false));
+            }
+            Phase::Open if !conn.ping_sent => {
+                conn.ping_sent = true;
+                conn.wq.push(encode_frame(OpCode::Ping, b""), &self.metrics.queued_bytes);
+                self.mark_dirty(id);
+                let at = self.now + self.limits.pong_ticks;
+                self.set_deadline(id, at);
+            }
+            Phase::Open => {
+                self.metrics.idle_timeouts.add(1);
+                self.close_conn(id, CloseCode::GOING_AWAY, "idle timeout");
+            }
+            Phase::CloseSent | Phase::Lingering | Phase::HalfClosed => self.remove(id),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The unit-test harness of the reactor: a worker stepped by hand on the test's thread with one
+//! upgraded client, and the tests that need to see inside a connection (buffers it owns while
+//! idle, socket options it inherits, its size).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mio::{Events, Poll, Waker};
+
+use super::accept::Admission;
+use super::bus::Bus;
+use super::connection::Connection;
+use super::service::{Io, Service};
+use super::token::{ConnId, WAKER};
+use super::worker::{Limits, Worker};
+use super::{listener, Shared};
+use crate::config::Config;
+use crate::proto::frame::{encode_masked_frame, OpCode};
+use crate::proto::handshake::client_request;
+use crate::proto::{CloseCode, Request, Response, Upgrade};
+
+struct Echo;
+
+impl Service for Echo {
+    type Session = ();
+    fn open(&mut self, _: &mut Io, _: ConnId, _: &Upgrade, _: SocketAddr, _: Option<&str>) -> Result<(), Response> {
+        Ok(())
+    }
+    fn message(&mut self, io: &mut Io, id: ConnId, _: &mut (), text: bool, payload: Bytes) {
+        io.send_data(id, text, payload);
+    }
+    fn close(&mut self, _: &mut Io, _: ConnId, _: (), _: CloseCode, _: &str) {}
+    fn request(&mut self, _: &mut Io, _: &Request, _: SocketAddr) -> Response {
+        Response::new(404)
+    }
+}
+
+struct Harness {
+    worker: Worker<Echo>,
+    events: Events,
+    client: TcpStream,
+}
+
+impl Harness {
+    /// A worker stepped by hand on this thread, and one upgraded client.
+    fn new() -> Harness {
+        let listener = listener::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits::new(&Config::default());
+        let poll = Poll::new().unwrap();
+        let waker = Waker::new(poll.registry(), WAKER).unwrap();
+        let config = Config::default();
+        let shared = Arc::new(Shared {
+            bus: Bus::new(vec![waker]),
+            admission: Admission::new(config.max_connections, config.max_connections_per_ip),
+            metrics: vec![Arc::default()],
+        });
+        let worker = Worker::new(poll, listener, Echo, limits, shared, 0).unwrap();
+        let client = TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut h = Harness { worker, events: Events::with_capacity(64), client };
+        let (request, _) = client_request("x", "/", [1; 16], &[], &[]);
+        h.client.write_all(&request).unwrap();
+        h.turn_until("upgrade", |w| w.metrics.handshakes.get() == 1);
+        let mut response = [0u8; 512];
+        let n = h.client.read(&mut response).unwrap();
+        assert!(response[..n].starts_with(b"HTTP/1.1 101"));
+        h
+    }
+
+    fn turn_until(&mut self, what: &str, cond: impl Fn(&Worker<Echo>) -> bool) {
+        for _ in 0..200 {
+            self.worker.turn(&mut self.events).unwrap();
+            if cond(&self.worker) {
+                return;
+            }
+        }
+        panic!("worker never reached: {what}");
+    }
+
+    fn conn(&self) -> &Connection<()> {
+        self.worker.conns.iter().next().expect("one connection").1
+    }
+
+    /// Sends `bytes` and steps the worker until it has read them all.
+    fn send(&mut self, bytes: &[u8]) {
+        let target = self.worker.metrics.bytes_in.get() + bytes.len() as u64;
+        self.client.write_all(bytes).unwrap();
+        self.turn_until("bytes read", |w| w.metrics.bytes_in.get() >= target);
+    }
+
+    fn read_echo(&mut self, len: usize) {
+        let mut got = vec![0u8; len];
+        self.client.read_exact(&mut got).unwrap();
+    }
+}
+
+fn assert_owns_no_buffer(conn: &Connection<()>) {
+    assert_eq!(conn.rbuf.capacity(), 0, "read buffer held while idle");
+    assert!(conn.wq.is_empty() && !conn.wq.has_overflow_allocation(), "write buffer held while idle");
+    assert!(!conn.receiver.holds_memory(), "message buffer held while idle");
+    assert_eq!(conn.buffer_bytes(), 0);
+}
+
+#[test]
+fn an_idle_open_connection_owns_no_read_or_write_buffer() {
+    let mut h = Harness::new();
+    assert_owns_no_buffer(h.conn());
+
+    let frame = encode_masked_frame(true, OpCode::Binary, &[5; 10], [1, 2, 3, 4]);
+    h.send(&frame);
+    h.read_echo(12);
+    assert_owns_no_buffer(h.conn());
+
+    // Half a frame: only the tail is kept, in a buffer of exactly its size.
+    h.send(&frame[..9]);
+    assert_eq!((h.conn().rbuf.filled(), h.conn().rbuf.capacity()), (9, 9));
+    h.send(&frame[9..]);
+    h.read_echo(12);
+    assert_owns_no_buffer(h.conn());
+
+    // A fragmented message holds its buffer only until its last fragment.
+    h.send(&encode_masked_frame(false, OpCode::Text, b"ab", [9; 4]));
+    assert!(h.conn().receiver.in_message());
+    h.send(&encode_masked_frame(true, OpCode::Continuation, b"c", [9; 4]));
+    h.read_echo(5);
+    assert_owns_no_buffer(h.conn());
+}
+
+#[test]
+fn a_large_frame_in_progress_reads_into_its_own_buffer_then_releases_it() {
+    let mut h = Harness::new();
+    let payload = vec![3u8; 300 * 1024];
+    let frame = encode_masked_frame(true, OpCode::Binary, &payload, [7, 7, 7, 7]);
+    h.send(&frame[..100 * 1024]);
+    assert_eq!(h.conn().rbuf.filled(), 100 * 1024, "the tail moved to the connection");
+    h.send(&frame[100 * 1024..]);
+    h.read_echo(payload.len() + 10);
+    assert_owns_no_buffer(h.conn());
+}
+
+#[test]
+fn accepted_sockets_inherit_nodelay_from_the_listener() {
+    let h = Harness::new();
+    assert!(h.conn().stream.nodelay().unwrap(), "accept no longer sets it; the listener's must carry over");
+}
+
+#[test]
+fn per_connection_state_is_small() {
+    // Recorded in BENCHMARKS.md; the bound keeps the idle-memory goal in reach.
+    let size = std::mem::size_of::<Connection<()>>();
+    let slab_entry = std::mem::size_of::<slab::Slab<Connection<()>>>();
+    eprintln!("size_of::<Connection<()>>() = {size} bytes (slab header {slab_entry})");
+    assert!(size <= 192, "Connection<()> grew to {size} bytes");
+}

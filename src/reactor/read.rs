@@ -1,0 +1,122 @@
+//! Reads: a readable connection's bytes go into the worker's buffer and on to `process`.
+//!
+//! Owns: the read loop and where unconsumed bytes live between reads. Invariants: reads go into
+//! the worker's one buffer; only an incomplete frame's tail stays with the connection, in a
+//! buffer of exactly its size (or, for a large frame in progress, the block it is being read
+//! into), released once empty, so an idle connection owns no read buffer. A connection reads at
+//! most `MAX_READS_PER_TURN` times per turn, then yields to the others.
+
+use std::io::{self, Read};
+use std::mem;
+
+use super::connection::Phase;
+use super::read_buf::ReadBuf;
+use super::service::Service;
+use super::token::ConnId;
+use super::worker::{get, Worker};
+
+/// Spare room wanted before each read; less than this and a fresh block is allocated.
+const MIN_READ: usize = 4 * 1024;
+/// Size of a fresh read block.
+const READ_BLOCK: usize = 64 * 1024;
+/// A partial tail at least this long is handed to the connection with its block instead of
+/// being copied out (a large frame in progress keeps reading into its own buffer).
+const ADOPT_LIMIT: usize = 4 * 1024;
+/// Reads per readiness event before the connection yields to the others (1 MiB at 64 KiB).
+const MAX_READS_PER_TURN: usize = 16;
+
+impl<S: Service> Worker<S> {
+    /// Reads until the socket is empty (or the per-turn budget runs out) and dispatches what
+    /// arrived. Without `until_eof`, a read shorter than the room offered ends it: the socket
+    /// was empty at that moment and, edge-triggered, new bytes raise a new event, so the read
+    /// that would only return WouldBlock is skipped (one syscall per message in a ping-pong). A
+    /// FIN or an error already reported by the event sets `until_eof`, because the bytes before
+    /// it may fit in one short read and no later edge would announce the EOF.
+    pub(super) fn on_readable(&mut self, id: ConnId, until_eof: bool) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        if conn.phase == Phase::Open && self.limits.ping_ticks > 0 {
+            conn.ping_sent = false;
+            conn.deadline = self.now + self.limits.ping_ticks;
+        }
+        // A large frame in progress keeps its own buffer; a small tail joins the worker's.
+        let own = conn.rbuf.filled() >= ADOPT_LIMIT;
+        let mut buf = if own {
+            mem::take(&mut conn.rbuf)
+        } else {
+            let mut worker_buf = mem::take(&mut self.rbuf);
+            if !conn.rbuf.is_empty() {
+                worker_buf.append(&conn.rbuf);
+                conn.rbuf = ReadBuf::default();
+            }
+            worker_buf
+        };
+        let mut reads = 0;
+        while let Some(conn) = get(&mut self.conns, id) {
+            let room = buf.spare(MIN_READ, READ_BLOCK);
+            let offered = room.len();
+            let result = (&conn.stream).read(room);
+            match result {
+                Ok(0) => {
+                    self.stash(id, buf, own);
+                    self.peer_closed(id);
+                    return;
+                }
+                Ok(n) => {
+                    buf.commit(n);
+                    self.metrics.bytes_in.add(n as u64);
+                    self.process(id, &mut buf);
+                    reads += 1;
+                    if n < offered && !until_eof {
+                        break;
+                    }
+                    if reads == MAX_READS_PER_TURN {
+                        self.read_again.push(id);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.stash(id, buf, own);
+                    self.remove(id);
+                    return;
+                }
+            }
+        }
+        self.stash(id, buf, own);
+        // Answer this connection now rather than at the end of the turn: a client waiting for
+        // its reply keeps the pipeline moving instead of both sides sleeping in lockstep, and
+        // it still costs one write per connection. Publishes keep their end-of-turn batch.
+        if let Some(conn) = get(&mut self.conns, id) {
+            if conn.dirty {
+                conn.dirty = false;
+                self.flush(id);
+            }
+        }
+    }
+
+    /// Puts the read buffer back: unconsumed bytes belong to the connection, the rest of the
+    /// block to whoever owned it.
+    fn stash(&mut self, id: ConnId, mut buf: ReadBuf, own: bool) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            drop(buf.take_filled());
+            if !own {
+                self.rbuf = buf;
+            }
+            return;
+        };
+        if own {
+            buf.release_if_empty();
+            conn.rbuf = buf;
+        } else if buf.is_empty() {
+            self.rbuf = buf;
+        } else if buf.filled() < ADOPT_LIMIT {
+            conn.rbuf = buf.take_copy();
+            self.rbuf = buf;
+        } else {
+            conn.rbuf = buf;
+        }
+    }
+}

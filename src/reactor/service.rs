@@ -1,0 +1,137 @@
+//! The callback API between the loop and the layer above it: `Service`, which the server layer
+//! implements around the application's `Handler`, and `Io`, the outbox a callback acts through.
+//!
+//! Owns: `Service`, `Io`, `Command` and applying the commands. Invariants: a callback never
+//! touches a connection directly; sends and closes are queued as commands and applied, in order,
+//! as soon as the callback returns. Subscribes, publishes and broadcasts go to the bus at once, so
+//! that a caller holding its own lock (the gateway's history) orders them across workers.
+
+use std::mem;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::worker::Worker;
+use super::{ConnId, Shared};
+use crate::metrics::Snapshot;
+use crate::proto::frame::{encode_data_frame, encode_frame, OpCode, MAX_CONTROL_PAYLOAD};
+use crate::proto::{CloseCode, Request, Response, Upgrade};
+
+/// What the loop calls. Implemented by server.rs around the application's `Handler`.
+pub(crate) trait Service: 'static {
+    type Session;
+    /// A valid upgrade arrived; return the session or the response that refuses it.
+    fn open(
+        &mut self,
+        io: &mut Io,
+        id: ConnId,
+        upgrade: &Upgrade,
+        peer: SocketAddr,
+        protocol: Option<&str>,
+    ) -> Result<Self::Session, Response>;
+    /// A whole message: text (validated UTF-8) or binary.
+    fn message(&mut self, io: &mut Io, id: ConnId, session: &mut Self::Session, text: bool, payload: Bytes);
+    /// The connection left the open state (close frame either way, error, EOF, timeout).
+    fn close(&mut self, io: &mut Io, id: ConnId, session: Self::Session, code: CloseCode, reason: &str);
+    /// A plain HTTP request on the WebSocket port.
+    fn request(&mut self, io: &mut Io, request: &Request, peer: SocketAddr) -> Response;
+}
+
+pub(crate) enum Command {
+    /// Queue `head` then `tail` (often empty) on an open connection.
+    Send { id: ConnId, head: Bytes, tail: Bytes },
+    /// Start the close handshake.
+    Close { id: ConnId, code: CloseCode, reason: String },
+}
+
+/// What a callback asks of the loop. See the module doc for when each request takes effect.
+pub(crate) struct Io {
+    pub(super) commands: Vec<Command>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) worker: usize,
+}
+
+impl Io {
+    /// Queues a data frame (text or binary) on an open connection.
+    pub(crate) fn send_data(&mut self, id: ConnId, text: bool, payload: Bytes) {
+        let (head, tail) = encode_data_frame(text, payload);
+        self.commands.push(Command::Send { id, head, tail });
+    }
+
+    /// Queues a ping; payloads longer than a control frame allows are cut to 125 bytes.
+    pub(crate) fn ping(&mut self, id: ConnId, payload: &[u8]) {
+        let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+        self.commands.push(Command::Send { id, head: encode_frame(OpCode::Ping, payload), tail: Bytes::new() });
+    }
+
+    pub(crate) fn subscribe(&mut self, id: ConnId, topic: &str) {
+        self.shared.bus.subscribe(self.worker, id, topic);
+    }
+
+    pub(crate) fn unsubscribe(&mut self, id: ConnId, topic: &str) {
+        self.shared.bus.unsubscribe(self.worker, id, topic);
+    }
+
+    /// Encodes the frame once and hands it to every worker with subscribers of `topic`.
+    pub(crate) fn publish(&mut self, topic: &str, text: bool, payload: Bytes) {
+        let (head, tail) = encode_data_frame(text, payload);
+        self.shared.bus.publish(self.worker, topic, head, tail);
+        self.shared.metrics[self.worker].publishes.add(1);
+    }
+
+    pub(crate) fn broadcast(&mut self, text: bool, payload: Bytes) {
+        let (head, tail) = encode_data_frame(text, payload);
+        self.shared.bus.broadcast(self.worker, head, tail);
+        self.shared.metrics[self.worker].publishes.add(1);
+    }
+
+    /// True once the server has begun its graceful stop.
+    pub(crate) fn stopping(&self) -> bool {
+        self.shared.bus.stop_requested()
+    }
+
+    /// The `n` topics with the most subscribers, over all workers.
+    pub(crate) fn top_topics(&self, n: usize) -> Vec<(String, u64)> {
+        self.shared.bus.top_topics(n)
+    }
+
+    /// Each worker's counters, in worker order.
+    pub(crate) fn worker_stats(&self) -> Vec<Snapshot> {
+        self.shared.worker_stats()
+    }
+
+    /// Server-wide figures: (open WebSocket connections, topics with subscribers, envelopes
+    /// dropped by full inboxes).
+    pub(crate) fn server_figures(&self) -> (u64, u64, u64) {
+        let bus = &self.shared.bus;
+        (self.shared.admission.open_count() as u64, bus.topic_count() as u64, bus.inbox_overflows())
+    }
+
+    pub(crate) fn worker_index(&self) -> usize {
+        self.worker
+    }
+
+    pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+        self.commands.push(Command::Close { id, code, reason: reason.to_owned() });
+    }
+}
+
+impl<S: Service> Worker<S> {
+    /// Applies what the last callback asked for, including what callbacks run by these
+    /// commands (an `on_close`) ask in turn.
+    pub(super) fn apply_commands(&mut self) {
+        while !self.io.commands.is_empty() {
+            let mut batch = mem::take(&mut self.io.commands);
+            for command in batch.drain(..) {
+                match command {
+                    Command::Send { id, head, tail } => self.queue_data(id, head, tail, true),
+                    Command::Close { id, code, reason } => self.close_conn(id, code, &reason),
+                }
+            }
+            if self.io.commands.is_empty() {
+                self.io.commands = batch; // keep the allocation
+            }
+        }
+    }
+}

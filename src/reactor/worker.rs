@@ -1,0 +1,223 @@
+//! A worker: one `mio::Poll`, its listener, its connections in a slab, and the loop that drives
+//! them.
+//!
+//! Owns: `Worker`, `Limits` (the settings the loop reads on every event, derived once from
+//! `Config`) and the turn order. Invariants: the loop never blocks on anything but `poll`; a turn
+//! ends with every dirty connection flushed; the poll timeout is zero while work is known to be
+//! waiting (connections with bytes left after their read budget, envelopes in this worker's own
+//! inbox), because no event would announce it.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll};
+use slab::Slab;
+
+use super::bus::Envelope;
+use super::connection::Connection;
+use super::read_buf::ReadBuf;
+use super::service::{Io, Service};
+use super::stop::Stop;
+use super::timer::{self, Tick, Timers};
+use super::token::{ConnId, LISTENER, WAKER};
+use super::Shared;
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::metrics::WorkerMetrics;
+use crate::proto::frame::Role;
+use crate::proto::{FrameRules, HttpLimits};
+use crate::pubsub::{Batch, Topics};
+
+/// Settings the loop reads on every event, derived once from `Config`.
+pub(super) struct Limits {
+    pub(super) frame_rules: FrameRules,
+    pub(super) http: HttpLimits,
+    pub(super) max_message: usize,
+    pub(super) max_queued: usize,
+    pub(super) slow_consumer: SlowConsumerPolicy,
+    pub(super) handshake_ticks: Tick,
+    /// Silence before a keep-alive ping; 0 disables idle handling.
+    pub(super) ping_ticks: Tick,
+    /// Further silence after the ping before the connection is closed.
+    pub(super) pong_ticks: Tick,
+    pub(super) close_ticks: Tick,
+    pub(super) stop_ticks: Tick,
+    /// Whether admission counts connections per peer address.
+    pub(super) per_ip: bool,
+    /// This worker's share of the server's `max_pending_handshakes`.
+    pub(super) max_pending_handshakes: usize,
+    pub(super) subprotocols: Vec<String>,
+}
+
+impl Limits {
+    pub(super) fn new(config: &Config) -> Self {
+        let idle = Timers::ticks(config.idle_timeout);
+        let ping = idle / 2;
+        Limits {
+            frame_rules: FrameRules { role: Role::Server, allowed_rsv: 0, max_frame_payload: config.max_frame_size },
+            http: HttpLimits {
+                max_request_bytes: config.max_request_bytes,
+                max_headers: config.max_headers,
+                max_body_bytes: config.max_body_bytes,
+            },
+            max_message: config.max_message_size,
+            max_queued: config.max_queued_bytes,
+            slow_consumer: config.slow_consumer,
+            handshake_ticks: Timers::ticks(config.handshake_timeout).max(1),
+            ping_ticks: if idle == 0 { 0 } else { ping.max(1) },
+            pong_ticks: (idle - ping).max(1),
+            close_ticks: Timers::ticks(config.close_timeout).max(1),
+            stop_ticks: Timers::ticks(config.drain_window).max(1),
+            per_ip: config.max_connections_per_ip > 0,
+            max_pending_handshakes: config.max_pending_handshakes.div_ceil(config.workers.max(1)),
+            subprotocols: config.subprotocols.clone(),
+        }
+    }
+}
+
+pub(crate) struct Worker<S: Service> {
+    pub(super) poll: Poll,
+    pub(super) listener: Option<mio::net::TcpListener>,
+    pub(super) conns: Slab<Connection<S::Session>>,
+    pub(super) topics: Topics,
+    pub(super) broadcast: Batch,
+    /// Connections found over their queue cap while delivering, closed once delivery is done.
+    pub(super) slow: Vec<ConnId>,
+    pub(super) service: S,
+    pub(super) io: Io,
+    pub(super) rbuf: ReadBuf,
+    pub(super) dirty: Vec<u32>,
+    /// Connections that used up their read budget and have bytes left in the kernel.
+    pub(super) read_again: Vec<ConnId>,
+    pub(super) timers: Timers,
+    pub(super) due: Vec<(ConnId, Tick)>,
+    pub(super) now: Tick,
+    pub(super) next_generation: u32,
+    /// Accepting failed for lack of file descriptors; retried on the next tick.
+    pub(super) accept_paused: bool,
+    /// The graceful stop, once begun.
+    pub(super) stop: Option<Stop>,
+    /// Connections in the handshake phase (bounded by `max_pending_handshakes` per worker).
+    pub(super) handshaking: usize,
+    /// Peer addresses of open connections, kept only when admission counts per address.
+    pub(super) peer_ips: HashMap<u32, IpAddr>,
+    pub(super) limits: Limits,
+    pub(super) metrics: Arc<WorkerMetrics>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) index: usize,
+    /// Envelopes taken from the inbox, kept to reuse the allocation.
+    pub(super) envelopes: Vec<Envelope>,
+}
+
+impl<S: Service> Worker<S> {
+    pub(super) fn new(
+        poll: Poll,
+        mut listener: mio::net::TcpListener,
+        service: S,
+        limits: Limits,
+        shared: Arc<Shared>,
+        index: usize,
+    ) -> io::Result<Self> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let timers = Timers::new(Instant::now());
+        Ok(Worker {
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            topics: Topics::new(),
+            broadcast: Batch::default(),
+            slow: Vec::new(),
+            service,
+            io: Io { commands: Vec::new(), shared: shared.clone(), worker: index },
+            rbuf: ReadBuf::default(),
+            dirty: Vec::new(),
+            read_again: Vec::new(),
+            now: timers.tick_at(Instant::now()),
+            timers,
+            due: Vec::new(),
+            next_generation: 0,
+            accept_paused: false,
+            stop: None,
+            handshaking: 0,
+            peer_ips: HashMap::new(),
+            limits,
+            metrics: shared.metrics[index].clone(),
+            shared,
+            index,
+            envelopes: Vec::new(),
+        })
+    }
+
+    /// Turns until a graceful stop has closed every connection or run out of time.
+    pub(super) fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.turn(&mut events)?;
+            if self.stop_finished() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One pass of the loop; returns after the dirty connections are flushed.
+    pub(super) fn turn(&mut self, events: &mut Events) -> io::Result<()> {
+        let mut timeout = self.timers.poll_timeout(Instant::now());
+        // Envelopes this worker queued for itself after its inbox was emptied (a callback run by
+        // a timer, a delivery or a flush) have no waker to announce them: don't sleep on them.
+        if !self.read_again.is_empty() || self.shared.bus.has_pending(self.index) {
+            timeout = Some(Duration::ZERO);
+        } else if self.accept_paused || self.stop.is_some() {
+            timeout = Some(timeout.unwrap_or(timer::TICK).min(timer::TICK));
+        }
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let woke = Instant::now();
+        self.now = self.timers.tick_at(woke);
+        for id in mem::take(&mut self.read_again) {
+            self.on_readable(id, true);
+        }
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept(),
+                WAKER => {}
+                token => {
+                    let id = ConnId::from_token(token);
+                    if event.is_writable() {
+                        self.flush(id);
+                    }
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.on_readable(id, event.is_read_closed() || event.is_error());
+                    }
+                }
+            }
+        }
+        if self.accept_paused {
+            self.accept_paused = false;
+            self.accept();
+        }
+        self.pace_stop();
+        self.apply_inbox();
+        self.expire_deadlines();
+        self.deliver_published(None);
+        self.flush_dirty();
+        // Time from wake-up to the end of the flush: what a new event waits at worst.
+        let busy = woke.elapsed().as_micros() as u64;
+        let metrics = &self.metrics;
+        metrics.loop_turns.add(1);
+        metrics.loop_busy_us.add(busy);
+        metrics.loop_lag_us.sub(metrics.loop_lag_us.get());
+        metrics.loop_lag_us.add(busy);
+        Ok(())
+    }
+}
+
+/// The connection `id` names, if it is still the one in its slot.
+pub(super) fn get<S>(conns: &mut Slab<Connection<S>>, id: ConnId) -> Option<&mut Connection<S>> {
+    conns.get_mut(id.slot as usize).filter(|c| c.generation == id.generation)
+}
