@@ -24,6 +24,7 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
     }
 
+    /// The current value.
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
@@ -44,6 +45,7 @@ macro_rules! metrics {
         }
 
         impl Snapshot {
+            /// Adds one worker's counters.
             pub fn add(&mut self, m: &WorkerMetrics) {
                 $(self.$name = self.$name.wrapping_add(m.$name.get());)*
             }

@@ -40,6 +40,7 @@ impl Batch {
         }
     }
 
+    /// True when no frame waits in the batch.
     pub fn is_empty(&self) -> bool {
         self.open.is_empty() && self.ready.is_empty()
     }
@@ -98,6 +99,7 @@ pub struct Topics {
 }
 
 impl Topics {
+    /// A table with no topic.
     pub fn new() -> Self {
         Self::default()
     }
@@ -162,6 +164,7 @@ impl Topics {
         self.ids.len()
     }
 
+    /// True when no topic has a member.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }

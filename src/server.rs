@@ -25,10 +25,12 @@ pub use crate::reactor::ConnId;
 pub enum Message {
     /// Text, already validated as UTF-8.
     Text(Bytes),
+    /// Binary data.
     Binary(Bytes),
 }
 
 impl Message {
+    /// True for a text message.
     pub fn is_text(&self) -> bool {
         matches!(self, Message::Text(_))
     }
@@ -42,6 +44,7 @@ impl Message {
         }
     }
 
+    /// The payload, text or binary.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Message::Text(b) | Message::Binary(b) => b,
@@ -59,11 +62,14 @@ impl Message {
 /// Refuses an upgrade with an HTTP status and a reason (sent as the body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
+    /// The HTTP status, e.g. 401 or 403.
     pub status: u16,
+    /// The response body.
     pub reason: String,
 }
 
 impl Reject {
+    /// A refusal with `status` and `reason`.
     pub fn new(status: u16, reason: impl Into<String>) -> Self {
         Reject { status, reason: reason.into() }
     }
@@ -78,6 +84,7 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
+    /// The client's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }
@@ -129,6 +136,7 @@ impl Ctx<'_> {
         self.io.subscribe(id, topic);
     }
 
+    /// Takes a connection out of a topic.
     pub fn unsubscribe(&mut self, id: ConnId, topic: &str) {
         self.io.unsubscribe(id, topic);
     }
@@ -259,6 +267,7 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server with these settings, not started yet.
     pub fn new(config: Config) -> Self {
         Server { config }
     }
@@ -350,6 +359,7 @@ pub struct ShutdownTrigger {
 }
 
 impl ShutdownTrigger {
+    /// Starts the graceful stop; see `ServerHandle::shutdown`.
     pub fn shutdown(&self) {
         self.shared.request_stop();
     }

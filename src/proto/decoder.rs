@@ -15,6 +15,7 @@ use super::Status;
 /// What a decoder accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameRules {
+    /// Which side we are: a server expects masked frames, a client unmasked ones.
     pub role: Role,
     /// RSV bits a negotiated extension gives meaning to; 0 without extensions.
     pub allowed_rsv: u8,
@@ -25,9 +26,13 @@ pub struct FrameRules {
 /// A complete frame with its payload already unmasked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// The final fragment of its message.
     pub fin: bool,
+    /// RSV1..RSV3 as the low three bits (0b100 is RSV1).
     pub rsv: u8,
+    /// What the payload is.
     pub opcode: OpCode,
+    /// The payload, unmasked.
     pub payload: Bytes,
 }
 

@@ -21,11 +21,17 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum OpCode {
+    /// A further fragment of a message.
     Continuation = 0x0,
+    /// The first frame of a text message.
     Text = 0x1,
+    /// The first frame of a binary message.
     Binary = 0x2,
+    /// The close handshake (§5.5.1).
     Close = 0x8,
+    /// A ping, answered with a pong (§5.5.2).
     Ping = 0x9,
+    /// A pong, the answer to a ping or a heartbeat (§5.5.3).
     Pong = 0xA,
 }
 
@@ -52,18 +58,24 @@ impl OpCode {
 /// Which end of the connection is decoding. A server requires masked frames, a client forbids them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Receives masked frames, sends unmasked ones.
     Server,
+    /// Receives unmasked frames, sends masked ones.
     Client,
 }
 
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// The final fragment of its message.
     pub fin: bool,
     /// RSV1..RSV3 as the top three bits of the low nibble (0b100 is RSV1).
     pub rsv: u8,
+    /// What the payload is.
     pub opcode: OpCode,
+    /// The masking key, when the frame is masked.
     pub mask: Option<[u8; 4]>,
+    /// The payload's length as the header states it.
     pub payload_len: u64,
     /// Bytes the header occupies, 2 to 14.
     pub header_len: usize,

@@ -20,8 +20,11 @@ use super::mask::apply_mask;
 pub enum Event {
     /// A whole text message, already validated as UTF-8.
     Text(Bytes),
+    /// A whole binary message.
     Binary(Bytes),
+    /// A ping with its payload (to be echoed in the pong).
     Ping(Bytes),
+    /// A pong with its payload.
     Pong(Bytes),
     /// The peer's close frame; `None` when it carried no code.
     Close(Option<CloseFrame>),
@@ -118,6 +121,7 @@ pub struct Assembler {
 }
 
 impl Assembler {
+    /// An assembler between messages.
     pub fn new() -> Self {
         Self::default()
     }
