@@ -15,6 +15,7 @@ mod net;
 mod plan;
 mod report;
 mod scenario;
+mod shared;
 mod stats;
 mod sys;
 mod util;

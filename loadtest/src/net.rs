@@ -26,8 +26,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::coord::{Report, Shared};
 use crate::plan::AddrPlan;
+use crate::shared::{Report, Shared};
 use crate::stats::{Counters, Hist, Stats};
 use crate::util::{Clock, XorShift};
 use crate::wire::{push_frame, push_frame_with, scan_frames_after_tail, RawFrame};
