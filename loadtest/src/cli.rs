@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::net::Target;
-use crate::plan::AddrPlan;
+use crate::plan::{AddrPlan, Target};
 use crate::util::parse_duration;
 
 #[derive(Parser, Debug, Clone)]

@@ -26,7 +26,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::plan::AddrPlan;
+use crate::plan::Target;
 use crate::shared::{Report, Shared};
 use crate::stats::{Counters, Hist, Stats};
 use crate::util::{Clock, XorShift};
@@ -40,18 +40,6 @@ const MAX_PAYLOAD: usize = 64 << 20;
 
 /// The token of the thread's waker (other threads and the monitor wake it on a phase change).
 pub const WAKER_TOKEN: Token = Token(usize::MAX);
-
-/// Where connections go and what their upgrade request says.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub addrs: AddrPlan,
-    /// `Host` header value (`127.0.0.1:9001`).
-    pub host: String,
-    /// Request target (`/`, `/ws?x=1`).
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub handshake_timeout: Duration,
-}
 
 /// What a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
