@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::Window;
+use super::phase::Window;
 use crate::cli::Config;
 use crate::net::{Driver, Ended, Kind, Net};
 use crate::plan::Share;
