@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use mio::Poll;
 
-use crate::cli::Config;
+use crate::config::Config;
 use crate::net::{waker, Link, Net};
 use crate::plan;
 use crate::report::{self, Row, TopData};

@@ -10,6 +10,7 @@
 
 mod chart;
 mod cli;
+mod config;
 mod coord;
 mod net;
 mod plan;
@@ -29,7 +30,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cli = cli::Cli::parse();
-    let cfg = match cli::Config::from_cli(cli, args.clone()) {
+    let cfg = match config::Config::from_cli(cli, args.clone()) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("fanout-load: {e}");

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use fanout::proto::OpCode;
 
 use super::phase::{filler, micros_between, open_all, Setup, Window};
-use crate::cli::{BroadcastArgs, Config, Via, Wire};
+use crate::config::{BroadcastArgs, Config, Via, Wire};
 use crate::net::{Driver, Ended, Kind, Net};
 use crate::plan::{is_slow, Share};
 use crate::stats::{SeqOutcome, SeqTracker};

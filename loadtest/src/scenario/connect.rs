@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::phase::{micros_between, Window};
-use crate::cli::{Config, ConnectArgs};
+use crate::config::{Config, ConnectArgs};
 use crate::net::{Driver, Ended, Kind, Net};
 use crate::plan::{split, Share};
 

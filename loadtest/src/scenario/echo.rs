@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fanout::proto::OpCode;
 
 use super::phase::{filler, micros_between, open_all, Setup, Window};
-use crate::cli::{Config, EchoArgs};
+use crate::config::{Config, EchoArgs};
 use crate::net::{Driver, Ended, Net};
 use crate::plan::Share;
 

@@ -15,7 +15,7 @@ pub mod shootout;
 
 use mio::Poll;
 
-use crate::cli::{Config, Scenario};
+use crate::config::{Config, Scenario};
 use crate::net::{Net, Reactor};
 use crate::plan::Share;
 use crate::stats::Stats;

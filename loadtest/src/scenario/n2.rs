@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fanout::proto::OpCode;
 
 use super::phase::{filler, open_all, Setup, Window};
-use crate::cli::Config;
+use crate::config::Config;
 use crate::net::{Driver, Ended, Net};
 use crate::plan::Share;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use fanout::proto::OpCode;
 
 use super::phase::{filler, Window};
-use crate::cli::{Config, ShootCmd, ShootoutArgs};
+use crate::config::{Config, ShootCmd, ShootoutArgs};
 use crate::net::{Driver, Ended, Kind, Net};
 use crate::plan::Share;
 use crate::stats::{Hist, Step};
