@@ -16,7 +16,8 @@ pub mod shootout;
 use mio::Poll;
 
 use crate::config::{Config, Scenario};
-use crate::net::{Net, Reactor};
+use crate::net::reactor::Reactor;
+use crate::net::Net;
 use crate::plan::Share;
 use crate::stats::Stats;
 
