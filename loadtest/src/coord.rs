@@ -1,11 +1,10 @@
 //! Running a scenario: reactor threads in this process, child processes under a parent, and the
 //! monitor that merges what they report.
 //!
-//! Owns: `Shared` (what the threads of one process share: the open phase, wakers, a few
-//! scenario atomics), `Report` (thread -> monitor and child -> parent messages; a child writes
-//! them as JSON lines on stdout), `Monitor` (merges per-second samples, phase arrivals and final
-//! stats from any number of sources) and the three ways to run: `run_single`, `run_child`,
-//! `run_parent`.
+//! Owns: `Monitor` (merges per-second samples, phase arrivals and final stats from any number of
+//! sources), `Top` (the top-level monitor: phases, the series, CPU, progress) and the three ways to
+//! run: `run_single`, `run_child`, `run_parent`. What the threads share with it (`Shared`) and
+//! what they report to it (`Report`) live in `shared`, below both.
 //!
 //! Phases keep every thread and process in step: all start in phase 0 (connect, subscribe); each
 //! reports when it has finished a phase; once all have, the top-level monitor does what the
@@ -16,94 +15,22 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::{Poll, Waker};
-use serde::{Deserialize, Serialize};
+use mio::Poll;
 
-use crate::cli::Config;
+use crate::config::Config;
 use crate::net::{waker, Link, Net};
 use crate::plan;
 use crate::report::{self, Row, TopData};
+use crate::shared::{Report, Shared};
 use crate::stats::{Counters, Hist, Stats};
 use crate::sys;
 use crate::util::{self, Clock};
-
-/// What the reactor threads of one process share.
-pub struct Shared {
-    phase: AtomicU32,
-    abort: AtomicBool,
-    wakers: Vec<Waker>,
-    /// broadcast: the publisher's final count (raw) or last acknowledged seq (fanout) once it has
-    /// stopped; `u64::MAX` while it runs. Lets subscribers in its process stop draining early.
-    pub published: AtomicU64,
-    /// n2: the iteration every client is in, deliveries counted in it so far, and the stop flag.
-    pub iteration: AtomicU64,
-    pub delivered: AtomicU64,
-    pub done: AtomicBool,
-    /// n2: clients open in this process after setup, and when the current iteration began.
-    pub members: AtomicU64,
-    pub iteration_start_ns: AtomicU64,
-}
-
-impl Shared {
-    pub fn new(wakers: Vec<Waker>) -> Shared {
-        Shared {
-            phase: AtomicU32::new(0),
-            abort: AtomicBool::new(false),
-            wakers,
-            published: AtomicU64::new(u64::MAX),
-            iteration: AtomicU64::new(1),
-            delivered: AtomicU64::new(0),
-            done: AtomicBool::new(false),
-            members: AtomicU64::new(0),
-            iteration_start_ns: AtomicU64::new(0),
-        }
-    }
-
-    pub fn phase(&self) -> u32 {
-        self.phase.load(Ordering::Acquire)
-    }
-
-    pub fn open_phase(&self, phase: u32) {
-        self.phase.fetch_max(phase, Ordering::AcqRel);
-        self.wake_all();
-    }
-
-    pub fn aborted(&self) -> bool {
-        self.abort.load(Ordering::Relaxed)
-    }
-
-    pub fn abort(&self) {
-        self.abort.store(true, Ordering::Relaxed);
-        self.wake_all();
-    }
-
-    pub fn wake_all(&self) {
-        for w in &self.wakers {
-            let _ = w.wake();
-        }
-    }
-}
-
-/// A message to a monitor: from a reactor thread (source = thread) or a child (source = child).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Report {
-    /// One second (since the run's epoch) of one source: counter deltas and that second's
-    /// latencies; `cpu_ns` is the process CPU used in it (children only).
-    Sample { source: usize, sec: u64, open: u64, delta: Counters, hist: Hist, cpu_ns: u64 },
-    /// The source finished `phase` with `open` connections open.
-    Reached { source: usize, phase: u32, open: u64 },
-    /// The source is finished; its totals.
-    Done { source: usize, stats: Box<Stats> },
-    /// The source died (a child that exited without a result).
-    Failed { source: usize, message: String },
-}
 
 /// What the monitor made of the reports so far.
 #[derive(Debug)]

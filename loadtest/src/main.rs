@@ -1,20 +1,34 @@
 //! fanout-load: a WebSocket load generator that measures fanout, or any other WebSocket server,
 //! from outside.
 //!
-//! Layout: `cli` (flags, `Config`) -> `coord` (threads, child processes, the monitor) ->
-//! `scenario/*` (one `Driver` per scenario) on `net` (the per-thread mio reactor) and `wire`
-//! (frames in place, masked frames out, JSON fields by scanning). `stats` merges measurements,
-//! `report` and `chart` present them, `sys` reads /proc, `plan` splits the work, `util` holds the
-//! clock and formatting. From the server crate only `fanout::proto` is used: the generator must
-//! measure servers from outside, through their sockets.
+//! Layers, top to bottom. A module imports only modules on lines below its own, so none imports
+//! one that imports it back (a `mod` declaration is not an import):
+//!
+//! ```text
+//! main                        the process: flags in, the run, the table out, --json and --svg
+//! cli, chart                  command line -> config::Config; the SVG of a report::Summary
+//! coord                       reactor threads, child processes, the monitor, the per-second series
+//! scenario                    run_thread: the configured scenario's Driver on a net::reactor
+//! scenario/{echo, broadcast, n2, connect, idle, shootout}   one Driver each
+//! scenario/phase              what the scenarios share: setup, the measured window, the drain
+//! net/reactor, net/connect    the loop, the client upgrade, frames in and out; opening sockets
+//! net, report                 Net and Driver, what a scenario acts through; figures and text
+//! config, shared              the scenario, its flags, Config; what the threads and coord share
+//! plan, stats, wire, util, sys   who does what where (Target), measurements, frames, clock, /proc
+//! ```
+//!
+//! From the server crate only `fanout::proto` is used: the generator must measure servers from
+//! outside, through their sockets.
 
 mod chart;
 mod cli;
+mod config;
 mod coord;
 mod net;
 mod plan;
 mod report;
 mod scenario;
+mod shared;
 mod stats;
 mod sys;
 mod util;
@@ -28,7 +42,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cli = cli::Cli::parse();
-    let cfg = match cli::Config::from_cli(cli, args.clone()) {
+    let cfg = match config::Config::from_cli(cli, args.clone()) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("fanout-load: {e}");

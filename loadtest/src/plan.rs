@@ -1,13 +1,17 @@
-//! Who does what: how connections and message budgets are split across child processes and
-//! reactor threads, and which source and destination address each connection uses.
+//! Who does what and where: how connections and message budgets are split across child processes
+//! and reactor threads, which source and destination address each connection uses, and the
+//! target every connection goes to.
 //!
-//! Owns: `split`, `Share` and `AddrPlan`. Pure arithmetic, no I/O, so the splits are unit-tested.
+//! Owns: `split`, `Share`, `AddrPlan` and `Target` (addresses, `Host`, path, extra headers and the
+//! handshake timeout; built by `cli`, read by `net`). Pure arithmetic and plain data, no I/O and
+//! no other module of ours, so the splits are unit-tested and every layer may use them.
 //! Invariant: every connection has one global index in `0..conns`, the same whichever process or
 //! thread opens it, so address spreading and per-connection roles (the publisher is connection 0,
 //! the slow subscribers are spread evenly) do not depend on how the work was split.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
+use std::time::Duration;
 
 /// `total` split into `parts` contiguous ranges whose sizes differ by at most one, larger first.
 pub fn split(total: u64, parts: usize) -> Vec<Range<u64>> {
@@ -103,6 +107,18 @@ impl AddrPlan {
         let dst = if spread_dst { addr } else { dst_host };
         (Some(src), SocketAddr::V4(SocketAddrV4::new(dst, self.port)))
     }
+}
+
+/// Where connections go and what their upgrade request says.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addrs: AddrPlan,
+    /// `Host` header value (`127.0.0.1:9001`).
+    pub host: String,
+    /// Request target (`/`, `/ws?x=1`).
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub handshake_timeout: Duration,
 }
 
 /// Whether connection `index` of `total` is one of the `slow` ones: spread evenly over the

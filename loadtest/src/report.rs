@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Config, Scenario};
+use crate::config::{Config, Scenario};
 use crate::stats::{slope, Counters, Percentiles, Stats, Step};
 use crate::util::{bytes, micros, rate, thousands};
 
@@ -256,7 +256,7 @@ pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
                     .max()
                     .unwrap_or(0),
             );
-            if a.command == crate::cli::ShootCmd::Echo {
+            if a.command == crate::config::ShootCmd::Echo {
                 t.messages_per_s = Some(per_s(k.received));
             } else {
                 t.deliveries_per_s = Some(per_s(k.received));

@@ -11,7 +11,6 @@
 //!
 //! Payload size: `--payload` is the size of the data object (timestamp, counter, padding).
 
-use super::open_all;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -19,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use fanout::proto::OpCode;
 
-use super::{micros_between, Setup, Window};
-use crate::cli::{BroadcastArgs, Config, Via, Wire};
+use super::phase::{filler, micros_between, open_all, Setup, Window};
+use crate::config::{BroadcastArgs, Config, Via, Wire};
 use crate::net::{Driver, Ended, Kind, Net};
 use crate::plan::{is_slow, Share};
 use crate::stats::{SeqOutcome, SeqTracker};
@@ -107,7 +106,7 @@ impl Broadcast {
             total: cfg.conns,
             slow,
             // The data object's fixed part ({"t":..,"n":..,"p":""}) is about 40 bytes.
-            pad: super::filler(c.payload.saturating_sub(40)),
+            pad: filler(c.payload.saturating_sub(40)),
             rate: args.rate,
             interval_us,
             window_size: args.in_flight.max(1) as u64,

@@ -8,8 +8,8 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::{micros_between, Window};
-use crate::cli::{Config, ConnectArgs};
+use super::phase::{micros_between, Window};
+use crate::config::{Config, ConnectArgs};
 use crate::net::{Driver, Ended, Kind, Net};
 use crate::plan::{split, Share};
 

@@ -5,14 +5,13 @@
 //! connection, so the oldest send time is the one an echo belongs to, and the payload can be
 //! anything (no timestamp in it, so any size works, even 0).
 
-use super::open_all;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use fanout::proto::OpCode;
 
-use super::{micros_between, Setup, Window};
-use crate::cli::{Config, EchoArgs};
+use super::phase::{filler, micros_between, open_all, Setup, Window};
+use crate::config::{Config, EchoArgs};
 use crate::net::{Driver, Ended, Net};
 use crate::plan::Share;
 
@@ -39,7 +38,7 @@ impl Echo {
         Echo {
             in_flight: args.in_flight,
             opcode: if args.binary { OpCode::Binary } else { OpCode::Text },
-            payload: super::filler(c.payload).into_bytes(),
+            payload: filler(c.payload).into_bytes(),
             duration: c.duration,
             drain: c.drain,
             setup: Setup::new(share.conns.end - share.conns.start, c.setup_timeout + cfg.ramp_time()),

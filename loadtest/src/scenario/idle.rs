@@ -9,13 +9,10 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::Window;
-use crate::cli::Config;
+use super::phase::Window;
+use crate::config::{Config, IDLE_STEPS as STEPS};
 use crate::net::{Driver, Ended, Kind, Net};
 use crate::plan::Share;
-
-/// Connection steps; also the phase in which the connections are held.
-pub const STEPS: u32 = 10;
 
 pub struct Idle {
     conns: Range<u64>,

@@ -1,24 +1,23 @@
-//! The scenarios, one `Driver` each, and the phase bookkeeping they share.
+//! The scenarios, one `Driver` each.
 //!
-//! Owns: `run_thread` (builds the right driver for the configured scenario and runs its reactor),
-//! `Setup` (phase 0: report once every connection of the thread is set up or has failed) and
-//! `Window` (the measured phase: start, deadline, drain, last activity). Each scenario module owns
-//! its message formats and its accounting; none knows about other threads or processes except
-//! through `Net::reached` and the `Shared` atomics.
+//! Owns: `run_thread` (builds the right driver for the configured scenario and runs its reactor).
+//! The phase helpers every scenario uses live in `phase`, below the scenarios, which import it and
+//! never this module. Each scenario module owns its message formats and its accounting; none
+//! knows about other threads or processes except through `Net::reached` and the `Shared` atomics.
 
 pub mod broadcast;
 pub mod connect;
 pub mod echo;
 pub mod idle;
 pub mod n2;
+pub mod phase;
 pub mod shootout;
-
-use std::time::{Duration, Instant};
 
 use mio::Poll;
 
-use crate::cli::{Config, Scenario};
-use crate::net::{Net, Reactor};
+use crate::config::{Config, Scenario};
+use crate::net::reactor::Reactor;
+use crate::net::Net;
 use crate::plan::Share;
 use crate::stats::Stats;
 
@@ -32,120 +31,5 @@ pub fn run_thread(cfg: &Config, share: Share, poll: Poll, net: Net) -> Stats {
         Scenario::Connect(a) => Reactor::new(poll, net, connect::Connect::new(cfg, a, share)).run(),
         Scenario::Idle(_) => Reactor::new(poll, net, idle::Idle::new(cfg, share)).run(),
         Scenario::Shootout(a) => Reactor::new(poll, net, shootout::Shootout::new(cfg, a, share)).run(),
-    }
-}
-
-/// Phase 0 of one thread: `pending` connections still to be set up. Reports phase 0 reached
-/// once none is left, or at the setup deadline (late ones are then simply not waited for).
-#[derive(Debug)]
-pub struct Setup {
-    pending: u64,
-    reported: bool,
-    timeout: Duration,
-    deadline: Option<Instant>,
-}
-
-impl Setup {
-    pub fn new(pending: u64, timeout: Duration) -> Setup {
-        Setup { pending, reported: false, timeout, deadline: None }
-    }
-
-    /// One connection is set up or gave up.
-    pub fn done_one(&mut self) {
-        self.pending = self.pending.saturating_sub(1);
-    }
-
-    /// Reports phase 0 if it is time; returns the deadline to wake for otherwise.
-    pub fn check(&mut self, net: &mut Net) -> Option<Instant> {
-        if self.reported {
-            return None;
-        }
-        let deadline = *self.deadline.get_or_insert(net.now + self.timeout);
-        if self.pending == 0 || net.now >= deadline {
-            self.reported = true;
-            net.reached(0);
-            return None;
-        }
-        Some(deadline)
-    }
-}
-
-/// The measured phase of one thread.
-#[derive(Debug, Default)]
-pub struct Window {
-    pub go: Option<Instant>,
-    pub deadline: Option<Instant>,
-    /// When sending stopped (deadline or message budget); replies are awaited until `+ drain`.
-    pub stopped: Option<Instant>,
-    pub last: Option<Instant>,
-}
-
-impl Window {
-    pub fn begin(&mut self, now: Instant, duration: Duration) {
-        self.go = Some(now);
-        self.deadline = Some(now + duration);
-    }
-
-    pub fn running(&self) -> bool {
-        self.go.is_some() && self.stopped.is_none()
-    }
-
-    /// Stops sending if the deadline passed; returns true while sending may go on.
-    pub fn tick(&mut self, now: Instant) -> bool {
-        if let (Some(d), None) = (self.deadline, self.stopped) {
-            if now >= d {
-                self.stopped = Some(d);
-            }
-        }
-        self.running()
-    }
-
-    pub fn stop(&mut self, now: Instant) {
-        if self.go.is_some() && self.stopped.is_none() {
-            self.stopped = Some(now);
-        }
-    }
-
-    pub fn touch(&mut self, at: Instant) {
-        self.last = Some(self.last.map_or(at, |l| l.max(at)));
-    }
-
-    /// Whether the drain after stopping is over.
-    pub fn drained(&self, now: Instant, drain: Duration) -> bool {
-        self.stopped.is_some_and(|s| now >= s + drain)
-    }
-
-    /// Nanoseconds from the start to the last activity.
-    pub fn active_ns(&self) -> u64 {
-        match (self.go, self.last) {
-            (Some(g), Some(l)) => l.saturating_duration_since(g).as_nanos() as u64,
-            _ => 0,
-        }
-    }
-
-    /// The next instant the driver must wake for: the deadline or the end of the drain.
-    pub fn wake(&self, drain: Duration) -> Option<Instant> {
-        match (self.deadline, self.stopped) {
-            (Some(d), None) => Some(d),
-            (_, Some(s)) => Some(s + drain),
-            _ => None,
-        }
-    }
-}
-
-/// `len` bytes of filler text.
-pub fn filler(len: usize) -> String {
-    "x".repeat(len)
-}
-
-/// Microseconds between two instants (0 if `later` is earlier).
-pub fn micros_between(earlier: Instant, later: Instant) -> u64 {
-    later.saturating_duration_since(earlier).as_micros() as u64
-}
-
-/// Opens every WebSocket connection of this thread's share.
-pub fn open_all(net: &mut Net, share: &Share) {
-    for i in share.conns.clone() {
-        net.open(i, crate::net::Kind::Ws);
     }
 }

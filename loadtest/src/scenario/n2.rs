@@ -7,14 +7,13 @@
 //! quiet); the thread whose addition completes N² starts the next iteration and wakes the others.
 //! A thread that sees no progress for `STALL` ends the run: a lost message would otherwise hang it.
 
-use super::open_all;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fanout::proto::OpCode;
 
-use super::{Setup, Window};
-use crate::cli::Config;
+use super::phase::{filler, open_all, Setup, Window};
+use crate::config::Config;
 use crate::net::{Driver, Ended, Net};
 use crate::plan::Share;
 
@@ -41,7 +40,7 @@ impl N2 {
     pub fn new(cfg: &Config, share: Share) -> N2 {
         let c = &cfg.common;
         N2 {
-            payload: super::filler(c.payload).into_bytes(),
+            payload: filler(c.payload).into_bytes(),
             duration: c.duration,
             budget: c.messages,
             setup: Setup::new(share.conns.end - share.conns.start, c.setup_timeout + cfg.ramp_time()),

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use fanout::proto::OpCode;
 
-use super::Window;
-use crate::cli::{Config, ShootCmd, ShootoutArgs};
+use super::phase::{filler, Window};
+use crate::config::{Config, ShootCmd, ShootoutArgs};
 use crate::net::{Driver, Ended, Kind, Net};
 use crate::plan::Share;
 use crate::stats::{Hist, Step};
@@ -63,7 +63,7 @@ impl Shootout {
             concurrent: args.concurrent.max(1),
             sample: args.sample.max(1),
             command: args.command,
-            pad: super::filler(c.payload.saturating_sub(30)),
+            pad: filler(c.payload.saturating_sub(30)),
             duration: c.duration,
             window: Window::default(),
             stage: Stage::Connecting,
