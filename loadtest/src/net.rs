@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fanout::proto::handshake::{client_request, parse_response};
-use fanout::proto::{HandshakeError, HttpLimits, OpCode, ProtocolError, Status};
+use fanout::proto::client::{client_request, parse_response, ResponseError};
+use fanout::proto::{HttpLimits, OpCode, ProtocolError, Status};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -787,7 +787,7 @@ impl<D: Driver> Reactor<D> {
                             Self::frames(net, driver, id, &early, at);
                         }
                     }
-                    Err(HandshakeError::UnexpectedStatus(s)) => net.end(id, EndReason::Status(s)),
+                    Err(ResponseError::UnexpectedStatus(s)) => net.end(id, EndReason::Status(s)),
                     Err(_) => net.end(id, EndReason::BadHandshake),
                 }
             }

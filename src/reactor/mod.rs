@@ -41,7 +41,8 @@ use crate::proto::close::{encode_close_frame, ABNORMAL, GOING_AWAY, NO_STATUS, P
 use crate::proto::frame::{
     decode_header, encode_frame, encode_header, OpCode, Role, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
-use crate::proto::handshake::{accept_response, expects_continue, parse_request, CONTINUE_RESPONSE};
+use crate::proto::handshake::{accept_response, parse_request};
+use crate::proto::http::{expects_continue, CONTINUE_RESPONSE};
 use crate::proto::{
     decode_frame, Event, Frame, FrameRules, HttpLimits, Parsed, ProtocolError, Request, Response, Status, Upgrade,
 };
@@ -1196,8 +1197,8 @@ mod tests {
     use std::net::TcpStream;
 
     use super::*;
+    use crate::proto::client::client_request;
     use crate::proto::frame::encode_masked_frame;
-    use crate::proto::handshake::client_request;
 
     struct Echo;
 
