@@ -135,7 +135,7 @@ pub fn parse_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::handshake::{accept_response, parse_request, Parsed, RequestError};
+    use crate::proto::handshake::{accept_response, parse_request, Parsed, RequestError, RequestStatus};
 
     fn check(response: &[u8], expected: &str) -> Result<Status<ClientAccepted>, ResponseError> {
         parse_response(&mut BytesMut::from(response), expected, &HttpLimits::default())
@@ -146,7 +146,7 @@ mod tests {
         let (req, expected) = client_request("127.0.0.1:9", "/x", [7; 16], &["chat"], &[("Origin", "http://o")]);
         let mut buf = BytesMut::from(&req[..]);
         let u = match parse_request(&mut buf, &HttpLimits::default()) {
-            Ok(Status::Complete(Parsed::Upgrade(u))) => u,
+            Ok(RequestStatus::Complete(Parsed::Upgrade(u))) => u,
             other => panic!("{other:?}"),
         };
         assert_eq!(u.accept, expected);

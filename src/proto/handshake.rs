@@ -1,6 +1,6 @@
 //! The server side of the RFC 6455 opening handshake (§4.2).
 //!
-//! Owns: `parse_request`, the call the reactor makes for bytes received before the upgrade:
+//! Owns: `parse_request`, the one call the reactor makes for bytes received before the upgrade:
 //! it frames the request (through http.rs), tells an upgrade from a plain request, and validates
 //! the upgrade (§4.2.1) into an `Upgrade`; the accept key (§4.2.2, checked against the §1.3
 //! vector); subprotocol selection; the 101 response; `RequestError`, every refusal of a request
@@ -15,8 +15,7 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 
-use super::http::{read_request, HttpError, HttpLimits, Request, Response};
-use super::Status;
+use super::http::{read_request, Framed, HttpError, HttpLimits, Request, Response};
 
 /// §1.3: the GUID appended to the client's key before hashing.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -122,6 +121,19 @@ impl From<HttpError> for RequestError {
     }
 }
 
+/// What [`parse_request`] found at the front of the buffer.
+#[derive(Debug, Clone)]
+pub enum RequestStatus {
+    /// A whole request (head and body) was taken off the front of the buffer.
+    Complete(Parsed),
+    /// More bytes are needed; nothing was consumed. `expects_continue` is true when the head is
+    /// complete and valid, its body is still to come, and the client sent `Expect: 100-continue`.
+    Partial {
+        /// Send `CONTINUE_RESPONSE` (once): the client waits for it before sending the body.
+        expects_continue: bool,
+    },
+}
+
 /// What a complete request turned out to be.
 #[derive(Debug, Clone)]
 pub enum Parsed {
@@ -157,18 +169,18 @@ impl Request {
     }
 }
 
-/// Parses the request at the front of `buf`. On `Complete`, the request (and any body)
+/// Parses the request at the front of `buf`, head once. On `Complete`, the request (and any body)
 /// has been split off `buf`; bytes after it (frames sent before the 101 arrived) stay in `buf`.
-pub fn parse_request(buf: &mut BytesMut, limits: &HttpLimits) -> Result<Status<Parsed>, RequestError> {
+pub fn parse_request(buf: &mut BytesMut, limits: &HttpLimits) -> Result<RequestStatus, RequestError> {
     let request = match read_request(buf, limits)? {
-        Status::Complete(request) => request,
-        Status::Partial => return Ok(Status::Partial),
+        Framed::Complete(request) => request,
+        Framed::Partial { expects_continue } => return Ok(RequestStatus::Partial { expects_continue }),
     };
     let wants_upgrade = request.has_token("upgrade", "websocket") || request.header("sec-websocket-key").is_some();
     if !wants_upgrade {
-        return Ok(Status::Complete(Parsed::Http(request)));
+        return Ok(RequestStatus::Complete(Parsed::Http(request)));
     }
-    validate_upgrade(request).map(|u| Status::Complete(Parsed::Upgrade(u)))
+    validate_upgrade(request).map(|u| RequestStatus::Complete(Parsed::Upgrade(u)))
 }
 
 /// §4.2.1: "If the server, while reading the handshake, finds that the client did not send a
@@ -245,13 +257,13 @@ mod tests {
     /// The request of RFC 6455 §1.2, with a query, a second subprotocol and a cookie.
     const RFC_REQUEST: &str = "GET /chat?room=1&token=abc HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\nCookie: a=1; fanout_token=xyz\r\n\r\n";
 
-    fn parse(text: &str) -> Result<Status<Parsed>, RequestError> {
+    fn parse(text: &str) -> Result<RequestStatus, RequestError> {
         parse_request(&mut BytesMut::from(text.as_bytes()), &HttpLimits::default())
     }
 
     fn upgrade(text: &str) -> Upgrade {
         match parse(text) {
-            Ok(Status::Complete(Parsed::Upgrade(u))) => u,
+            Ok(RequestStatus::Complete(Parsed::Upgrade(u))) => u,
             other => panic!("expected an upgrade, got {other:?}"),
         }
     }
@@ -296,7 +308,7 @@ mod tests {
         for (i, b) in bytes.iter().enumerate() {
             buf.extend_from_slice(&[*b]);
             let got = parse_request(&mut buf, &HttpLimits::default()).unwrap();
-            assert_eq!(matches!(got, Status::Partial), i + 1 < bytes.len(), "at byte {i}");
+            assert_eq!(matches!(got, RequestStatus::Partial { .. }), i + 1 < bytes.len(), "at byte {i}");
         }
         assert!(buf.is_empty());
     }
@@ -305,7 +317,7 @@ mod tests {
     fn frames_after_the_head_stay_in_the_buffer() {
         let mut buf = BytesMut::from(RFC_REQUEST.as_bytes());
         buf.extend_from_slice(&[0x81, 0x80, 1, 2, 3, 4]);
-        let Ok(Status::Complete(Parsed::Upgrade(_))) = parse_request(&mut buf, &HttpLimits::default()) else {
+        let Ok(RequestStatus::Complete(Parsed::Upgrade(_))) = parse_request(&mut buf, &HttpLimits::default()) else {
             panic!()
         };
         assert_eq!(&buf[..], &[0x81, 0x80, 1, 2, 3, 4]);
@@ -316,13 +328,44 @@ mod tests {
         for text in
             ["GET / HTTP/1.1\r\nHost: x\r\n\r\n", "GET / HTTP/1.0\r\n\r\n", "GET /ws HTTP/1.1\r\nUpgrade: h2c\r\n\r\n"]
         {
-            assert!(matches!(parse(text), Ok(Status::Complete(Parsed::Http(_)))), "{text}");
+            assert!(matches!(parse(text), Ok(RequestStatus::Complete(Parsed::Http(_)))), "{text}");
         }
         let mut buf = BytesMut::from(&b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel"[..]);
-        assert!(matches!(parse_request(&mut buf, &HttpLimits::default()), Ok(Status::Partial)));
+        assert!(matches!(parse_request(&mut buf, &HttpLimits::default()), Ok(RequestStatus::Partial { .. })));
         buf.extend_from_slice(b"lo");
-        let Ok(Status::Complete(Parsed::Http(r))) = parse_request(&mut buf, &HttpLimits::default()) else { panic!() };
+        let Ok(RequestStatus::Complete(Parsed::Http(r))) = parse_request(&mut buf, &HttpLimits::default()) else {
+            panic!()
+        };
         assert_eq!((r.method(), r.path(), &r.body()[..]), ("POST", "/api/publish", &b"hello"[..]));
+    }
+
+    #[test]
+    fn partial_expects_continue_table() {
+        const HEAD: &[u8] = b"POST /api/publish HTTP/1.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
+        // (bytes received so far, expects_continue, why)
+        let cases: &[(&[u8], bool, &str)] = &[
+            (HEAD, true, "complete head, body pending, Expect"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 50\r\nexpect:  100-Continue \r\n\r\nabc", true, "body started"),
+            (&HEAD[..20], false, "head not complete yet"),
+            (&HEAD[..HEAD.len() - 2], false, "head without its blank line"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", false, "no Expect header"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 50\r\nExpect: 100-continue-x\r\n\r\n", false, "other expectation"),
+            (b"POST / HTTP/1.0\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n", false, "HTTP/1.0 ignores it"),
+        ];
+        for (bytes, want, why) in cases {
+            let mut buf = BytesMut::from(*bytes);
+            match parse_request(&mut buf, &HttpLimits::default()) {
+                Ok(RequestStatus::Partial { expects_continue }) => assert_eq!(expects_continue, *want, "{why}"),
+                other => panic!("{why}: {other:?}"),
+            }
+            assert_eq!(&buf[..], *bytes, "{why}: nothing consumed");
+        }
+        // With no body to wait for there is nothing to continue: the request is complete.
+        let no_body = "POST / HTTP/1.1\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n";
+        assert!(matches!(parse(no_body), Ok(RequestStatus::Complete(Parsed::Http(_)))));
+        // An invalid head is an error, not a Partial that asks for the body.
+        let too_big = "POST / HTTP/1.1\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n";
+        assert_eq!(parse(too_big).unwrap_err(), RequestError::BodyTooLarge);
     }
 
     #[test]

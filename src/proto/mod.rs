@@ -20,7 +20,7 @@ pub use close::CloseFrame;
 pub use decoder::{decode_frame, Frame, FrameRules};
 pub use error::ProtocolError;
 pub use frame::{OpCode, Role};
-pub use handshake::{Parsed, RequestError, Upgrade};
+pub use handshake::{Parsed, RequestError, RequestStatus, Upgrade};
 pub use http::{HttpLimits, Request, Response};
 pub use message::{Assembler, Event, Utf8Validator};
 

@@ -42,9 +42,10 @@ use crate::proto::frame::{
     decode_header, encode_frame, encode_header, OpCode, Role, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
 use crate::proto::handshake::{accept_response, parse_request};
-use crate::proto::http::{expects_continue, CONTINUE_RESPONSE};
+use crate::proto::http::CONTINUE_RESPONSE;
 use crate::proto::{
-    decode_frame, Event, Frame, FrameRules, HttpLimits, Parsed, ProtocolError, Request, Response, Status, Upgrade,
+    decode_frame, Event, Frame, FrameRules, HttpLimits, Parsed, ProtocolError, Request, RequestStatus, Response,
+    Status, Upgrade,
 };
 use crate::pubsub::{Batch, Topics};
 pub(crate) use bus::Bus;
@@ -596,16 +597,16 @@ impl<S: Service> Worker<S> {
             };
             match conn.phase {
                 Phase::Handshake => match parse_request(&mut data, &self.limits.http) {
-                    Ok(Status::Partial) => {
-                        if !conn.continue_sent && expects_continue(&data, &self.limits.http) {
+                    Ok(RequestStatus::Partial { expects_continue }) => {
+                        if !conn.continue_sent && expects_continue {
                             conn.continue_sent = true;
                             conn.wq.push(Bytes::from_static(CONTINUE_RESPONSE), &self.shared.metrics.queued_bytes);
                             self.mark_dirty(id);
                         }
                         break;
                     }
-                    Ok(Status::Complete(Parsed::Upgrade(upgrade))) => self.upgrade(id, upgrade),
-                    Ok(Status::Complete(Parsed::Http(request))) => {
+                    Ok(RequestStatus::Complete(Parsed::Upgrade(upgrade))) => self.upgrade(id, upgrade),
+                    Ok(RequestStatus::Complete(Parsed::Http(request))) => {
                         if !self.http_request(id, request) {
                             data.clear();
                         }
