@@ -22,7 +22,7 @@ fn upgrade_from(source: &str, addr: SocketAddr) -> (u16, String, TcpStream) {
     let stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut c = RawClient::connect_tcp_with(stream);
-    let (request, _) = fanout::proto::handshake::client_request("x", "/", rand_nonce(), &[], &[]);
+    let (request, _) = fanout::proto::client::client_request("x", "/", rand_nonce(), &[], &[]);
     c.send_raw(&request);
     let head = c.read_head();
     (status_of(&head), head, c.stream)

@@ -208,7 +208,7 @@ fn frames_pipelined_behind_the_handshake_are_processed() {
     let (server, _events) = echo_server(test_config());
     let addr = server.local_addr();
     let mut c = RawClient::connect_tcp(addr);
-    let (request, _accept) = fanout::proto::handshake::client_request(&addr.to_string(), "/", rand_nonce(), &[], &[]);
+    let (request, _accept) = fanout::proto::client::client_request(&addr.to_string(), "/", rand_nonce(), &[], &[]);
     let mut bytes = request.to_vec();
     bytes.extend_from_slice(&fanout::proto::frame::encode_masked_frame(true, OpCode::Text, b"early", [9, 8, 7, 6]));
     c.send_raw(&bytes);

@@ -1,15 +1,18 @@
 //! The sans-IO WebSocket protocol core (RFC 6455): bytes in, values out.
 //!
-//! Owns: the handshake, frame codec, masking, frame decoding, message assembly and close codes.
+//! Owns: HTTP/1.1 framing, the opening handshake (server and client side), frame codec, masking,
+//! frame decoding, message assembly and close codes.
 //! Must not: touch sockets (`std::net`, mio), read a clock, log, or use any other module of this
 //! crate. Every parser returns complete / need more (`Status::Partial`) / error, so the reactor
 //! can feed it whatever a read returned. CI greps this directory to keep that true.
 
+pub mod client;
 pub mod close;
 pub mod decoder;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod http;
 pub mod mask;
 pub mod message;
 pub mod receiver;
@@ -18,7 +21,8 @@ pub use close::{CloseCode, CloseFrame};
 pub use decoder::{decode_frame, Frame, FrameRules};
 pub use error::ProtocolError;
 pub use frame::{OpCode, Role};
-pub use handshake::{HandshakeError, HttpLimits, Parsed, Request, Response, Upgrade};
+pub use handshake::{Parsed, RequestError, RequestStatus, Upgrade};
+pub use http::{HttpLimits, Request, Response};
 pub use message::{Assembler, Event, Utf8Validator};
 pub use receiver::Receiver;
 

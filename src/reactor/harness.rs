@@ -18,7 +18,7 @@ use super::worker::{Limits, Worker};
 use super::{listener, Shared};
 use crate::config::Config;
 use crate::proto::frame::{encode_masked_frame, OpCode};
-use crate::proto::handshake::client_request;
+use crate::proto::client::client_request;
 use crate::proto::{CloseCode, Request, Response, Upgrade};
 
 struct Echo;

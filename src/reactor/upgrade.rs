@@ -13,30 +13,31 @@ use super::flush::over_cap;
 use super::service::Service;
 use super::token::ConnId;
 use super::worker::{get, Worker};
-use crate::proto::handshake::{accept_response, parse_request, CONTINUE_RESPONSE};
-use crate::proto::{Parsed, Request, Response, Status, Upgrade};
+use crate::proto::handshake::{accept_response, parse_request};
+use crate::proto::http::CONTINUE_RESPONSE;
+use crate::proto::{Parsed, Request, RequestStatus, Response, Upgrade};
 
 impl<S: Service> Worker<S> {
     /// Parses the request at the front of `data` and acts on it. Returns whether to go on
     /// reading `data` (after an upgrade, frames may follow in the same read).
     pub(super) fn receive_request(&mut self, id: ConnId, data: &mut BytesMut) -> bool {
         match parse_request(data, &self.limits.http) {
-            Ok(Status::Partial) => {
+            Ok(RequestStatus::Partial { expects_continue }) => {
                 let Some(conn) = get(&mut self.conns, id) else {
                     return false;
                 };
-                if !conn.continue_sent && crate::proto::handshake::expects_continue(data, &self.limits.http) {
+                if expects_continue && !conn.continue_sent {
                     conn.continue_sent = true;
                     conn.wq.push(Bytes::from_static(CONTINUE_RESPONSE), &self.metrics.queued_bytes);
                     self.mark_dirty(id);
                 }
                 false
             }
-            Ok(Status::Complete(Parsed::Upgrade(upgrade))) => {
+            Ok(RequestStatus::Complete(Parsed::Upgrade(upgrade))) => {
                 self.upgrade(id, upgrade);
                 true
             }
-            Ok(Status::Complete(Parsed::Http(request))) => {
+            Ok(RequestStatus::Complete(Parsed::Http(request))) => {
                 let kept = self.http_request(id, request);
                 if !kept {
                     data.clear();

@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use fanout::proto::client::{client_request, parse_response};
 use fanout::proto::frame::{encode_masked_frame, OpCode, Role};
-use fanout::proto::handshake::{client_request, parse_response};
 use fanout::proto::{decode_frame, Frame, FrameRules, HttpLimits, Status};
 use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle};
 

@@ -12,8 +12,8 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fanout::proto::handshake::{client_request, parse_response};
-use fanout::proto::{HandshakeError, HttpLimits, OpCode, Status};
+use fanout::proto::client::{client_request, parse_response, ResponseError};
+use fanout::proto::{HttpLimits, OpCode, Status};
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::{Conn, Driver, EndReason, Kind, Net, State, MAX_PAYLOAD, READ_CHUNK, WAKER_TOKEN};
@@ -299,7 +299,7 @@ impl<D: Driver> Reactor<D> {
                             Self::frames(net, driver, id, &early, at);
                         }
                     }
-                    Err(HandshakeError::UnexpectedStatus(s)) => net.end(id, EndReason::Status(s)),
+                    Err(ResponseError::UnexpectedStatus(s)) => net.end(id, EndReason::Status(s)),
                     Err(_) => net.end(id, EndReason::BadHandshake),
                 }
             }
