@@ -17,8 +17,8 @@ use super::token::{ConnId, WAKER};
 use super::worker::{Limits, Worker};
 use super::{listener, Shared};
 use crate::config::Config;
-use crate::proto::frame::{encode_masked_frame, OpCode};
 use crate::proto::client::client_request;
+use crate::proto::frame::{encode_masked_frame, OpCode};
 use crate::proto::{CloseCode, Request, Response, Upgrade};
 
 struct Echo;
