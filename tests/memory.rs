@@ -1,14 +1,11 @@
 //! Resident memory per idle connection, measured on the echo example in its own process: 10,000
 //! open, idle WebSocket connections must cost less than 1 KiB each (slack for the allocator; the
-//! goal of 256 B and the measured figure are in BENCHMARKS.md).
+//! goal of 256 B and the measured figure are in BENCHMARKS.md). The same measure of the gateway
+//! binary is in gateway/tests/memory.rs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-
-/// The two tests each hold 10,000 client sockets; together they would pass this process's
-/// 20,000-descriptor limit, so they take turns.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Server(Child);
 
@@ -67,7 +64,6 @@ fn open(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 
 #[test]
 fn ten_thousand_idle_connections_cost_under_one_kib_each() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (server, addr) = start_echo();
     let pid = server.0.id();
     // Warm up: the first connections grow the slab and allocate the worker's read block.
@@ -78,56 +74,5 @@ fn ten_thousand_idle_connections_cost_under_one_kib_each() {
     let per_conn = after.saturating_sub(before) / 10_000;
     eprintln!("server RSS {before} -> {after} bytes: {per_conn} B per idle connection");
     assert!(per_conn < 1024, "{per_conn} B per idle connection");
-    drop((warm, conns));
-}
-
-fn start_gateway() -> (Server, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--log-level", "warn"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "fanout exited before listening");
-    }
-    let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
-    (Server(child), addr)
-}
-
-/// Subscribes every connection to `channel` and waits for each reply.
-fn subscribe_all(conns: &mut [TcpStream], channel: &str) {
-    let payload = format!(r#"{{"op":"subscribe","channel":"{channel}"}}"#);
-    // A zero masking key leaves the payload as it is (RFC 6455 §5.3), which keeps this simple.
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-    frame.extend_from_slice(payload.as_bytes());
-    for s in conns.iter_mut() {
-        s.write_all(&frame).unwrap();
-    }
-    for s in conns.iter_mut() {
-        let mut header = [0u8; 2];
-        s.read_exact(&mut header).unwrap();
-        let mut reply = vec![0u8; usize::from(header[1] & 0x7F)];
-        s.read_exact(&mut reply).unwrap();
-        assert!(String::from_utf8_lossy(&reply).contains(r#""op":"subscribed""#));
-    }
-}
-
-#[test]
-fn ten_thousand_subscribed_gateway_connections_cost_under_one_kib_each() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (server, addr) = start_gateway();
-    let pid = server.0.id();
-    let mut warm = open(addr, 100);
-    subscribe_all(&mut warm, "news");
-    let before = rss_bytes(pid);
-    let mut conns = open(addr, 10_000);
-    subscribe_all(&mut conns, "news");
-    let after = rss_bytes(pid);
-    let per_conn = after.saturating_sub(before) / 10_000;
-    eprintln!("gateway RSS {before} -> {after} bytes: {per_conn} B per connection subscribed to one channel");
-    assert!(per_conn < 1024, "{per_conn} B per subscribed connection");
     drop((warm, conns));
 }

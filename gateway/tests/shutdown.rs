@@ -2,6 +2,7 @@
 //! queued messages delivered, then 1001 spread over the window) and the process exits 0 within
 //! the window; a second signal exits at once.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};
