@@ -1,9 +1,17 @@
 //! The settings of `fanout serve`: every one is a flag, a `FANOUT_*` environment variable and a
-//! key of the TOML file given by `--config`, with precedence flag, then environment, then file,
-//! then default. (Moved from the library's config.rs as it was.)
+//! key of the TOML file given by `--config` (key `history_size` = flag `--history-size` =
+//! `FANOUT_HISTORY_SIZE`), with precedence flag, then environment, then file, then default.
+//!
+//! Owns: the one field list (the `settings!` invocation below), from which the clap arguments
+//! (`ServeArgs`), the file's keys (`FileConfig`) and the file-under-flags merge are generated;
+//! the translation into the library's `Config` and the application's `GatewayConfig`; the
+//! commented default file. Invariants: a setting is declared once, with its type, flag, variable
+//! and default; a default the library also has is read from `Config::default()` (or, for the
+//! gateway's own knobs, `GatewayConfig::default()`), never restated; an unknown file key is an
+//! error naming the file, the key and its position; nothing here starts a server.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -11,6 +19,10 @@ use clap::ArgMatches;
 use fanout::{Config, SlowConsumerPolicy};
 
 use crate::app::GatewayConfig;
+
+/// The gateway's default largest message: 64 KiB, not the library's 1 MiB, because anyone
+/// allowed to publish makes every subscriber's queue hold each message.
+const MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
 /// `--slow-consumer`: the library's `SlowConsumerPolicy` as a flag and file value (`close`,
 /// `drop`). The variants have no doc comments on purpose: clap would turn them into a long
@@ -41,71 +53,113 @@ impl From<SlowConsumerPolicy> for SlowConsumer {
     }
 }
 
-/// `fanout serve` settings: each is a flag, a `FANOUT_*` environment variable and a key in the
-/// TOML file given by `--config` (precedence: flag, then environment, then file, then default).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// TOML file with any of the settings below (keys as the flags, with `_` for `-`).
-    #[arg(long, env = "FANOUT_CONFIG")]
-    pub config: Option<std::path::PathBuf>,
+/// Generates, from one list of `/// help`, `#[arg(...)]`, `name: Type` entries: `ServeArgs`
+/// (the clap arguments, plus `--config`), `FileConfig` (every field optional, unknown keys
+/// refused, so toml's own messages name the file's line, column and key) and
+/// `FileConfig::apply` (the file under the flags and the environment).
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[arg($($arg:tt)*)]
+        $field:ident: $ty:ty,
+    )*) => {
+        /// `fanout serve` settings: each is a flag, a `FANOUT_*` environment variable and a key in the
+        /// TOML file given by `--config` (precedence: flag, then environment, then file, then default).
+        #[derive(Debug, Clone, clap::Args)]
+        pub struct ServeArgs {
+            /// TOML file with any of the settings below (keys as the flags, with `_` for `-`).
+            #[arg(long, env = "FANOUT_CONFIG")]
+            pub config: Option<PathBuf>,
+            $(
+                $(#[doc = $doc])*
+                #[arg($($arg)*)]
+                pub $field: $ty,
+            )*
+        }
+
+        /// The settings a `--config` file may hold: the flags of `fanout serve`, by their names with
+        /// `_` for `-`. Unknown keys are errors.
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $(pub $field: Option<$ty>,)*
+        }
+
+        impl FileConfig {
+            /// Fills `args` from the file, except the settings `set_elsewhere` says came from a flag or
+            /// the environment, which take precedence.
+            pub fn apply(self, args: &mut ServeArgs, set_elsewhere: impl Fn(&str) -> bool) {
+                $(
+                    if let Some(value) = self.$field {
+                        if !set_elsewhere(stringify!($field)) {
+                            args.$field = value;
+                        }
+                    }
+                )*
+            }
+        }
+    };
+}
+
+settings! {
     /// Address to listen on (HTTP and WebSocket on one port).
-    #[arg(long, env = "FANOUT_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    #[arg(long, env = "FANOUT_LISTEN", default_value_t = Config::default().listen)]
+    listen: SocketAddr,
     /// Worker threads, each with its own event loop and listener (default: the CPUs available).
     #[arg(long, env = "FANOUT_WORKERS")]
-    pub workers: Option<usize>,
+    workers: Option<usize>,
     /// HS256 secret for client tokens; without it clients are anonymous (loopback only, unless
     /// --allow-anonymous).
     #[arg(long, env = "FANOUT_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    jwt_secret: Option<String>,
     /// Key for POST /api/publish (Authorization: Bearer KEY).
     #[arg(long, env = "FANOUT_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    api_key: Option<String>,
     /// Allow clients without a token on any address (they may use every channel).
     #[arg(long, env = "FANOUT_ALLOW_ANONYMOUS")]
-    pub allow_anonymous: bool,
+    allow_anonymous: bool,
     /// Comma-separated browser origins allowed to connect; empty allows any.
     #[arg(long, env = "FANOUT_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
-    pub allowed_origins: Vec<String>,
+    allowed_origins: Vec<String>,
     /// Messages kept per channel for resume.
-    #[arg(long, env = "FANOUT_HISTORY_SIZE", default_value_t = 100)]
-    pub history_size: usize,
+    #[arg(long, env = "FANOUT_HISTORY_SIZE", default_value_t = GatewayConfig::default().history_size)]
+    history_size: usize,
     /// Seconds a message stays in the history.
-    #[arg(long, env = "FANOUT_HISTORY_TTL", default_value_t = 300)]
-    pub history_ttl: u64,
+    #[arg(long, env = "FANOUT_HISTORY_TTL", default_value_t = GatewayConfig::default().history_ttl.as_secs())]
+    history_ttl: u64,
     /// Channels tracked at once; new ones are refused beyond it.
-    #[arg(long, env = "FANOUT_MAX_CHANNELS", default_value_t = 100_000)]
-    pub max_channels: usize,
+    #[arg(long, env = "FANOUT_MAX_CHANNELS", default_value_t = GatewayConfig::default().max_channels)]
+    max_channels: usize,
     /// Largest message (and frame, and HTTP publish body) in bytes.
-    #[arg(long, env = "FANOUT_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
-    pub max_message_size: usize,
+    #[arg(long, env = "FANOUT_MAX_MESSAGE_SIZE", default_value_t = MAX_MESSAGE_SIZE)]
+    max_message_size: usize,
     /// Bytes queued for one client before it is a slow consumer.
-    #[arg(long, env = "FANOUT_MAX_QUEUED_BYTES", default_value_t = 1 << 20)]
-    pub max_queued_bytes: usize,
+    #[arg(long, env = "FANOUT_MAX_QUEUED_BYTES", default_value_t = Config::default().max_queued_bytes)]
+    max_queued_bytes: usize,
     /// What to do with a slow consumer: close (1008) or drop (skip messages; seq shows the gap).
-    #[arg(long, env = "FANOUT_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumer::Close)]
-    pub slow_consumer: SlowConsumer,
+    #[arg(long, env = "FANOUT_SLOW_CONSUMER", value_enum, default_value_t = Config::default().slow_consumer.into())]
+    slow_consumer: SlowConsumer,
     /// Open WebSocket connections in total; further upgrades get 503.
-    #[arg(long, env = "FANOUT_MAX_CONNECTIONS", default_value_t = 100_000)]
-    pub max_connections: usize,
+    #[arg(long, env = "FANOUT_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
+    max_connections: usize,
     /// Open WebSocket connections per client IP address; 0 for no limit (use 0 behind a proxy).
-    #[arg(long, env = "FANOUT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
-    pub max_connections_per_ip: usize,
+    #[arg(long, env = "FANOUT_MAX_CONNECTIONS_PER_IP", default_value_t = Config::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
     /// Connections still sending their HTTP request before new ones are closed unread.
-    #[arg(long, env = "FANOUT_MAX_PENDING_HANDSHAKES", default_value_t = 10_000)]
-    pub max_pending_handshakes: usize,
+    #[arg(long, env = "FANOUT_MAX_PENDING_HANDSHAKES", default_value_t = Config::default().max_pending_handshakes)]
+    max_pending_handshakes: usize,
     /// Seconds of silence before an open connection is closed (pinged at half); 0 disables.
-    #[arg(long, env = "FANOUT_IDLE_TIMEOUT", default_value_t = 120)]
-    pub idle_timeout: u64,
+    #[arg(long, env = "FANOUT_IDLE_TIMEOUT", default_value_t = Config::default().idle_timeout.as_secs())]
+    idle_timeout: u64,
     /// Seconds a client has to complete its upgrade request.
-    #[arg(long, env = "FANOUT_HANDSHAKE_TIMEOUT", default_value_t = 10)]
-    pub handshake_timeout: u64,
+    #[arg(long, env = "FANOUT_HANDSHAKE_TIMEOUT", default_value_t = Config::default().handshake_timeout.as_secs())]
+    handshake_timeout: u64,
     /// Seconds over which a graceful stop (SIGTERM, SIGINT) closes clients with 1001.
-    #[arg(long, env = "FANOUT_DRAIN_WINDOW", default_value_t = 5)]
-    pub drain_window: u64,
+    #[arg(long, env = "FANOUT_DRAIN_WINDOW", default_value_t = Config::default().drain_window.as_secs())]
+    drain_window: u64,
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    log_level: String,
 }
 
 impl ServeArgs {
@@ -161,73 +215,12 @@ impl ServeArgs {
     }
 }
 
-/// The settings a `--config` file may hold: the flags of `fanout serve`, by their names with
-/// `_` for `-`. Unknown keys are errors.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub workers: Option<usize>,
-    pub jwt_secret: Option<String>,
-    pub api_key: Option<String>,
-    pub allow_anonymous: Option<bool>,
-    pub allowed_origins: Option<Vec<String>>,
-    pub history_size: Option<usize>,
-    pub history_ttl: Option<u64>,
-    pub max_channels: Option<usize>,
-    pub max_message_size: Option<usize>,
-    pub max_queued_bytes: Option<usize>,
-    pub slow_consumer: Option<SlowConsumer>,
-    pub max_connections: Option<usize>,
-    pub max_connections_per_ip: Option<usize>,
-    pub max_pending_handshakes: Option<usize>,
-    pub idle_timeout: Option<u64>,
-    pub handshake_timeout: Option<u64>,
-    pub drain_window: Option<u64>,
-    pub log_level: Option<String>,
-}
-
 impl FileConfig {
     /// Reads and parses `path`; the error names the file, and the key and reason as toml gives
     /// them (line and column included).
     pub fn read(path: &Path) -> Result<FileConfig, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// Fills `args` from the file, except the settings `set_elsewhere` says came from a flag or
-    /// the environment, which take precedence.
-    pub fn apply(self, args: &mut ServeArgs, set_elsewhere: impl Fn(&str) -> bool) {
-        macro_rules! take {
-            ($($field:ident),*) => {$(
-                if let Some(value) = self.$field {
-                    if !set_elsewhere(stringify!($field)) {
-                        args.$field = value.into();
-                    }
-                }
-            )*};
-        }
-        take!(
-            listen,
-            workers,
-            jwt_secret,
-            api_key,
-            allow_anonymous,
-            allowed_origins,
-            history_size,
-            history_ttl,
-            max_channels,
-            max_message_size,
-            max_queued_bytes,
-            slow_consumer,
-            max_connections,
-            max_connections_per_ip,
-            max_pending_handshakes,
-            idle_timeout,
-            handshake_timeout,
-            drain_window,
-            log_level
-        );
     }
 }
 
@@ -288,6 +281,22 @@ mod tests {
         file.apply(&mut args, |key| key == "history_size");
         assert_eq!((args.history_size, args.history_ttl), (7, 60));
         assert_eq!(args.allowed_origins, ["https://a"]);
+    }
+
+    #[test]
+    fn defaults_are_the_library_and_application_defaults_but_for_the_message_size() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let (server, gateway) = Cli::parse_from(["fanout", "--workers", "1"]).serve.into_configs().unwrap();
+        let size = MAX_MESSAGE_SIZE;
+        let expected =
+            Config { max_frame_size: size, max_message_size: size, max_body_bytes: size, ..Config::default() };
+        assert_eq!(server, expected);
+        assert_eq!(gateway, GatewayConfig::default());
     }
 
     #[test]
