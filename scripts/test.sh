@@ -12,10 +12,11 @@ if ! python3 -c 'import websockets, pytest' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 
-echo "== cargo test (debug; also builds the examples), server crate and load generator"
+echo "== cargo test (debug; also builds the examples): library, gateway and load generator"
 cargo test --workspace
 
-echo "== cargo test --release"
+# The default members (the library and the gateway), as before the gateway had its own crate.
+echo "== cargo test --release (library and gateway)"
 cargo test --release
 
 echo "== python interop tests (websockets client against the echo example)"
@@ -36,5 +37,5 @@ if [ ! -d tests/browser/node_modules ]; then
     (cd tests/browser && npm install --no-audit --no-fund)
   fi
 fi
-cargo build --bin fanout
+cargo build --bin fanout   # the gateway crate's binary (gateway/), found from the root
 FANOUT_BIN="$PWD/target/debug/fanout" node --test tests/browser/demo.test.mjs

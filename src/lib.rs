@@ -22,7 +22,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod gateway;
 pub mod metrics;
 pub mod proto;
 pub mod pubsub;

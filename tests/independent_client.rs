@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 
 use common::*;
 use fanout::Config;
@@ -109,27 +107,6 @@ fn rejection_and_subprotocol_as_a_client_library_sees_them() {
     request.headers_mut().insert("Sec-WebSocket-Protocol", "v1.fanout,v2.fanout".parse().unwrap());
     let (_ws, response) = tungstenite::client(request, TcpStream::connect(addr).unwrap()).unwrap();
     assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "v2.fanout");
-}
-
-/// An example binary, built by `cargo test` next to this test's own executable.
-struct ExampleProcess(Child);
-
-impl Drop for ExampleProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_example(name: &str) -> (ExampleProcess, SocketAddr) {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} missing: run the whole `cargo test`, which builds the examples", path.display());
-    let mut child = Command::new(&path).arg("127.0.0.1:0").stderr(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("ws://").next().unwrap().trim_end_matches('/').parse().unwrap();
-    (ExampleProcess(child), addr)
 }
 
 #[test]

@@ -1,4 +1,4 @@
-// The demo page (src/gateway/demo.html) in a real headless Chromium against a real fanout server.
+// The demo page (gateway/src/demo.html) in a real headless Chromium against a real fanout server.
 //
 //   cd tests/browser && npm ci && FANOUT_BIN=$PWD/../../target/debug/fanout node --test demo.test.mjs
 //

@@ -1,10 +1,15 @@
-//! Shared test helpers: servers on port 0, a raw RFC 6455 client built on `fanout::proto`, and a
-//! condition wait with a deadline (tests wait on state, never on fixed sleeps).
+//! Shared test helpers: servers on port 0, a raw RFC 6455 client built on `fanout::proto`, a
+//! condition wait with a deadline (tests wait on state, never on fixed sleeps), and child
+//! processes (an example, or the `fanout` binary) started on port 0 and measured from outside.
+//!
+//! The gateway's tests include this file too (`#[path = "../../tests/common/mod.rs"]`), so it
+//! uses only the library's public API, `bytes` and std.
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -199,4 +204,109 @@ pub fn rand_nonce() -> [u8; 16] {
     n[..8].copy_from_slice(&t.to_le_bytes());
     n[8..].copy_from_slice(&(t.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15).to_le_bytes());
     n
+}
+
+/// How long a child process may take to print its "listening on" line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A child process, killed and reaped when dropped (a failed test leaves no server behind).
+pub struct ChildProcess(pub Child);
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` with stderr piped and waits for its "listening on" line: `NAME: listening
+/// on ws://ADDR/` from the examples, `fanout: listening on http://ADDR/ ...` from the binary.
+/// Returns the child and ADDR. Stderr is drained for the child's whole life, so it never blocks
+/// on a full pipe; a child that exits or stays silent fails the test with what it said.
+pub fn spawn_listening(mut command: Command) -> (ChildProcess, SocketAddr) {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut child = ChildProcess(child);
+    let (lines, said) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        // Reads to EOF; once the line has been found nobody listens, and sends just fail.
+        while stderr.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let _ = lines.send(String::from_utf8_lossy(&line).trim_end().to_owned());
+            line.clear();
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut before = Vec::new();
+    loop {
+        match said.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    let addr = url.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches('/');
+                    let addr = addr.parse().unwrap_or_else(|e| panic!("{line:?}: no address ({e})"));
+                    return (child, addr);
+                }
+                before.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.0.wait();
+                panic!("{command:?} exited before listening ({status:?}); it said:\n{}", before.join("\n"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!(
+                    "{command:?} did not say where it listens within {START_TIMEOUT:?}; it said:\n{}",
+                    before.join("\n")
+                )
+            }
+        }
+    }
+}
+
+/// Starts the example `name` on an ephemeral loopback port. The example is built by `cargo
+/// test` next to this test's own executable (target/debug/examples/, this is target/debug/deps/).
+pub fn start_example(name: &str) -> (ChildProcess, SocketAddr) {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} missing: run the whole `cargo test`, which builds the examples", path.display());
+    let mut command = Command::new(path);
+    command.arg("127.0.0.1:0");
+    spawn_listening(command)
+}
+
+/// The resident memory of process `pid`, in bytes (VmRSS of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
+}
+
+/// Opens `n` upgraded, idle connections to `addr`: all requests first, then all answers, as a
+/// burst would.
+pub fn open_upgraded(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut conns: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    for s in &mut conns {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "server closed during the upgrade");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
+    }
+    conns
 }

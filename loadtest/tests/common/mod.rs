@@ -30,7 +30,7 @@ pub fn build_main_crate() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(root).args(["build", "-p", "fanout", "--example", "echo", "--bin", "fanout"]);
+        cmd.current_dir(root).args(["build", "--example", "echo", "--bin", "fanout"]);
         if target_dir().ends_with("release") {
             cmd.arg("--release");
         }

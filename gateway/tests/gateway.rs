@@ -1,6 +1,7 @@
 //! The fanout gateway end to end: every client op and error, the auth matrix, resume, the
 //! publish/subscribe race, the HTTP API, slow consumers, and the binary's own commands.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
@@ -8,9 +9,9 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use fanout::config::GatewayConfig;
-use fanout::gateway::{self, auth};
 use fanout::{Config, ServerHandle};
+use fanout_gateway::app::{self as gateway, GatewayConfig};
+use fanout_gateway::native::auth;
 use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};

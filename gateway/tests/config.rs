@@ -1,9 +1,13 @@
 //! The binary's configuration: a TOML file under FANOUT_* variables under flags, a commented
 //! default file, and `config check` naming the file, key and reason of each mistake.
 
-use std::io::{BufRead, BufReader};
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use common::spawn_listening;
 
 fn fanout() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fanout"));
@@ -23,18 +27,10 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 
 /// Starts `fanout serve` with `args` and `env`, returns the address it reports, and stops it.
 fn listen_address(args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut child = fanout().arg("serve").args(args).envs(env.iter().copied()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    while !line.contains("listening on") {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("fanout exited: {:?}", child.wait());
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    line.split("http://").nth(1).unwrap().split(':').next().unwrap().to_owned()
+    let mut command = fanout();
+    command.arg("serve").args(args).envs(env.iter().copied());
+    let (_fanout, addr) = spawn_listening(command);
+    addr.ip().to_string()
 }
 
 #[test]

@@ -1,12 +1,18 @@
-//! The `fanout` binary: parse the settings, run the gateway, mint tokens.
+//! The `fanout` binary: subcommands (`serve`, the default; `config`; `token`), signals,
+//! logging and the open-file limit.
+//!
+//! Owns: the process: exit codes (0 served and drained, 1 could not serve, 2 bad settings), the
+//! first SIGTERM/SIGINT drains and a second exits at once, the "listening on" line on stderr that
+//! tests and scripts wait for. Must not: hold settings logic (that is `settings`) or protocol
+//! logic (that is `app` and `native`).
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use fanout::config::{self, FileConfig, ServeArgs};
-use fanout::gateway::{self, auth};
+use fanout_gateway::app as gateway;
+use fanout_gateway::native::auth;
+use fanout_gateway::settings::{self, ServeArgs};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -79,7 +85,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let (mut args, serve_matches) = match cli.command {
+    let (args, serve_matches) = match cli.command {
         Some(Command::Token { secret, sub, subscribe, publish, ttl }) => {
             let exp = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl).as_secs();
             let clean = |v: Vec<String>| v.into_iter().filter(|p| !p.is_empty()).collect();
@@ -88,17 +94,12 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Config(ConfigCommand::Default)) => {
-            print!("{}", config::default_file());
+            print!("{}", settings::default_file());
             return ExitCode::SUCCESS;
         }
         Some(Command::Config(ConfigCommand::Check { file })) => {
             // Checked against the defaults alone: what the file says, whatever the environment.
-            let mut args = Cli::try_parse_from(["fanout"]).expect("defaults parse").serve;
-            let checked = FileConfig::read(&file).and_then(|f| {
-                f.apply(&mut args, |_| false);
-                args.into_configs().map_err(|e| format!("{}: {e}", file.display()))
-            });
-            return match checked {
+            return match settings::check_file(&file) {
                 Ok(_) => {
                     println!("{}: ok", file.display());
                     ExitCode::SUCCESS
@@ -112,19 +113,14 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => (args, matches.subcommand_matches("serve").expect("serve matched").clone()),
         None => (cli.serve, matches.clone()),
     };
-    if let Some(path) = args.config.clone() {
-        // Flags and FANOUT_* variables win over the file; the file wins over defaults.
-        let set_elsewhere = |id: &str| {
-            matches!(serve_matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
-        };
-        match FileConfig::read(&path) {
-            Ok(file) => file.apply(&mut args, set_elsewhere),
-            Err(e) => {
-                eprintln!("fanout: {e}");
-                return ExitCode::from(2);
-            }
+    // Flags and FANOUT_* variables win over the file; the file wins over defaults.
+    let args = match args.with_file(&serve_matches) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("fanout: {e}");
+            return ExitCode::from(2);
         }
-    }
+    };
     env_logger::Builder::new().parse_filters(&args.log_level).parse_default_env().init();
     let (server, gateway_config) = match args.into_configs() {
         Ok(configs) => configs,

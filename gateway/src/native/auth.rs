@@ -8,7 +8,7 @@
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::server::Request;
+use fanout::Request;
 
 /// The claims fanout reads from a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

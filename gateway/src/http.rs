@@ -1,18 +1,36 @@
-//! The gateway's plain HTTP endpoints on the WebSocket port: the demo page, health, publish.
+//! The gateway's plain HTTP endpoints on the WebSocket port: the demo page, health, metrics,
+//! stats, publish.
 //!
 //! Owns: routing and the JSON answers of `POST /api/publish` (200 `{"seq":N}`; 400, 401, 405,
-//! 429 with `{"error":...}`; 413 comes from the library's body limit before routing).
+//! 429 with `{"error":...}`; 413 comes from the library's body limit before routing), and the
+//! API key check. Must not: import the application; what it needs from it (channel count, key,
+//! anonymous access, publish) comes through the `Api` trait, so there is no import circle.
+//! Invariant: a key is compared in constant time and never echoed.
 
+use fanout::{Ctx, Request, Response};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::{auth, protocol, Gateway};
-use crate::server::{Ctx, Request, Response};
+use crate::history::TooManyChannels;
+use crate::native::{auth, protocol};
 
 const DEMO_HTML: &str = include_str!("demo.html");
 
-pub(super) fn route(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+/// What the endpoints need from the application (implemented by `crate::app::Gateway`).
+pub trait Api {
+    /// Channels with history or subscribers (the `channels` gauge).
+    fn channels(&self) -> usize;
+    /// The key `POST /api/publish` and `GET /api/stats` require, if one is configured.
+    fn api_key(&self) -> Option<&str>;
+    /// Whether clients without a token are allowed (then the API is open without a key).
+    fn anonymous_allowed(&self) -> bool;
+    /// Assigns the next seq of `channel`, records and publishes `data`; returns the seq.
+    fn publish(&self, ctx: &mut Ctx<'_>, channel: &str, data: &RawValue) -> Result<u64, TooManyChannels>;
+}
+
+/// Answers one plain HTTP request.
+pub fn route(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
     match (request.method(), request.path()) {
         ("GET" | "HEAD", "/" | "/index.html") => Response::new(200)
             .header("Content-Type", "text/html; charset=utf-8")
@@ -22,7 +40,7 @@ pub(super) fn route(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>)
         ("GET" | "HEAD", "/healthz") => json_response(200, json!({"status": "ok"})),
         ("POST", "/api/publish") => publish(gateway, ctx, request),
         ("GET", "/metrics") => {
-            let channels = gateway.history().len() as u64;
+            let channels = gateway.channels() as u64;
             let body = ctx.prometheus(&[("channels", "Channels with history or subscribers.", "gauge", channels)]);
             Response::new(200).header("Content-Type", "text/plain; version=0.0.4").body(body)
         }
@@ -51,21 +69,20 @@ struct PublishBody<'a> {
 
 /// The API key check of `/api/publish` and `/api/stats`: the key when one is configured,
 /// otherwise open exactly when anonymous clients are.
-fn unauthorized(gateway: &Gateway, request: &Request<'_>) -> Option<Response> {
-    let config = &gateway.shared.config;
-    let authorized = match &config.api_key {
+fn unauthorized(gateway: &impl Api, request: &Request<'_>) -> Option<Response> {
+    let authorized = match gateway.api_key() {
         Some(key) => auth::bearer(request).is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())),
-        None => gateway.shared.anonymous,
+        None => gateway.anonymous_allowed(),
     };
     if authorized {
         return None;
     }
-    let reason = if config.api_key.is_some() { "invalid API key" } else { "no API key configured" };
+    let reason = if gateway.api_key().is_some() { "invalid API key" } else { "no API key configured" };
     Some(json_response(401, json!({"error": reason})).header("WWW-Authenticate", "Bearer"))
 }
 
 /// Per-worker connection counts and the ten channels with the most subscribers.
-fn stats(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+fn stats(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
     if let Some(refusal) = unauthorized(gateway, request) {
         return refusal;
     }
@@ -81,11 +98,11 @@ fn stats(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Respons
         ctx.top_topics(10).into_iter().map(|(channel, n)| json!({"channel": channel, "subscribers": n})).collect();
     json_response(
         200,
-        json!({"workers": workers, "top_channels": top, "channels": gateway.history().len(), "draining": ctx.draining()}),
+        json!({"workers": workers, "top_channels": top, "channels": gateway.channels(), "draining": ctx.draining()}),
     )
 }
 
-fn publish(gateway: &Gateway, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+fn publish(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
     if let Some(refusal) = unauthorized(gateway, request) {
         return refusal;
     }

@@ -1,32 +1,93 @@
-//! The `fanout` gateway: channels, tokens, sequence numbers, history and the HTTP API, built only
-//! on the public library API (`Server`, `Handler`, `Ctx`).
+//! The gateway application: the library `Handler` that gives each connection its channels,
+//! permissions and resume, on the library's public API only (`Server`, `Handler`, `Ctx`).
 //!
-//! Owns: `Gateway` (the handler), its per-connection `Session`, and `start`. Invariants: a
-//! channel's `seq` grows by one per publish however it arrives (WebSocket or HTTP); a resuming
-//! client gets the missed messages in order before any live one, with no gap and no duplicate
-//! (a subscribe is applied after its replay is queued, and the library delivers a topic's
-//! pending batch before a new member joins it); a client's JSON mistakes get an `error` op and
-//! leave the connection usable.
-
-pub mod auth;
-pub mod history;
-mod http;
-pub mod protocol;
+//! Owns: `GatewayConfig`, `Gateway` (the handler, one per worker, sharing one `History`), its
+//! per-connection `Session`, and `start`. Uses `native` for what a frame means and who may do
+//! what, `history` for seq and replay, `http` for plain requests (through the `http::Api` trait
+//! this module implements, so `http` never imports the application). Invariants: a channel's
+//! `seq` grows by one per publish however it arrives (WebSocket or HTTP); a resuming client gets
+//! the missed messages in order before any live one, with no gap and no duplicate (a subscribe
+//! is applied after its replay is queued, and the library delivers a topic's pending batch
+//! before a new member joins it); a client's JSON mistakes get an `error` op and leave the
+//! connection usable.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::config::{Config, GatewayConfig};
-use crate::server::{CloseCode, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};
-use auth::Permissions;
-use history::{History, TooManyChannels};
-use protocol::{Op, OpError};
+use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};
+use serde_json::value::RawValue;
 
-/// The subprotocol the gateway speaks; selected when a client offers it (browsers that send a
-/// `bearer.<token>` entry must also offer this one, since they require the server to pick one).
-pub const SUBPROTOCOL: &str = "fanout.v1";
+use crate::history::{History, TooManyChannels};
+use crate::http;
+use crate::native::auth::{self, Permissions};
+use crate::native::protocol::{self, Op, OpError};
+pub use crate::native::SUBPROTOCOL;
+
+/// Settings of the `fanout` gateway on top of the server's `Config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// HS256 secret that client tokens are signed with. None: no tokens are checked, and clients
+    /// are anonymous (allowed only on loopback or with `allow_anonymous`).
+    pub jwt_secret: Option<String>,
+    /// Key for `POST /api/publish` (`Authorization: Bearer <key>`). None: the HTTP API is open
+    /// exactly when anonymous clients are allowed, and refused otherwise.
+    pub api_key: Option<String>,
+    /// Lets clients without a token connect, subscribe and publish anywhere. Implied on a
+    /// loopback address without a JWT secret; required to bind elsewhere without one.
+    pub allow_anonymous: bool,
+    /// Browser origins allowed to connect (exact `scheme://host[:port]`); empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Messages kept per channel for resume. Default 100. More lets clients resume after longer
+    /// absences and costs memory per busy channel.
+    pub history_size: usize,
+    /// Age after which a message leaves the history. Default 5 min.
+    pub history_ttl: Duration,
+    /// Channels the gateway tracks at once (with history or subscribers). Default 100,000; past
+    /// it, new channels are refused, so a client cannot grow memory by inventing names.
+    pub max_channels: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            jwt_secret: None,
+            api_key: None,
+            allow_anonymous: false,
+            allowed_origins: Vec::new(),
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            max_channels: 100_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Whether clients without a token may connect when the server listens on `listen`.
+    pub fn anonymous_allowed(&self, listen: SocketAddr) -> bool {
+        self.allow_anonymous || (self.jwt_secret.is_none() && listen.ip().is_loopback())
+    }
+
+    /// Checks the gateway settings against the listen address.
+    pub fn validate(&self, listen: SocketAddr) -> Result<(), String> {
+        if self.jwt_secret.is_none() && !listen.ip().is_loopback() && !self.allow_anonymous {
+            return Err(format!(
+                "refusing to serve anonymous clients on non-loopback address {listen}: set --jwt-secret, or --allow-anonymous to accept that"
+            ));
+        }
+        if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
+            return Err("jwt_secret must not be empty".into());
+        }
+        if self.api_key.as_deref().is_some_and(str::is_empty) {
+            return Err("api_key must not be empty".into());
+        }
+        if self.max_channels == 0 {
+            return Err("max_channels must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
 
 /// State shared by the gateway's handlers (one per worker).
 struct Shared {
@@ -79,12 +140,7 @@ impl Gateway {
     /// Assigns a seq, records the message and publishes it; returns the seq. The history lock
     /// is held until the frame is on the bus, so every worker receives a channel's messages in
     /// seq order.
-    fn publish(
-        &self,
-        ctx: &mut Ctx<'_>,
-        channel: &str,
-        data: &serde_json::value::RawValue,
-    ) -> Result<u64, TooManyChannels> {
+    fn publish(&self, ctx: &mut Ctx<'_>, channel: &str, data: &RawValue) -> Result<u64, TooManyChannels> {
         let mut history = self.history();
         let (seq, frame) = history.publish(channel, Instant::now(), |seq| protocol::message(channel, seq, data))?;
         ctx.publish(channel, Message::Text(frame));
@@ -192,7 +248,44 @@ impl Handler for Gateway {
     }
 }
 
+impl http::Api for Gateway {
+    fn channels(&self) -> usize {
+        self.history().len()
+    }
+
+    fn api_key(&self) -> Option<&str> {
+        self.shared.config.api_key.as_deref()
+    }
+
+    fn anonymous_allowed(&self) -> bool {
+        self.shared.anonymous
+    }
+
+    fn publish(&self, ctx: &mut Ctx<'_>, channel: &str, data: &RawValue) -> Result<u64, TooManyChannels> {
+        Gateway::publish(self, ctx, channel, data)
+    }
+}
+
 /// The address to print for people: `http://127.0.0.1:8080/`.
 pub fn describe(addr: SocketAddr) -> String {
     format!("http://{addr}/ (demo page), ws://{addr}/ (WebSocket), POST http://{addr}/api/publish")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_clients_only_on_loopback_unless_allowed() {
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let open = GatewayConfig::default();
+        assert!(open.anonymous_allowed(loopback) && open.validate(loopback).is_ok());
+        assert!(!open.anonymous_allowed(public));
+        assert!(open.validate(public).unwrap_err().contains("--jwt-secret"));
+        let allowed = GatewayConfig { allow_anonymous: true, ..GatewayConfig::default() };
+        assert!(allowed.validate(public).is_ok());
+        let secured = GatewayConfig { jwt_secret: Some("s".into()), ..GatewayConfig::default() };
+        assert!(secured.validate(public).is_ok() && !secured.anonymous_allowed(loopback));
+    }
 }

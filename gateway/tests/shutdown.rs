@@ -2,43 +2,21 @@
 //! queued messages delivered, then 1001 spread over the window) and the process exits 0 within
 //! the window; a second signal exits at once.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
 use tungstenite::Message;
 
-struct Fanout(Child);
-
-impl Drop for Fanout {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(args: &[&str]) -> (Fanout, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "key"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "fanout exited before listening");
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    let addr = line.split("http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
-    (Fanout(child), addr)
+fn start(args: &[&str]) -> (ChildProcess, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fanout"));
+    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", "key"]).args(args);
+    spawn_listening(command)
 }
 
 fn signal(child: &Child, name: &str) {

@@ -1,0 +1,330 @@
+//! The settings of `fanout serve`: every one is a flag, a `FANOUT_*` environment variable and a
+//! key of the TOML file given by `--config` (key `history_size` = flag `--history-size` =
+//! `FANOUT_HISTORY_SIZE`), with precedence flag, then environment, then file, then default.
+//!
+//! Owns: the one field list (the `settings!` invocation below), from which the clap arguments
+//! (`ServeArgs`), the file's keys (`FileConfig`) and the file-under-flags merge are generated;
+//! the translation into the library's `Config` and the application's `GatewayConfig`; the
+//! commented default file. Invariants: a setting is declared once, with its type, flag, variable
+//! and default; a default the library also has is read from `Config::default()` (or, for the
+//! gateway's own knobs, `GatewayConfig::default()`), never restated; an unknown file key is an
+//! error naming the file, the key and its position; nothing here starts a server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use fanout::{Config, SlowConsumerPolicy};
+
+use crate::app::GatewayConfig;
+
+/// The gateway's default largest message: 64 KiB, not the library's 1 MiB, because anyone
+/// allowed to publish makes every subscriber's queue hold each message.
+const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// `--slow-consumer`: the library's `SlowConsumerPolicy` as a flag and file value (`close`,
+/// `drop`). The variants have no doc comments on purpose: clap would turn them into a long
+/// help text for the flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum SlowConsumer {
+    Close,
+    Drop,
+}
+
+impl From<SlowConsumer> for SlowConsumerPolicy {
+    fn from(value: SlowConsumer) -> Self {
+        match value {
+            SlowConsumer::Close => SlowConsumerPolicy::Close,
+            SlowConsumer::Drop => SlowConsumerPolicy::Drop,
+        }
+    }
+}
+
+impl From<SlowConsumerPolicy> for SlowConsumer {
+    fn from(value: SlowConsumerPolicy) -> Self {
+        match value {
+            SlowConsumerPolicy::Close => SlowConsumer::Close,
+            SlowConsumerPolicy::Drop => SlowConsumer::Drop,
+        }
+    }
+}
+
+/// Generates, from one list of `/// help`, `#[arg(...)]`, `name: Type` entries: `ServeArgs`
+/// (the clap arguments, plus `--config`), `FileConfig` (every field optional, unknown keys
+/// refused, so toml's own messages name the file's line, column and key) and
+/// `FileConfig::apply` (the file under the flags and the environment).
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[arg($($arg:tt)*)]
+        $field:ident: $ty:ty,
+    )*) => {
+        /// `fanout serve` settings: each is a flag, a `FANOUT_*` environment variable and a key in the
+        /// TOML file given by `--config` (precedence: flag, then environment, then file, then default).
+        #[derive(Debug, Clone, clap::Args)]
+        pub struct ServeArgs {
+            /// TOML file with any of the settings below (keys as the flags, with `_` for `-`).
+            #[arg(long, env = "FANOUT_CONFIG")]
+            pub config: Option<PathBuf>,
+            $(
+                $(#[doc = $doc])*
+                #[arg($($arg)*)]
+                pub $field: $ty,
+            )*
+        }
+
+        /// The settings a `--config` file may hold: the flags of `fanout serve`, by their names with
+        /// `_` for `-`. Unknown keys are errors.
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $(pub $field: Option<$ty>,)*
+        }
+
+        impl FileConfig {
+            /// Fills `args` from the file, except the settings `set_elsewhere` says came from a flag or
+            /// the environment, which take precedence.
+            pub fn apply(self, args: &mut ServeArgs, set_elsewhere: impl Fn(&str) -> bool) {
+                $(
+                    if let Some(value) = self.$field {
+                        if !set_elsewhere(stringify!($field)) {
+                            args.$field = value;
+                        }
+                    }
+                )*
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address to listen on (HTTP and WebSocket on one port).
+    #[arg(long, env = "FANOUT_LISTEN", default_value_t = Config::default().listen)]
+    listen: SocketAddr,
+    /// Worker threads, each with its own event loop and listener (default: the CPUs available).
+    #[arg(long, env = "FANOUT_WORKERS")]
+    workers: Option<usize>,
+    /// HS256 secret for client tokens; without it clients are anonymous (loopback only, unless
+    /// --allow-anonymous).
+    #[arg(long, env = "FANOUT_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Key for POST /api/publish (Authorization: Bearer KEY).
+    #[arg(long, env = "FANOUT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Allow clients without a token on any address (they may use every channel).
+    #[arg(long, env = "FANOUT_ALLOW_ANONYMOUS")]
+    allow_anonymous: bool,
+    /// Comma-separated browser origins allowed to connect; empty allows any.
+    #[arg(long, env = "FANOUT_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
+    allowed_origins: Vec<String>,
+    /// Messages kept per channel for resume.
+    #[arg(long, env = "FANOUT_HISTORY_SIZE", default_value_t = GatewayConfig::default().history_size)]
+    history_size: usize,
+    /// Seconds a message stays in the history.
+    #[arg(long, env = "FANOUT_HISTORY_TTL", default_value_t = GatewayConfig::default().history_ttl.as_secs())]
+    history_ttl: u64,
+    /// Channels tracked at once; new ones are refused beyond it.
+    #[arg(long, env = "FANOUT_MAX_CHANNELS", default_value_t = GatewayConfig::default().max_channels)]
+    max_channels: usize,
+    /// Largest message (and frame, and HTTP publish body) in bytes.
+    #[arg(long, env = "FANOUT_MAX_MESSAGE_SIZE", default_value_t = MAX_MESSAGE_SIZE)]
+    max_message_size: usize,
+    /// Bytes queued for one client before it is a slow consumer.
+    #[arg(long, env = "FANOUT_MAX_QUEUED_BYTES", default_value_t = Config::default().max_queued_bytes)]
+    max_queued_bytes: usize,
+    /// What to do with a slow consumer: close (1008) or drop (skip messages; seq shows the gap).
+    #[arg(long, env = "FANOUT_SLOW_CONSUMER", value_enum, default_value_t = Config::default().slow_consumer.into())]
+    slow_consumer: SlowConsumer,
+    /// Open WebSocket connections in total; further upgrades get 503.
+    #[arg(long, env = "FANOUT_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Open WebSocket connections per client IP address; 0 for no limit (use 0 behind a proxy).
+    #[arg(long, env = "FANOUT_MAX_CONNECTIONS_PER_IP", default_value_t = Config::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
+    /// Connections still sending their HTTP request before new ones are closed unread.
+    #[arg(long, env = "FANOUT_MAX_PENDING_HANDSHAKES", default_value_t = Config::default().max_pending_handshakes)]
+    max_pending_handshakes: usize,
+    /// Seconds of silence before an open connection is closed (pinged at half); 0 disables.
+    #[arg(long, env = "FANOUT_IDLE_TIMEOUT", default_value_t = Config::default().idle_timeout.as_secs())]
+    idle_timeout: u64,
+    /// Seconds a client has to complete its upgrade request.
+    #[arg(long, env = "FANOUT_HANDSHAKE_TIMEOUT", default_value_t = Config::default().handshake_timeout.as_secs())]
+    handshake_timeout: u64,
+    /// Seconds over which a graceful stop (SIGTERM, SIGINT) closes clients with 1001.
+    #[arg(long, env = "FANOUT_DRAIN_WINDOW", default_value_t = Config::default().drain_window.as_secs())]
+    drain_window: u64,
+    /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
+    #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+impl ServeArgs {
+    /// The server and gateway settings these arguments describe, validated.
+    pub fn into_configs(self) -> Result<(Config, GatewayConfig), String> {
+        let workers =
+            self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(64));
+        let server = Config {
+            listen: self.listen,
+            workers,
+            max_frame_size: self.max_message_size,
+            max_message_size: self.max_message_size,
+            max_body_bytes: self.max_message_size,
+            max_queued_bytes: self.max_queued_bytes,
+            slow_consumer: self.slow_consumer.into(),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout),
+            drain_window: Duration::from_secs(self.drain_window),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_pending_handshakes: self.max_pending_handshakes,
+            ..Config::default()
+        };
+        let gateway = GatewayConfig {
+            jwt_secret: self.jwt_secret,
+            api_key: self.api_key,
+            allow_anonymous: self.allow_anonymous,
+            allowed_origins: self
+                .allowed_origins
+                .into_iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            history_size: self.history_size,
+            history_ttl: Duration::from_secs(self.history_ttl),
+            max_channels: self.max_channels,
+        };
+        server.validate()?;
+        gateway.validate(server.listen)?;
+        Ok((server, gateway))
+    }
+
+    /// Applies the `--config` file, if one was named, under the flags and environment variables
+    /// `matches` (the matches these arguments were parsed from) saw.
+    pub fn with_file(mut self, matches: &ArgMatches) -> Result<ServeArgs, String> {
+        if let Some(path) = self.config.clone() {
+            let set_elsewhere = |id: &str| {
+                matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
+            };
+            FileConfig::read(&path)?.apply(&mut self, set_elsewhere);
+        }
+        Ok(self)
+    }
+}
+
+impl FileConfig {
+    /// Reads and parses `path`; the error names the file, and the key and reason as toml gives
+    /// them (line and column included).
+    pub fn read(path: &Path) -> Result<FileConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// `fanout config check FILE`: the settings the file alone gives (over the defaults and the
+/// environment, as if no flag were given), validated; the error names the file.
+pub fn check_file(path: &Path) -> Result<(Config, GatewayConfig), String> {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let mut args = <Defaults as clap::Parser>::try_parse_from(["fanout"]).map_err(|e| e.to_string())?.serve;
+    FileConfig::read(path)?.apply(&mut args, |_| false);
+    args.into_configs().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A commented TOML file with every setting at its default, from the flags' own help.
+pub fn default_file() -> String {
+    use clap::Args as _;
+    let command = ServeArgs::augment_args(clap::Command::new("fanout"));
+    let mut out = String::from("# fanout configuration. Every key is optional; precedence is flag, then FANOUT_*\n# environment variable, then this file, then the default shown.\n");
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if id == "config" {
+            continue;
+        }
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        let defaults: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+        let value = match (id, defaults.first()) {
+            ("allow_anonymous", _) => "false".to_string(),
+            ("allowed_origins", _) => "[]".to_string(),
+            (_, Some(d)) if d.parse::<u64>().is_ok() => d.clone(),
+            (_, Some(d)) => format!("{d:?}"),
+            ("workers", None) => "2    # default: the CPUs available".to_string(),
+            (_, None) => "\"...\"    # no default".to_string(),
+        };
+        out.push_str(&format!("\n# {help} (env {env})\n# {id} = {value}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_settings_yield_to_flags_and_environment() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut args = Cli::parse_from(["fanout", "--history-size", "7"]).serve;
+        let file: FileConfig =
+            toml::from_str("history_size = 50\nhistory_ttl = 60\nallowed_origins = [\"https://a\"]").unwrap();
+        file.apply(&mut args, |key| key == "history_size");
+        assert_eq!((args.history_size, args.history_ttl), (7, 60));
+        assert_eq!(args.allowed_origins, ["https://a"]);
+    }
+
+    #[test]
+    fn defaults_are_the_library_and_application_defaults_but_for_the_message_size() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let (server, gateway) = Cli::parse_from(["fanout", "--workers", "1"]).serve.into_configs().unwrap();
+        let size = MAX_MESSAGE_SIZE;
+        let expected =
+            Config { max_frame_size: size, max_message_size: size, max_body_bytes: size, ..Config::default() };
+        assert_eq!(server, expected);
+        assert_eq!(gateway, GatewayConfig::default());
+    }
+
+    #[test]
+    fn file_errors_name_the_file_the_key_and_the_reason() {
+        let dir = std::env::temp_dir().join(format!("fanout-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "history_size = 10\nhistroy_ttl = 5\n").unwrap();
+        let err = FileConfig::read(&path).unwrap_err();
+        assert!(err.contains("bad.toml") && err.contains("histroy_ttl"), "{err}");
+        std::fs::write(&path, "history_size = \"many\"\n").unwrap();
+        let err = FileConfig::read(&path).unwrap_err();
+        assert!(err.contains("history_size") && err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn the_default_file_parses_and_lists_every_setting() {
+        let text = default_file();
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = ") && !l.contains("no default"))
+            .map(|l| l.split("    #").next().unwrap().to_string() + "\n")
+            .collect();
+        let parsed: FileConfig = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert_eq!(parsed.history_size, Some(100));
+        for key in ["listen", "jwt_secret", "max_connections_per_ip", "drain_window", "log_level"] {
+            assert!(text.contains(&format!("# {key} = ")), "{key} missing");
+        }
+    }
+}
