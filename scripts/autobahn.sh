@@ -240,7 +240,6 @@ ensure_suite
 
 # --- the case list and the run -----------------------------------------------------------------
 
-
 # The suite resolves the patterns itself; its list is what "never ran" is measured against.
 selected="$tmp/selected.json"
 "$venv/bin/python" - "$spec" "$selected" <<'PY' || exit 2
