@@ -2,24 +2,30 @@
 //! published message out to every subscriber at the lowest cost per delivery.
 //!
 //! ```text
-//!        main.rs (the `fanout` binary)                 loadtest/ (separate crate)
-//!            |                                             |
-//!        gateway/   (channels, auth, history, HTTP API)    |
-//!            |                                             |
-//!        server.rs  (public API: Server, Handler, Ctx)  <- config.rs
-//!            |                                             |
-//!        reactor/   (mio loops, slab, write queues, timers, the bus between workers)
-//!            |                                             |
-//!     +------+---------+-----------+                       |
-//!     v                v           v                       v
-//!   proto/         pubsub.rs   metrics.rs               proto/ (only)
+//!   gateway/  (crate fanout-gateway: the `fanout` binary)     loadtest/  (crate fanout-load)
+//!            |                                                    |
+//!            v                                                    |
+//!   server.rs  (public API: Server, Handler, Ctx)  <- config.rs   |
+//!            |                                                    |
+//!   reactor/   (mio loop per worker, slab, write queues,          |
+//!            |  deadlines, admission, the bus between workers)    |
+//!     +------+---------+-----------+                              |
+//!     v                v           v                              v
+//!   proto/         pubsub.rs   metrics.rs                      proto/ (only)
 //!  (sans-IO)     (pure data)     (leaf)
 //! ```
 //!
-//! Dependencies point down, never up. `proto` is usable on its own (the load generator and the
-//! tests speak WebSocket through it). The crate has no `unsafe` code.
+//! Dependencies point down, never up. This crate depends on the protocol and I/O crates only
+//! (bytes, httparse, sha1, base64, mio, slab, socket2, log): the gateway's CLI, TOML, JSON and
+//! JWT crates live in its own crate. `proto` is usable on its own (the load generator and the
+//! tests speak WebSocket through it). The crate has no `unsafe` code. ARCHITECTURE.md in the
+//! repository has the file map, the data flows and the invariants.
+//!
+//! An application implements [`Handler`] and starts a [`Server`]; the README's "Using the
+//! library" example shows one, and is compiled as a doctest of this crate.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod config;
 pub mod metrics;
@@ -27,6 +33,11 @@ pub mod proto;
 pub mod pubsub;
 mod reactor;
 pub mod server;
+
+/// The README, whose Rust examples compile as doctests, so the one users copy first stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use config::{Config, SlowConsumerPolicy};
 pub use server::{

@@ -16,7 +16,7 @@
 //! ```
 //!
 //! Dependencies point down: no module imports one above it. The library is embedded through
-//! its public API alone (design.md §2); this crate is where the CLI, TOML, JSON and JWT crates
+//! its public API alone (ARCHITECTURE.md, "Crates and layers"); this crate is where the CLI, TOML, JSON and JWT crates
 //! live, so that the library never compiles them.
 
 #![forbid(unsafe_code)]

@@ -6,7 +6,7 @@
 //! -> graceful-stop pacing -> apply the inbox -> expire deadlines -> deliver publishes -> flush.
 //!
 //! The files, one duty each (most are another `impl Worker` block):
-//! - `worker.rs`: `Worker` (Poll + Slab<Connection> + listener + Waker), its settings, the loop.
+//! - `worker.rs`: `Worker` (`Poll` + `Slab<Connection>` + listener + `Waker`), its settings, the loop.
 //! - `service.rs`: the callback API the server layer implements, and `Io`, the outbox of commands.
 //! - `accept.rs`: accepting until WouldBlock, and admission (total, per IP, pending handshakes).
 //! - `upgrade.rs`: the HTTP phase: the upgrade, plain requests, keep-alive, 100-continue.

@@ -1,4 +1,4 @@
-//! The native client protocol, `fanout.v1`: JSON ops over text frames (design.md §5) and the
+//! The native client protocol, `fanout.v1`: JSON ops over text frames (README.md, "Client protocol") and the
 //! JWT tokens that say which channels a client may use.
 //!
 //! Owns: `protocol` (parsing client ops, building replies) and `auth` (tokens, permissions).

@@ -1,4 +1,4 @@
-//! The client protocol: one JSON object per text frame (design.md §5).
+//! The client protocol: one JSON object per text frame (README.md, "Client protocol").
 //!
 //! Owns: parsing client ops into `Op` and building the server's replies. Invariants: every
 //! malformed input gets a specific `OpError` (code + message), never a panic; `data` is carried
