@@ -1,10 +1,10 @@
 //! The gateway application: the library `Handler` that gives each connection its channels,
 //! permissions and resume, on the library's public API only (`Server`, `Handler`, `Ctx`).
 //!
-//! Owns: `GatewayConfig`, `Gateway` (the handler, one per worker, sharing one `History`), its
+//! Owns: `GatewayConfig`, `Gateway` (the handler, one per worker, sharing one `Space`), its
 //! per-connection `Session`, and `start`. Uses `native` for what a frame means and who may do
-//! what, `history` for seq and replay, `http` for plain requests (through the `http::Api` trait
-//! this module implements, so `http` never imports the application). Invariants: a channel's
+//! what, `space` for seq, history and publishing, `http` for plain requests (through the `http::Api` trait this module implements,
+//! so `http` never imports the application). Invariants: a channel's
 //! `seq` grows by one per publish however it arrives (WebSocket or HTTP); a resuming client gets
 //! the missed messages in order before any live one, with no gap and no duplicate (a subscribe
 //! is applied after its replay is queued, and the library delivers a topic's pending batch
@@ -13,7 +13,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};
@@ -24,6 +24,7 @@ use crate::http;
 use crate::native::auth::{self, Permissions};
 use crate::native::protocol::{self, Op, OpError};
 pub use crate::native::SUBPROTOCOL;
+use crate::space::{Origin, Publish, Space};
 
 /// Settings of the `fanout` gateway on top of the server's `Config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +94,7 @@ impl GatewayConfig {
 struct Shared {
     config: GatewayConfig,
     anonymous: bool,
-    history: Mutex<History>,
+    space: Arc<Space>,
 }
 
 /// The fanout application.
@@ -117,7 +118,7 @@ pub fn start(mut server: Config, gateway: GatewayConfig) -> io::Result<ServerHan
     let shared = Arc::new(Shared {
         anonymous: gateway.anonymous_allowed(server.listen),
         config: gateway,
-        history: Mutex::new(history),
+        space: Arc::new(Space::new(history)),
     });
     Server::new(server).start(move || Gateway { shared: shared.clone() })
 }
@@ -131,21 +132,30 @@ fn new_epoch() -> String {
 }
 
 impl Gateway {
-    fn history(&self) -> MutexGuard<'_, History> {
-        // A panic while holding the lock leaves the history consistent (every method finishes
-        // its update before anything can panic), so a poisoned lock is still usable.
-        self.shared.history.lock().unwrap_or_else(|e| e.into_inner())
+    fn history(&self) -> MutexGuard<'_, crate::space::Channels> {
+        self.shared.space.lock()
     }
 
-    /// Assigns a seq, records the message and publishes it; returns the seq. The history lock
-    /// is held until the frame is on the bus, so every worker receives a channel's messages in
-    /// seq order.
-    fn publish(&self, ctx: &mut Ctx<'_>, channel: &str, data: &RawValue) -> Result<u64, TooManyChannels> {
-        let mut history = self.history();
-        let (seq, frame) = history.publish(channel, Instant::now(), |seq| protocol::message(channel, seq, data))?;
-        ctx.publish(channel, Message::Text(frame));
-        drop(history);
-        Ok(seq)
+    /// Assigns a seq, records the message and publishes it to the channel's native and Pusher
+    /// subscribers; returns the seq. The history lock is held until the frames are on the bus,
+    /// so every worker receives a channel's messages in seq order.
+    fn publish(
+        &self,
+        ctx: &mut Ctx<'_>,
+        channel: &str,
+        event: Option<&str>,
+        data: &RawValue,
+    ) -> Result<u64, TooManyChannels> {
+        let publish = Publish {
+            channel,
+            key: channel,
+            event,
+            data: data.get(),
+            origin: Origin::Native,
+            user_id: None,
+            except: None,
+        };
+        self.shared.space.publish(ctx, publish)
     }
 
     fn permissions_for(&self, request: &Request<'_>) -> Result<Permissions, Reject> {
@@ -185,8 +195,8 @@ impl Gateway {
                 let reply =
                     protocol::subscribed(&channel, resume.last_seq, &resume.epoch, since.map(|_| resume.recovered));
                 ctx.send_text(id, &reply);
-                for frame in resume.missed {
-                    ctx.send(id, Message::Text(frame));
+                for event in resume.missed {
+                    ctx.send(id, Message::Text(event.native_frame()));
                 }
                 // Under the history lock: every publish after `last_seq` reaches this worker
                 // after the subscribe, and every one up to it before (the replay has those).
@@ -203,12 +213,12 @@ impl Gateway {
                 }
                 ctx.send_text(id, &protocol::unsubscribed(&channel));
             }
-            Op::Publish { channel, data } => {
+            Op::Publish { channel, event, data } => {
                 if !session.permissions.may_publish(&channel) {
                     return Err(OpError::new(rid, "forbidden", format!("not allowed to publish to {channel}")));
                 }
                 let seq = self
-                    .publish(ctx, &channel, data)
+                    .publish(ctx, &channel, event.as_deref(), data)
                     .map_err(|_| OpError::new(rid, "too_many_channels", "the server tracks too many channels"))?;
                 ctx.send_text(id, &protocol::ack(rid, seq));
             }
@@ -261,8 +271,22 @@ impl http::Api for Gateway {
         self.shared.anonymous
     }
 
-    fn publish(&self, ctx: &mut Ctx<'_>, channel: &str, data: &RawValue) -> Result<u64, TooManyChannels> {
-        Gateway::publish(self, ctx, channel, data)
+    fn publish(
+        &self,
+        ctx: &mut Ctx<'_>,
+        channel: &str,
+        event: Option<&str>,
+        data: &RawValue,
+    ) -> Result<u64, TooManyChannels> {
+        Gateway::publish(self, ctx, channel, event, data)
+    }
+
+    fn pusher_api(&self, _: &mut Ctx<'_>, _: &Request<'_>) -> Option<Response> {
+        None
+    }
+
+    fn extra_metrics(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        Vec::new()
     }
 }
 
