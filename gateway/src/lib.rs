@@ -25,4 +25,5 @@ pub mod app;
 pub mod history;
 pub mod http;
 pub mod native;
+pub mod pusher;
 pub mod settings;
