@@ -27,5 +27,6 @@ pub mod app;
 pub mod history;
 pub mod http;
 pub mod native;
+pub mod pusher;
 pub mod settings;
 pub mod space;
