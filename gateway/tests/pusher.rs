@@ -160,6 +160,7 @@ fn refusals_are_an_error_and_a_close_with_the_same_code() {
         ("/app/app-key", 4008),
         ("/app/app-key?protocol=seven", 4006),
         ("/app/app-key?protocol=3", 4007),
+        ("/app/app-key?protocol=6", 4007),
         ("/app/?protocol=7", 4005),
         ("/app/app-key/extra?protocol=7", 4005),
     ] {

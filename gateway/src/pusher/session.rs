@@ -107,7 +107,7 @@ impl Pusher {
             None => return refuse(ctx, ErrorCode::NoVersion, "no protocol version supplied"),
             Some(v) => match v.parse::<u32>() {
                 Err(_) => return refuse(ctx, ErrorCode::BadVersionFormat, "invalid version string format"),
-                Ok(v) if !protocol::VERSIONS.contains(&v) => {
+                Ok(v) if v != protocol::VERSION => {
                     return refuse(ctx, ErrorCode::UnsupportedVersion, "unsupported protocol version: use 7")
                 }
                 Ok(_) => {}
