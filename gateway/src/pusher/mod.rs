@@ -132,7 +132,7 @@ impl Pusher {
         ]
     }
 
-    /// Stops the webhook queue (after the server has stopped).
+    /// Stops the webhook queue: delivers what it holds, within its `stop_timeout`.
     pub fn stop(&self) {
         if let Some(webhooks) = &self.webhooks {
             webhooks.stop();
@@ -155,5 +155,14 @@ impl Pusher {
     /// Sends to one connection.
     fn send(ctx: &mut Ctx<'_>, id: ConnId, text: String) {
         ctx.send(id, Message::Text(text.into()));
+    }
+}
+
+impl Drop for Pusher {
+    /// The last worker's handler is gone (the server stopped): the webhooks still queued go out
+    /// before the worker thread ends, so `ServerHandle::join`, and the binary, wait for them
+    /// (at most the queue's `stop_timeout`). No event loop runs any more.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
