@@ -170,7 +170,7 @@ fn refusals_are_an_error_and_a_close_with_the_same_code() {
     let addr = server.local_addr();
     for (path, code) in [
         ("/app/wrong-key?protocol=7", 4001),
-        ("/app/app-key", 4008),
+        ("/app/app-key", 4007),
         ("/app/app-key?protocol=seven", 4006),
         ("/app/app-key?protocol=3", 4007),
         ("/app/app-key?protocol=6", 4007),

@@ -44,10 +44,10 @@ pub enum ErrorCode {
     PathNotFound = 4005,
     /// 4006: `protocol` is not a number.
     BadVersionFormat = 4006,
-    /// 4007: `protocol` is a version this server does not speak (anything but 7).
+    /// 4007: `protocol` is a version this server does not speak (anything but 7). Also for no
+    /// `protocol` at all: the protocol's documentation says a missing version means version 1
+    /// (4008, "no protocol version supplied", is announced as its future replacement).
     UnsupportedVersion = 4007,
-    /// 4008: no `protocol` parameter.
-    NoVersion = 4008,
     /// 4009: the connection is not authorized (origin refused, user terminated by the API).
     Unauthorized = 4009,
     /// 4201: a ping got no pong (the library closes silent connections itself, with 1001).
