@@ -21,13 +21,14 @@
 //!
 //! Close codes sent (after a `pusher:error` with the same code): 4001 unknown app key, 4003 app
 //! disabled, 4004 over the app's `max_connections`, 4005 a path under `/app/` that is not
-//! `/app/{key}`, 4006 a `protocol` that is not a number, 4007 a version other than 7 or
-//! none (the spec reads a missing version as version 1), 4009 an origin not allowed or a user terminated through the API. Errors that
-//! leave the connection open: 4301 (client event over the rate limit), `pusher:error` without a
-//! code (bad frames, refused client events, bad sign-in), `pusher:subscription_error` on the
-//! channel (bad signature, member limit). The library's own ends keep their codes: 1001 for a
-//! silent connection and for a graceful stop (pusher-js reconnects after both), 503 at the
-//! upgrade when the server is at `max_connections`.
+//! `/app/{key}`, 4006 a `protocol` that is not a number, 4007 a version other than 7 or none
+//! (the spec reads a missing version as version 1), 4009 an origin not allowed or a user
+//! terminated through the API. Errors that leave the connection open: `pusher:error` 4301 (a
+//! client event over the rate limit) and 4009 (a bad sign-in), `pusher:error` without a code
+//! (bad frames, refused client events), `pusher:subscription_error` on the channel (bad
+//! signature, member limit). The library's own ends keep their codes: 1001 for a silent
+//! connection and for a graceful stop (pusher-js reconnects after both), 503 at the upgrade
+//! when the server is at `max_connections`.
 
 pub mod apps;
 mod channels;
