@@ -7,6 +7,10 @@
 //! (`rest`), the wire format (`protocol`), the state (`state`), the apps' settings (`apps`),
 //! signatures (`signature`) and webhooks (`webhook`).
 //!
+//! Imports run one way: the submodules that serve requests (`session`, `channels`, `rest`)
+//! extend `Pusher` from below and import this module; this one imports only the leaves
+//! (`apps`, `protocol`, `state`, `webhook`), never them.
+//!
 //! Must not: import `crate::app` (the application hands this module what it needs: the shared
 //! `Space`, the settings) or `crate::http`; this module is below both. Invariants: the upgrade
 //! of a WebSocket under `/app/` always succeeds, and a refused connection gets `pusher:error`
@@ -34,7 +38,7 @@ pub mod apps;
 mod channels;
 pub mod protocol;
 pub mod rest;
-mod session;
+pub mod session;
 pub mod signature;
 pub mod state;
 pub mod webhook;
@@ -45,7 +49,6 @@ use fanout::{ConnId, Ctx, Message};
 
 use crate::space::Space;
 use apps::AppConfig;
-pub use session::PusherSession;
 use state::State;
 use webhook::{WebhookEvent, WebhookSettings, WebhookTarget, Webhooks};
 
