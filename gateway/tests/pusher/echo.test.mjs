@@ -74,10 +74,10 @@ function ready(echo, channel) {
   });
 }
 
-/** A Log fed by an Echo listener callback. */
+/** A Log fed by an Echo listener callback (its first argument: pusher-js adds metadata after it). */
 function sink(name) {
   const log = new Log(name);
-  log.fn = (...args) => log.push(args.length > 1 ? args : args[0]);
+  log.fn = (data) => log.push(data);
   return log;
 }
 

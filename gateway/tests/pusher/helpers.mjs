@@ -17,6 +17,18 @@ import PusherJS from "pusher-js";
 import PusherSDK from "pusher";
 import WebSocket from "ws";
 
+// pusher-js's bundled faye-websocket arms a 30 s close timer whenever pusher-js closes a socket,
+// even one the server already closed (as after a 4xxx close), and that timer alone would keep a
+// test file's process alive for 30 s after its last test. Such timers are unref'd: they still
+// fire while the process lives, but no longer hold it open.
+const FAYE_CLOSE_TIMEOUT = 30_000;
+const realSetTimeout = globalThis.setTimeout;
+globalThis.setTimeout = function setTimeout(fn, delay, ...args) {
+  const timer = realSetTimeout(fn, delay, ...args);
+  if (delay === FAYE_CLOSE_TIMEOUT) timer.unref?.();
+  return timer;
+};
+
 export const FANOUT_BIN =
   process.env.FANOUT_BIN || fileURLToPath(new URL("../../../target/debug/fanout", import.meta.url));
 
@@ -30,6 +42,8 @@ export const WAIT = 4000;
 // Waiting on events
 
 const changed = new EventEmitter();
+/** Servers that died on their own: named in every timeout, since nothing will arrive from them. */
+const crashes = [];
 changed.setMaxListeners(0);
 
 /** Tells every pending `until` to look again. Recorders call it; tests rarely need to. */
@@ -87,11 +101,16 @@ export function until(predicate, timeoutMs = WAIT, what = "a condition") {
     const timer = setTimeout(() => {
       finish();
       const text = typeof what === "function" ? what() : what;
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${text}`));
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${text}${crashNote()}`));
     }, timeoutMs);
     changed.on("change", check);
     check();
   });
+}
+
+function crashNote() {
+  return crashes.map((c) => `\nNOTE: fanout (port ${c.port}) exited unexpectedly (${c.how}); ` +
+    `its stderr ends with:\n${c.stderr.slice(-1500)}`).join("");
 }
 
 /**
@@ -110,7 +129,7 @@ export async function poll(probe, timeoutMs = WAIT, what = "a condition") {
       last = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${show(last)}`);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${show(last)}${crashNote()}`);
     }
     await new Promise((r) => setImmediate(r));
   }
@@ -233,7 +252,11 @@ export function startFanout({ app = APP, apps = null, workers = 1, args = [], en
         clearTimeout(timer);
         child.removeAllListeners("exit");
         child.port = Number(m[1]);
-        const exited = new Promise((r) => child.once("exit", r));
+        let stopping = false;
+        const exited = new Promise((r) => child.once("exit", (code, signal) => {
+          if (!stopping) crashes.push({ port: child.port, how: `${code ?? signal}`, stderr });
+          r();
+        }));
         resolve({
           port: child.port,
           http: `http://127.0.0.1:${child.port}`,
@@ -241,6 +264,7 @@ export function startFanout({ app = APP, apps = null, workers = 1, args = [], en
           child,
           stderr: () => stderr,
           async stop() {
+            stopping = true;
             if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
             await exited;
             cleanup();
