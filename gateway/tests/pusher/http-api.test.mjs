@@ -188,6 +188,16 @@ test("a timestamp 601 s old or 601 s ahead gets 401; 10 s old is fine", async ()
   assert.equal(ahead.status, 401, `601 s ahead: ${ahead.text}`);
   const fresh = await signedRequest(server, { path, body, timestamp: now - 10 });
   assert.equal(fresh.status, 200, `10 s old: ${fresh.text}`);
+  // The SDK with a clock 601 s slow: it signs synchronously, so the clock is put back at once.
+  const realNow = Date.now;
+  Date.now = () => realNow() - 601_000;
+  let pending;
+  try {
+    pending = api.trigger("ts", "ev", {});
+  } finally {
+    Date.now = realNow;
+  }
+  assertRequestError(await rejection(pending, "a slow clock"), 401, "the SDK with a clock 601 s slow");
 });
 
 test("a GET with a signature over other query parameters gets 401", async () => {
