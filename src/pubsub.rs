@@ -204,6 +204,33 @@ impl Topics {
         }
     }
 
+    /// Hands a frame at once to every member of `name` except `except`, after what the topic
+    /// has pending (so order holds), and returns how many members it reached. For the rare
+    /// publish that must skip one member (its sender); the frame is still one shared `Bytes`.
+    pub fn publish_except(
+        &mut self,
+        name: &str,
+        header: &[u8],
+        payload: &Bytes,
+        large: usize,
+        except: Member,
+        mut deliver: impl FnMut(Member, &Bytes),
+    ) -> usize {
+        let Some(&id) = self.ids.get(name) else {
+            return 0;
+        };
+        let t = self.topics[id as usize].as_mut().expect("topic id maps to a topic");
+        t.deliver(&mut deliver);
+        let mut frame = Batch::default();
+        frame.push(header, payload, large);
+        for bytes in frame.take() {
+            for &member in t.members.iter().filter(|&&m| m != except) {
+                deliver(member, &bytes);
+            }
+        }
+        t.members.iter().filter(|&&m| m != except).count()
+    }
+
     fn topic(&self, id: u32) -> &Topic {
         self.topics[id as usize].as_ref().expect("topic id maps to a topic")
     }
@@ -350,5 +377,26 @@ mod tests {
         assert!(published(&mut t).is_empty());
         t.publish("y", b"", &Bytes::from_static(b"2"), LARGE);
         assert_eq!(published(&mut t), vec![(2, b"2".to_vec())]);
+    }
+
+    #[test]
+    fn publish_except_skips_one_member_after_the_pending_batch() {
+        let mut topics = Topics::new();
+        for m in [1, 2, 3] {
+            topics.subscribe(m, "t");
+        }
+        topics.publish("t", b"a", &Bytes::new(), 1024);
+        let mut got = Vec::new();
+        let reached = topics.publish_except("t", b"b", &Bytes::new(), 1024, 2, |m, b| got.push((m, b.clone())));
+        assert_eq!(reached, 2);
+        let want: Vec<(Member, Bytes)> = vec![
+            (1, Bytes::from_static(b"a")),
+            (2, Bytes::from_static(b"a")),
+            (3, Bytes::from_static(b"a")),
+            (1, Bytes::from_static(b"b")),
+            (3, Bytes::from_static(b"b")),
+        ];
+        assert_eq!(got, want, "the pending frame first, to everyone; then the new one, not to 2");
+        assert_eq!(topics.publish_except("none", b"x", &Bytes::new(), 1024, 1, |_, _| panic!("no members")), 0);
     }
 }

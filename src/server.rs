@@ -104,6 +104,10 @@ impl Deref for Request<'_> {
 
 /// What a handler can do from inside a callback. Actions take effect when the callback returns,
 /// in the order they were asked for; the queued bytes go out at the end of the loop turn.
+///
+/// A `ConnId` may name a connection of any worker: sends, closes and subscribes for another
+/// worker's connection go through that worker's inbox and take effect at its next turn (in the
+/// order they were asked for, per connection).
 pub struct Ctx<'a> {
     io: &'a mut Io,
 }
@@ -145,12 +149,20 @@ impl Ctx<'_> {
     /// published to a topic in one loop turn reach each subscriber as one shared buffer.
     pub fn publish(&mut self, topic: &str, message: Message) {
         let text = message.is_text();
-        self.io.publish(topic, text, message.into_bytes());
+        self.io.publish(topic, text, message.into_bytes(), None);
+    }
+
+    /// `publish`, except that the connection `except` does not receive it (the sender of a
+    /// message that goes to everyone else). The frame is still encoded once; it reaches the
+    /// other subscribers on `except`'s worker at once rather than in the turn's batch.
+    pub fn publish_except(&mut self, topic: &str, message: Message, except: ConnId) {
+        let text = message.is_text();
+        self.io.publish(topic, text, message.into_bytes(), Some(except));
     }
 
     /// `publish` of a text message.
     pub fn publish_text(&mut self, topic: &str, text: &str) {
-        self.io.publish(topic, true, Bytes::copy_from_slice(text.as_bytes()));
+        self.io.publish(topic, true, Bytes::copy_from_slice(text.as_bytes()), None);
     }
 
     /// Sends a message to every open connection of the server.
@@ -221,6 +233,15 @@ pub trait Handler: 'static {
         let _ = (ctx, id, session, code, reason);
     }
 
+    /// The connection has been silent for half the idle timeout (`Config::idle_timeout`). The
+    /// default sends a WebSocket ping, which a live peer answers; a protocol with a ping of its
+    /// own (Pusher's `pusher:ping`) sends that instead. If the peer stays silent for the rest of
+    /// the timeout, the connection is closed with 1001.
+    fn on_idle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: &mut Self::Session) {
+        let _ = session;
+        ctx.ping(id, b"");
+    }
+
     /// A plain HTTP request on the same port. The default answers 426 Upgrade Required.
     fn on_request(&mut self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
         let _ = (ctx, request);
@@ -254,6 +275,10 @@ impl<H: Handler> Service for Adapter<H> {
 
     fn close(&mut self, io: &mut Io, id: ConnId, session: H::Session, code: CloseCode, reason: &str) {
         self.0.on_close(&mut Ctx { io }, id, session, code, reason);
+    }
+
+    fn idle(&mut self, io: &mut Io, id: ConnId, session: &mut H::Session) {
+        self.0.on_idle(&mut Ctx { io }, id, session);
     }
 
     fn request(&mut self, io: &mut Io, request: &proto::Request, peer: SocketAddr) -> Response {

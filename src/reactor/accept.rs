@@ -111,7 +111,7 @@ impl<S: Service> Worker<S> {
                     };
                     self.next_generation =
                         if self.next_generation >= ConnId::MAX_GENERATION { 1 } else { self.next_generation + 1 };
-                    let id = ConnId { slot, generation: self.next_generation };
+                    let id = ConnId { worker: self.index as u16, slot, generation: self.next_generation };
                     if let Err(e) = self.poll.registry().register(&mut stream, id.token(), Interest::READABLE) {
                         log::warn!("register accepted socket: {e}");
                         continue;

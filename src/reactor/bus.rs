@@ -23,16 +23,31 @@ use bytes::Bytes;
 use mio::Waker;
 
 use super::token::ConnId;
+use crate::proto::CloseCode;
 
 /// Envelopes an inbox holds before it counts overflows instead.
 pub(crate) const INBOX_CAPACITY: usize = 64 * 1024;
 
 pub(crate) enum Envelope {
-    /// A frame for a topic: `head` and `tail` (often empty) together make the frame.
+    /// A frame for a topic: `head` and `tail` (often empty) together make the frame. `except`,
+    /// when set, is a connection of the receiving worker that must not get it.
     Publish {
         topic: Arc<str>,
         head: Bytes,
         tail: Bytes,
+        except: Option<ConnId>,
+    },
+    /// A frame for one connection of the receiving worker, sent from another worker.
+    Send {
+        id: ConnId,
+        head: Bytes,
+        tail: Bytes,
+    },
+    /// A close for one connection of the receiving worker, asked by another worker.
+    Close {
+        id: ConnId,
+        code: CloseCode,
+        reason: String,
     },
     /// A frame for every open connection of the worker.
     Broadcast {
@@ -80,9 +95,12 @@ impl Bus {
         }
     }
 
-    /// Queues an envelope for `worker`, waking it if `from` is another worker.
+    /// Queues an envelope for `worker`, waking it if `from` is another worker. A worker index
+    /// out of range (an id made up with `ConnId::from_parts`) names no connection: dropped.
     fn send(&self, from: usize, worker: usize, envelope: Envelope) {
-        let inbox = &self.inboxes[worker];
+        let Some(inbox) = self.inboxes.get(worker) else {
+            return;
+        };
         let was_empty = {
             let mut queue = lock(&inbox.queue);
             if queue.len() >= INBOX_CAPACITY {
@@ -98,8 +116,9 @@ impl Bus {
         }
     }
 
-    /// Sends a frame to every worker with subscribers of `topic`; returns how many.
-    pub(crate) fn publish(&self, from: usize, topic: &str, head: Bytes, tail: Bytes) -> usize {
+    /// Sends a frame to every worker with subscribers of `topic`, skipping the connection
+    /// `except` on its own worker; returns how many workers.
+    pub(crate) fn publish(&self, from: usize, topic: &str, head: Bytes, tail: Bytes, except: Option<ConnId>) -> usize {
         let (topic, workers): (Arc<str>, Vec<usize>) = {
             let interest = lock(&self.interest);
             let Some((name, counts)) = interest.get_key_value(topic) else {
@@ -108,9 +127,19 @@ impl Bus {
             (name.clone(), counts.iter().enumerate().filter(|(_, &n)| n > 0).map(|(w, _)| w).collect())
         };
         for &w in &workers {
-            self.send(from, w, Envelope::Publish { topic: topic.clone(), head: head.clone(), tail: tail.clone() });
+            let except = except.filter(|id| id.worker() == w);
+            self.send(
+                from,
+                w,
+                Envelope::Publish { topic: topic.clone(), head: head.clone(), tail: tail.clone(), except },
+            );
         }
         workers.len()
+    }
+
+    /// Hands an envelope for one connection (a `Send` or `Close`) to the connection's worker.
+    pub(crate) fn to_connection(&self, from: usize, id: ConnId, envelope: Envelope) {
+        self.send(from, id.worker(), envelope);
     }
 
     pub(crate) fn broadcast(&self, from: usize, head: Bytes, tail: Bytes) {
@@ -119,8 +148,13 @@ impl Bus {
         }
     }
 
-    /// Counts the subscribe now and queues it for `worker` (the connection's own).
-    pub(crate) fn subscribe(&self, worker: usize, id: ConnId, topic: &str) {
+    /// Counts the subscribe now and queues it for the connection's own worker, waking it if it
+    /// is not `from`.
+    pub(crate) fn subscribe(&self, from: usize, id: ConnId, topic: &str) {
+        let worker = id.worker();
+        if worker >= self.inboxes.len() {
+            return; // a made-up id: no such worker, no such connection
+        }
         let topic = {
             let mut interest = lock(&self.interest);
             let workers = self.inboxes.len();
@@ -135,11 +169,12 @@ impl Bus {
             interest.get_mut(&entry).expect("inserted above")[worker] += 1;
             entry
         };
-        self.send(worker, worker, Envelope::Subscribe { id, topic });
+        self.send(from, worker, Envelope::Subscribe { id, topic });
     }
 
-    pub(crate) fn unsubscribe(&self, worker: usize, id: ConnId, topic: &str) {
-        self.send(worker, worker, Envelope::Unsubscribe { id, topic: topic.into() });
+    /// Queues the unsubscribe for the connection's own worker.
+    pub(crate) fn unsubscribe(&self, from: usize, id: ConnId, topic: &str) {
+        self.send(from, id.worker(), Envelope::Unsubscribe { id, topic: topic.into() });
     }
 
     /// Undoes one counted subscribe of `worker` to `topic` (the member left, or the subscribe
@@ -214,8 +249,8 @@ mod tests {
         (polls, Bus::new(wakers))
     }
 
-    fn id(slot: u32) -> ConnId {
-        ConnId { slot, generation: 1 }
+    fn id(worker: u16, slot: u32) -> ConnId {
+        ConnId { worker, slot, generation: 1 }
     }
 
     fn kinds(bus: &Bus, worker: usize) -> Vec<String> {
@@ -227,6 +262,8 @@ mod tests {
                     format!("pub {topic} {}", String::from_utf8_lossy(head))
                 }
                 Envelope::Broadcast { .. } => "bcast".into(),
+                Envelope::Send { .. } => "send".into(),
+                Envelope::Close { .. } => "close".into(),
                 Envelope::Subscribe { topic, .. } => format!("sub {topic}"),
                 Envelope::Unsubscribe { topic, .. } => format!("unsub {topic}"),
             })
@@ -236,10 +273,10 @@ mod tests {
     #[test]
     fn publishes_reach_only_interested_workers_in_order() {
         let (_polls, bus) = bus(3);
-        bus.subscribe(1, id(1), "news");
-        assert_eq!(bus.publish(0, "news", Bytes::from_static(b"1"), Bytes::new()), 1);
-        assert_eq!(bus.publish(2, "news", Bytes::from_static(b"2"), Bytes::new()), 1);
-        assert_eq!(bus.publish(0, "other", Bytes::from_static(b"x"), Bytes::new()), 0);
+        bus.subscribe(1, id(1, 1), "news");
+        assert_eq!(bus.publish(0, "news", Bytes::from_static(b"1"), Bytes::new(), None), 1);
+        assert_eq!(bus.publish(2, "news", Bytes::from_static(b"2"), Bytes::new(), None), 1);
+        assert_eq!(bus.publish(0, "other", Bytes::from_static(b"x"), Bytes::new(), None), 0);
         assert_eq!(kinds(&bus, 1), ["sub news", "pub news 1", "pub news 2"]);
         assert!(kinds(&bus, 0).is_empty() && kinds(&bus, 2).is_empty());
     }
@@ -247,13 +284,13 @@ mod tests {
     #[test]
     fn interest_is_counted_and_undone() {
         let (_polls, bus) = bus(2);
-        bus.subscribe(0, id(1), "t");
-        bus.subscribe(0, id(2), "t");
-        bus.subscribe(1, id(3), "t");
+        bus.subscribe(0, id(0, 1), "t");
+        bus.subscribe(0, id(0, 2), "t");
+        bus.subscribe(1, id(1, 3), "t");
         assert_eq!(bus.top_topics(10), vec![("t".to_string(), 3)]);
         bus.uncount(0, "t");
         bus.uncount(0, "t");
-        assert_eq!(bus.publish(1, "t", Bytes::new(), Bytes::new()), 1, "only worker 1 is left");
+        assert_eq!(bus.publish(1, "t", Bytes::new(), Bytes::new(), None), 1, "only worker 1 is left");
         bus.uncount(1, "t");
         assert_eq!(bus.topic_count(), 0);
     }
@@ -261,9 +298,9 @@ mod tests {
     #[test]
     fn a_full_inbox_counts_what_it_drops() {
         let (_polls, bus) = bus(2);
-        bus.subscribe(1, id(1), "t");
+        bus.subscribe(1, id(1, 1), "t");
         for _ in 0..INBOX_CAPACITY + 5 {
-            bus.publish(0, "t", Bytes::new(), Bytes::new());
+            bus.publish(0, "t", Bytes::new(), Bytes::new(), None);
         }
         assert_eq!(bus.inbox_overflows(), 6, "the subscribe took one place");
     }

@@ -4,7 +4,8 @@
 //! Owns: `set_deadline`, expiry and the per-phase reaction. Invariants: a connection has at
 //! most one deadline; extending it costs nothing (the wheel entry is re-filed only when it
 //! fires early), only an earlier deadline files a new entry; an open connection that stays
-//! silent gets a ping at half the idle timeout and a 1001 close at the end of it.
+//! silent gets the service's idle call (by default a ping) at half the idle timeout and a 1001
+//! close at the end of it.
 
 use std::mem;
 
@@ -13,7 +14,6 @@ use super::service::Service;
 use super::timer::Tick;
 use super::token::ConnId;
 use super::worker::{get, Worker};
-use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::{CloseCode, Response};
 
 impl<S: Service> Worker<S> {
@@ -64,10 +64,14 @@ impl<S: Service> Worker<S> {
             }
             Phase::Open if !conn.ping_sent => {
                 conn.ping_sent = true;
-                conn.wq.push(encode_frame(OpCode::Ping, b""), &self.metrics.queued_bytes);
-                self.mark_dirty(id);
                 let at = self.now + self.limits.pong_ticks;
                 self.set_deadline(id, at);
+                if let Some(conn) = get(&mut self.conns, id) {
+                    if let Some(session) = conn.session.as_mut() {
+                        self.service.idle(&mut self.io, id, session);
+                        self.apply_commands();
+                    }
+                }
             }
             Phase::Open => {
                 self.metrics.idle_timeouts.add(1);

@@ -68,7 +68,7 @@ impl<S: Service> Worker<S> {
                 };
                 if conn.dirty {
                     conn.dirty = false;
-                    let id = ConnId { slot, generation: conn.generation };
+                    let id = ConnId { worker: self.index as u16, slot, generation: conn.generation };
                     self.flush(id);
                 }
             }

@@ -32,6 +32,9 @@ impl Service for Echo {
         io.send_data(id, text, payload);
     }
     fn close(&mut self, _: &mut Io, _: ConnId, _: (), _: CloseCode, _: &str) {}
+    fn idle(&mut self, io: &mut Io, id: ConnId, _: &mut ()) {
+        io.ping(id, b"");
+    }
     fn request(&mut self, _: &mut Io, _: &Request, _: SocketAddr) -> Response {
         Response::new(404)
     }

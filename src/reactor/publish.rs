@@ -1,11 +1,13 @@
 //! Publish delivery: what other workers (and this one's callbacks) sent through the bus, and
 //! the per-turn batches that carry published frames to subscribers.
 //!
-//! Owns: applying the inbox and `deliver_published`. Invariants: the frames published to one
+//! Owns: applying the inbox (publishes, and sends and closes other workers asked for) and
+//! `deliver_published`. Invariants: the frames published to one
 //! topic in a turn reach each subscriber as clones of the same `Bytes` (no copy per
 //! subscriber); a subscribe takes effect between the publishes before and after it, never in
 //! the middle of a batch; a subscriber over its queue cap is dropped from or closed after the
-//! delivery, never during it.
+//! delivery, never during it; a publish that skips one connection (its sender) is delivered at
+//! once, after the topic's pending batch, so order per topic still holds.
 
 use std::mem;
 
@@ -16,9 +18,43 @@ use super::connection::{Connection, Phase};
 use super::flush::over_cap;
 use super::service::Service;
 use super::token::ConnId;
-use super::worker::{get, Worker};
+use super::worker::{get, Limits, Worker};
 use crate::config::SlowConsumerPolicy;
+use crate::metrics::WorkerMetrics;
 use crate::proto::frame::SHARE_THRESHOLD;
+
+/// Queues published bytes on subscribers under their caps: what every delivery path shares.
+struct Delivery<'a> {
+    dirty: &'a mut Vec<u32>,
+    slow: &'a mut Vec<ConnId>,
+    limits: &'a Limits,
+    metrics: &'a WorkerMetrics,
+    worker: u16,
+}
+
+impl Delivery<'_> {
+    /// One `Bytes` clone onto an open connection's queue; over the cap, dropped or noted as a
+    /// slow consumer to close after the delivery.
+    fn queue<S>(&mut self, slot: u32, conn: &mut Connection<S>, bytes: &Bytes) {
+        if conn.phase != Phase::Open {
+            return;
+        }
+        if over_cap(conn, bytes.len(), self.limits.max_queued) {
+            match self.limits.slow_consumer {
+                SlowConsumerPolicy::Drop => self.metrics.dropped_frames.add(1),
+                SlowConsumerPolicy::Close => {
+                    self.slow.push(ConnId { worker: self.worker, slot, generation: conn.generation })
+                }
+            }
+            return;
+        }
+        conn.wq.push(bytes.clone(), &self.metrics.queued_bytes);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+}
 
 impl<S: Service> Worker<S> {
     /// Applies the envelopes in this worker's inbox, in order.
@@ -27,11 +63,19 @@ impl<S: Service> Worker<S> {
         self.shared.bus.take_inbox(self.index, &mut envelopes);
         for envelope in envelopes.drain(..) {
             match envelope {
-                Envelope::Publish { topic, head, tail } => {
+                Envelope::Publish { topic, head, tail, except: None } => {
                     let reached = self.topics.publish(&topic, &head, &tail, SHARE_THRESHOLD);
                     self.metrics.deliveries.add(reached as u64);
                 }
+                Envelope::Publish { topic, head, tail, except: Some(except) } => {
+                    self.publish_except(&topic, &head, &tail, except);
+                }
                 Envelope::Broadcast { head, tail } => self.broadcast.push(&head, &tail, SHARE_THRESHOLD),
+                Envelope::Send { id, head, tail } => {
+                    self.queue_data(id, head, tail, true);
+                    self.apply_commands();
+                }
+                Envelope::Close { id, code, reason } => self.close_conn(id, code, &reason),
                 Envelope::Subscribe { id, topic } => {
                     let open = get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open);
                     if open {
@@ -53,30 +97,31 @@ impl<S: Service> Worker<S> {
         self.envelopes = envelopes;
     }
 
+    /// A frame for every member of `topic` but `except`, delivered now, after what the topic
+    /// has pending. A stale `except` (closed, slot reused) skips nobody.
+    fn publish_except(&mut self, topic: &str, head: &Bytes, tail: &Bytes, except: ConnId) {
+        let except_slot = if get(&mut self.conns, except).is_some() { except.slot } else { u32::MAX };
+        let Worker { topics, conns, dirty, slow, limits, metrics, index, .. } = self;
+        let mut delivery = Delivery { dirty, slow, limits, metrics, worker: *index as u16 };
+        let reached = topics.publish_except(topic, head, tail, SHARE_THRESHOLD, except_slot, |member, bytes| {
+            if let Some(conn) = conns.get_mut(member as usize) {
+                delivery.queue(member, conn, bytes);
+            }
+        });
+        self.metrics.deliveries.add(reached as u64);
+        for id in mem::take(&mut self.slow) {
+            self.slow_consumer(id);
+        }
+    }
+
     /// Hands published batches to their subscribers (one `Bytes` clone each): those of one
     /// topic, or (None) those of every topic and the broadcast batch, at the end of a turn.
     pub(super) fn deliver_published(&mut self, topic: Option<&str>) {
-        let Worker { topics, broadcast, conns, dirty, slow, limits, metrics, .. } = self;
-        let mut deliver = |slot: u32, conn: &mut Connection<S::Session>, bytes: &Bytes| {
-            if conn.phase != Phase::Open {
-                return;
-            }
-            if over_cap(conn, bytes.len(), limits.max_queued) {
-                match limits.slow_consumer {
-                    SlowConsumerPolicy::Drop => metrics.dropped_frames.add(1),
-                    SlowConsumerPolicy::Close => slow.push(ConnId { slot, generation: conn.generation }),
-                }
-                return;
-            }
-            conn.wq.push(bytes.clone(), &metrics.queued_bytes);
-            if !conn.dirty {
-                conn.dirty = true;
-                dirty.push(slot);
-            }
-        };
+        let Worker { topics, broadcast, conns, dirty, slow, limits, metrics, index, .. } = self;
+        let mut delivery = Delivery { dirty, slow, limits, metrics, worker: *index as u16 };
         let mut to_member = |member: u32, bytes: &Bytes| {
             if let Some(conn) = conns.get_mut(member as usize) {
-                deliver(member, conn, bytes);
+                delivery.queue(member, conn, bytes);
             }
         };
         match topic {
@@ -86,7 +131,7 @@ impl<S: Service> Worker<S> {
                 if !broadcast.is_empty() {
                     for bytes in broadcast.take() {
                         for (slot, conn) in conns.iter_mut() {
-                            deliver(slot as u32, conn, &bytes);
+                            delivery.queue(slot as u32, conn, &bytes);
                         }
                     }
                 }

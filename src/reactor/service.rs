@@ -2,9 +2,10 @@
 //! implements around the application's `Handler`, and `Io`, the outbox a callback acts through.
 //!
 //! Owns: `Service`, `Io`, `Command` and applying the commands. Invariants: a callback never
-//! touches a connection directly; sends and closes are queued as commands and applied, in order,
-//! as soon as the callback returns. Subscribes, publishes and broadcasts go to the bus at once, so
-//! that a caller holding its own lock (the gateway's history) orders them across workers.
+//! touches a connection directly; sends and closes for this worker's connections are queued as
+//! commands and applied, in order, as soon as the callback returns; those for another worker's
+//! connections, and every subscribe, publish and broadcast, go to the bus at once, so that a
+//! caller holding its own lock (the gateway's history) orders them across workers.
 
 use std::mem;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::bus::Envelope;
 use super::worker::Worker;
 use super::{ConnId, Shared};
 use crate::metrics::Snapshot;
@@ -36,6 +38,9 @@ pub(crate) trait Service: 'static {
     fn close(&mut self, io: &mut Io, id: ConnId, session: Self::Session, code: CloseCode, reason: &str);
     /// A plain HTTP request on the WebSocket port.
     fn request(&mut self, io: &mut Io, request: &Request, peer: SocketAddr) -> Response;
+    /// The open connection has been silent for half the idle timeout: say something that makes
+    /// a live peer answer (a ping, or the application protocol's own ping).
+    fn idle(&mut self, io: &mut Io, id: ConnId, session: &mut Self::Session);
 }
 
 pub(crate) enum Command {
@@ -53,18 +58,29 @@ pub(crate) struct Io {
 }
 
 impl Io {
-    /// Queues a data frame (text or binary) on an open connection.
+    /// Queues a data frame (text or binary) on an open connection of any worker.
     pub(crate) fn send_data(&mut self, id: ConnId, text: bool, payload: Bytes) {
         let (head, tail) = encode_data_frame(text, payload);
-        self.commands.push(Command::Send { id, head, tail });
+        self.send_frame(id, head, tail);
     }
 
     /// Queues a ping; payloads longer than a control frame allows are cut to 125 bytes.
     pub(crate) fn ping(&mut self, id: ConnId, payload: &[u8]) {
         let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
-        self.commands.push(Command::Send { id, head: encode_frame(OpCode::Ping, payload), tail: Bytes::new() });
+        self.send_frame(id, encode_frame(OpCode::Ping, payload), Bytes::new());
     }
 
+    /// A frame for `id`: a command when the connection is this worker's, else an envelope to
+    /// its worker.
+    fn send_frame(&mut self, id: ConnId, head: Bytes, tail: Bytes) {
+        if id.worker() == self.worker {
+            self.commands.push(Command::Send { id, head, tail });
+        } else {
+            self.shared.bus.to_connection(self.worker, id, Envelope::Send { id, head, tail });
+        }
+    }
+
+    /// Subscribes a connection of any worker (the subscribe is queued on that worker).
     pub(crate) fn subscribe(&mut self, id: ConnId, topic: &str) {
         self.shared.bus.subscribe(self.worker, id, topic);
     }
@@ -73,10 +89,11 @@ impl Io {
         self.shared.bus.unsubscribe(self.worker, id, topic);
     }
 
-    /// Encodes the frame once and hands it to every worker with subscribers of `topic`.
-    pub(crate) fn publish(&mut self, topic: &str, text: bool, payload: Bytes) {
+    /// Encodes the frame once and hands it to every worker with subscribers of `topic`, except
+    /// to the connection `except`.
+    pub(crate) fn publish(&mut self, topic: &str, text: bool, payload: Bytes, except: Option<ConnId>) {
         let (head, tail) = encode_data_frame(text, payload);
-        self.shared.bus.publish(self.worker, topic, head, tail);
+        self.shared.bus.publish(self.worker, topic, head, tail, except);
         self.shared.metrics[self.worker].publishes.add(1);
     }
 
@@ -112,8 +129,14 @@ impl Io {
         self.worker
     }
 
+    /// Starts the close handshake of a connection of any worker.
     pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        self.commands.push(Command::Close { id, code, reason: reason.to_owned() });
+        let reason = reason.to_owned();
+        if id.worker() == self.worker {
+            self.commands.push(Command::Close { id, code, reason });
+        } else {
+            self.shared.bus.to_connection(self.worker, id, Envelope::Close { id, code, reason });
+        }
     }
 }
 

@@ -56,8 +56,7 @@ impl<S: Service> Worker<S> {
             self.close_conn(id, CloseCode::GOING_AWAY, "server shutting down");
         }
         if finished {
-            let ids: Vec<ConnId> =
-                self.conns.iter().map(|(slot, c)| ConnId { slot: slot as u32, generation: c.generation }).collect();
+            let ids: Vec<ConnId> = self.conns.iter().map(|(slot, c)| self.conn_id(slot, c.generation)).collect();
             for id in ids {
                 self.remove(id);
             }
@@ -72,7 +71,7 @@ impl<S: Service> Worker<S> {
             .conns
             .iter()
             .filter(|(_, c)| c.phase == Phase::Open)
-            .map(|(slot, c)| ConnId { slot: slot as u32, generation: c.generation })
+            .map(|(slot, c)| self.conn_id(slot, c.generation))
             .collect();
         open.reverse(); // closed from the back: oldest first
         self.stop = Some(Stop {

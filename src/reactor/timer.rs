@@ -96,7 +96,7 @@ mod tests {
     use super::*;
 
     fn id(slot: u32) -> ConnId {
-        ConnId { slot, generation: 1 }
+        ConnId { worker: 0, slot, generation: 1 }
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl<S: Service> Worker<S> {
                 LISTENER => self.accept(),
                 WAKER => {}
                 token => {
-                    let id = ConnId::from_token(token);
+                    let id = ConnId::from_token(token, self.index as u16);
                     if event.is_writable() {
                         self.flush(id);
                     }
@@ -214,6 +214,13 @@ impl<S: Service> Worker<S> {
         metrics.loop_lag_us.sub(metrics.loop_lag_us.get());
         metrics.loop_lag_us.add(busy);
         Ok(())
+    }
+}
+
+impl<S: Service> Worker<S> {
+    /// The id of this worker's connection in `slot` with `generation`.
+    pub(super) fn conn_id(&self, slot: usize, generation: u32) -> ConnId {
+        ConnId { worker: self.index as u16, slot: slot as u32, generation }
     }
 }
 
