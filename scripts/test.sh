@@ -39,3 +39,10 @@ if [ ! -d tests/browser/node_modules ]; then
 fi
 cargo build --bin fanout   # the gateway crate's binary (gateway/), found from the root
 FANOUT_BIN="$PWD/target/debug/fanout" node --test tests/browser/demo.test.mjs
+
+echo "== Pusher protocol tests (pusher-js, Laravel Echo, the pusher server SDK, Chromium)"
+if [ ! -d gateway/tests/pusher/node_modules ]; then
+  (cd gateway/tests/pusher && npm ci --no-audit --no-fund)
+fi
+cargo build --bin fanout
+FANOUT_BIN="$PWD/target/debug/fanout" node --test gateway/tests/pusher/
