@@ -171,6 +171,25 @@ test("presence: one user with two connections is one member; removed only after 
   assert.equal(obs.members.count, 1);
 });
 
+test("presence: one of a user's two connections unsubscribing removes nothing", async () => {
+  const room = "presence-unsub-one";
+  const obs = await subscribed(authed({ id: "watch" }), room);
+  const tab1 = authed({ id: "twin" });
+  const tab2 = authed({ id: "twin" });
+  await subscribed(tab1, room);
+  const t2 = await subscribed(tab2, room);
+  await obs.rec.wait((e) => e.event === "pusher:member_added", "member_added for twin");
+  tab1.unsubscribe(room);
+  await subscribed(tab1, "sync-after-presence-unsubscribe"); // orders the unsubscribe first
+  await api.trigger(room, "marker", {});
+  await obs.rec.wait((e) => e.event === "marker", "the marker");
+  assert.equal(obs.rec.count((e) => e.event === "pusher:member_removed"), 0, "member_removed while twin had tab2");
+  assert.equal(obs.members.count, 2);
+  tab2.unsubscribe(room);
+  assert.equal((await obs.rec.wait((e) => e.event === "pusher:member_removed", "member_removed")).data.id, "twin");
+  assert.equal(t2.rec.count((e) => e.event === "pusher:member_removed"), 0);
+});
+
 test("presence: a subscribe without channel_data is refused", async () => {
   const sock = await pusherSocket(server);
   const auth = api.authorizeChannel(sock.socketId, "presence-nodata").auth; // signed without data
@@ -300,6 +319,19 @@ test("client events on a presence channel carry the sender's user_id", async () 
   await until(() => seen.length === 1, WAIT, "pusher-js to emit the event");
   assert.deepEqual(seen[0].data, { text: "hi" });
   assert.equal(seen[0].metadata?.user_id, "writer");
+});
+
+test("a client event's user_id is the sender's, whatever the sender claims", async () => {
+  const name = "presence-spoof";
+  const [s1, s2] = [await pusherSocket(server), await pusherSocket(server)];
+  for (const [s, id] of [[s1, "honest"], [s2, "victim"]]) {
+    const auth = api.authorizeChannel(s.socketId, name, { user_id: id });
+    s.emit("pusher:subscribe", { channel: name, ...auth });
+    await s.waitEvent("pusher_internal:subscription_succeeded");
+  }
+  s1.send({ event: "client-claim", channel: name, data: { x: 1 }, user_id: "admin" });
+  const got = await s2.waitEvent("client-claim");
+  assert.equal(got.json.user_id, "honest", got.text);
 });
 
 test("client events on a public channel are refused with an error and not delivered", async () => {
