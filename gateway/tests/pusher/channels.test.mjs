@@ -145,7 +145,7 @@ test("presence: one user with two connections is one member; removed only after 
   const observer = authed({ id: "observer" });
   const obs = await subscribed(observer, room);
   const first = authed({ id: "dup", info: { tab: 1 } });
-  await subscribed(first, room);
+  const f = await subscribed(first, room);
   await obs.rec.wait((e) => e.event === "pusher:member_added", "member_added for dup");
   const second = authed({ id: "dup", info: { tab: 2 } });
   const s = await subscribed(second, room);
@@ -164,6 +164,8 @@ test("presence: one user with two connections is one member; removed only after 
   assert.equal(obs.rec.count((e) => e.event === "pusher:member_added"), 1, "dup was added once");
   assert.equal(obs.rec.count((e) => e.event === "pusher:member_removed"), 0,
     "member_removed while dup still had a connection");
+  assert.equal(f.rec.count((e) => e.event === "pusher:member_added"), 0,
+    "dup's first connection was told that dup joined");
 
   second.disconnect();
   const removed = await obs.rec.wait((e) => e.event === "pusher:member_removed", "member_removed for dup");

@@ -190,6 +190,20 @@ test("apps from one TOML are separate: another app's key signs nothing here", as
   await wrongApp.trigger("same-name", "marker", {});
   await other.waitEvent("marker");
   assert.equal(other.messages.count((m) => m.json?.event === "mine"), 0, "an event crossed apps");
+  // Users too: the same user id signed in on both apps is two users.
+  const lapi = sdk(tomlServer, LIMITED);
+  sock.emit("pusher:signin", lapi.authenticateUser(sock.socketId, { id: "same-user" }));
+  other.emit("pusher:signin", wrongApp.authenticateUser(other.socketId, { id: "same-user" }));
+  await sock.waitEvent("pusher:signin_success");
+  await other.waitEvent("pusher:signin_success");
+  await lapi.sendToUser("same-user", "for-limited", {});
+  await sock.waitEvent("for-limited");
+  await lapi.terminateUserConnections("same-user");
+  await sock.waitClose();
+  await wrongApp.sendToUser("same-user", "still-open", {});
+  await other.waitEvent("still-open");
+  assert.equal(other.messages.count((m) => m.json?.event === "for-limited"), 0, "a user event crossed apps");
+  assert.equal(other.closed, null, "terminate_connections crossed apps");
 });
 
 test("without a configured app, /app/KEY and /apps/ID/... answer 404", async () => {
