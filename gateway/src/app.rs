@@ -27,7 +27,8 @@ use crate::native::auth::{self, Permissions};
 use crate::native::protocol::{self, Op, OpError};
 pub use crate::native::SUBPROTOCOL;
 use crate::pusher::apps::{self as pusher_apps, AppConfig};
-use crate::pusher::{self, Pusher, PusherSession};
+use crate::pusher::session::PusherSession;
+use crate::pusher::{self, Pusher};
 use crate::space::{Origin, Publish, Space};
 
 /// Settings of the `fanout` gateway on top of the server's `Config`.

@@ -319,9 +319,9 @@ const PUSHER_APPS_EXAMPLE: &str = "
 # Pusher apps (file only; the pusher_app_* settings above give one more, listed first). One
 # [[pusher.apps]] table per app; the first app shares the native channel space.
 ## [[pusher.apps]]
-## id = \"1\"                    # in the HTTP API's paths: /apps/1/events
-## key = \"app-key\"             # clients connect to /app/app-key
-## secret = \"app-secret\"       # signs channel auth, API requests and webhooks
+## id = \"1\"                      # in the HTTP API's paths: /apps/1/events
+## key = \"app-key\"               # clients connect to /app/app-key
+## secret = \"app-secret\"         # signs channel auth, API requests and webhooks
 ## enabled = true
 ## client_events = true          # client-* events on private and presence channels
 ## client_event_rate = 10        # client events per connection per second
@@ -396,5 +396,41 @@ mod tests {
         for key in ["listen", "jwt_secret", "max_connections_per_ip", "drain_window", "log_level"] {
             assert!(text.contains(&format!("# {key} = ")), "{key} missing");
         }
+    }
+
+    #[test]
+    fn pusher_apps_from_flags_and_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let flags = ["fanout", "--pusher-app-id", "1", "--pusher-app-key", "k", "--pusher-app-secret", "s"];
+        let mut args = Cli::parse_from(flags).serve;
+        let file: FileConfig =
+            toml::from_str("[[pusher.apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\nmax_connections = 5\n")
+                .unwrap();
+        file.apply(&mut args, |_| false);
+        let (_, gateway) = args.into_configs().unwrap();
+        let ids: Vec<_> = gateway.pusher_apps.iter().map(|a| (a.id.as_str(), a.max_connections)).collect();
+        assert_eq!(ids, [("1", 0), ("2", 5)], "the flags' app first");
+
+        let partial = Cli::parse_from(["fanout", "--pusher-app-id", "1"]).serve;
+        assert!(partial.into_configs().unwrap_err().contains("go together"));
+
+        let dir = std::env::temp_dir().join(format!("fanout-pusher-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("apps.toml");
+        std::fs::write(&path, "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nclient_event = true\n")
+            .unwrap();
+        let err = FileConfig::read(&path).unwrap_err();
+        assert!(err.contains("apps.toml") && err.contains("client_event"), "{err}");
+        let twice = "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[pusher.apps]]\nid = \"1\"\nkey = \"k2\"\nsecret = \"s\"\n";
+        std::fs::write(&path, twice).unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(err.contains("apps.toml") && err.contains("used twice"), "{err}");
+        std::fs::write(&path, "[pusher]\nappz = []\n").unwrap();
+        assert!(FileConfig::read(&path).unwrap_err().contains("appz"));
     }
 }

@@ -152,14 +152,28 @@ fn connection_established_and_ping_pong() {
 }
 
 #[test]
+fn a_silent_connection_gets_pusher_ping() {
+    let config = Config { idle_timeout: std::time::Duration::from_secs(2), ..test_config() };
+    let server =
+        gateway::start(config, GatewayConfig { pusher_apps: vec![app()], ..GatewayConfig::default() }).unwrap();
+    let mut ws = ws_connect(server.local_addr(), &format!("/app/{KEY}?protocol=7"));
+    assert_eq!(data(&recv(&mut ws))["activity_timeout"], 1, "half the idle timeout");
+    assert_eq!(recv(&mut ws), json!({"event": "pusher:ping", "data": "{}"}), "after a second of silence");
+    send(&mut ws, json!({"event": "pusher:pong", "data": {}}));
+    send(&mut ws, json!({"event": "pusher:ping"}));
+    assert_eq!(recv(&mut ws)["event"], "pusher:pong");
+}
+
+#[test]
 fn refusals_are_an_error_and_a_close_with_the_same_code() {
     let server = start(1);
     let addr = server.local_addr();
     for (path, code) in [
         ("/app/wrong-key?protocol=7", 4001),
-        ("/app/app-key", 4008),
+        ("/app/app-key", 4007),
         ("/app/app-key?protocol=seven", 4006),
         ("/app/app-key?protocol=3", 4007),
+        ("/app/app-key?protocol=6", 4007),
         ("/app/?protocol=7", 4005),
         ("/app/app-key/extra?protocol=7", 4005),
     ] {

@@ -7,6 +7,10 @@
 //! (`rest`), the wire format (`protocol`), the state (`state`), the apps' settings (`apps`),
 //! signatures (`signature`) and webhooks (`webhook`).
 //!
+//! Imports run one way: the submodules that serve requests (`session`, `channels`, `rest`)
+//! extend `Pusher` from below and import this module; this one imports only the leaves
+//! (`apps`, `protocol`, `state`, `webhook`), never them.
+//!
 //! Must not: import `crate::app` (the application hands this module what it needs: the shared
 //! `Space`, the settings) or `crate::http`; this module is below both. Invariants: the upgrade
 //! of a WebSocket under `/app/` always succeeds, and a refused connection gets `pusher:error`
@@ -21,19 +25,20 @@
 //!
 //! Close codes sent (after a `pusher:error` with the same code): 4001 unknown app key, 4003 app
 //! disabled, 4004 over the app's `max_connections`, 4005 a path under `/app/` that is not
-//! `/app/{key}`, 4006 a `protocol` that is not a number, 4007 a version other than 5 to 7, 4008
-//! no `protocol`, 4009 an origin not allowed or a user terminated through the API. Errors that
-//! leave the connection open: 4301 (client event over the rate limit), `pusher:error` without a
-//! code (bad frames, refused client events, bad sign-in), `pusher:subscription_error` on the
-//! channel (bad signature, member limit). The library's own ends keep their codes: 1001 for a
-//! silent connection and for a graceful stop (pusher-js reconnects after both), 503 at the
-//! upgrade when the server is at `max_connections`.
+//! `/app/{key}`, 4006 a `protocol` that is not a number, 4007 a version other than 7 or none
+//! (the spec reads a missing version as version 1), 4009 an origin not allowed or a user
+//! terminated through the API. Errors that leave the connection open: `pusher:error` 4301 (a
+//! client event over the rate limit) and 4009 (a bad sign-in), `pusher:error` without a code
+//! (bad frames, refused client events), `pusher:subscription_error` on the channel (bad
+//! signature, member limit). The library's own ends keep their codes: 1001 for a silent
+//! connection and for a graceful stop (pusher-js reconnects after both), 503 at the upgrade
+//! when the server is at `max_connections`.
 
 pub mod apps;
 mod channels;
 pub mod protocol;
 pub mod rest;
-mod session;
+pub mod session;
 pub mod signature;
 pub mod state;
 pub mod webhook;
@@ -44,7 +49,6 @@ use fanout::{ConnId, Ctx, Message};
 
 use crate::space::Space;
 use apps::AppConfig;
-pub use session::PusherSession;
 use state::State;
 use webhook::{WebhookEvent, WebhookSettings, WebhookTarget, Webhooks};
 
@@ -132,7 +136,7 @@ impl Pusher {
         ]
     }
 
-    /// Stops the webhook queue (after the server has stopped).
+    /// Stops the webhook queue: delivers what it holds, within its `stop_timeout`.
     pub fn stop(&self) {
         if let Some(webhooks) = &self.webhooks {
             webhooks.stop();
@@ -155,5 +159,14 @@ impl Pusher {
     /// Sends to one connection.
     fn send(ctx: &mut Ctx<'_>, id: ConnId, text: String) {
         ctx.send(id, Message::Text(text.into()));
+    }
+}
+
+impl Drop for Pusher {
+    /// The last worker's handler is gone (the server stopped): the webhooks still queued go out
+    /// before the worker thread ends, so `ServerHandle::join`, and the binary, wait for them
+    /// (at most the queue's `stop_timeout`). No event loop runs any more.
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -16,8 +16,9 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-/// The protocol versions served: 7 (every current client), and 5 and 6, whose frames are the same.
-pub const VERSIONS: std::ops::RangeInclusive<u32> = 5..=7;
+/// The protocol version served: 7, the one the protocol's documentation describes and every
+/// current client (pusher-js, the mobile SDKs) sends. Others get 4007.
+pub const VERSION: u32 = 7;
 
 /// Longest channel name the HTTP API and the client accept.
 pub const MAX_CHANNEL_LEN: usize = 164;
@@ -43,10 +44,10 @@ pub enum ErrorCode {
     PathNotFound = 4005,
     /// 4006: `protocol` is not a number.
     BadVersionFormat = 4006,
-    /// 4007: `protocol` is a version this server does not speak.
+    /// 4007: `protocol` is a version this server does not speak (anything but 7). Also for no
+    /// `protocol` at all: the protocol's documentation says a missing version means version 1
+    /// (4008, "no protocol version supplied", is announced as its future replacement).
     UnsupportedVersion = 4007,
-    /// 4008: no `protocol` parameter.
-    NoVersion = 4008,
     /// 4009: the connection is not authorized (origin refused, user terminated by the API).
     Unauthorized = 4009,
     /// 4201: a ping got no pong (the library closes silent connections itself, with 1001).

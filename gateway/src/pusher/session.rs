@@ -104,10 +104,13 @@ impl Pusher {
             return refuse(ctx, ErrorCode::UnknownApp, "application does not exist: no app has this key");
         };
         match request.query_param("protocol") {
-            None => return refuse(ctx, ErrorCode::NoVersion, "no protocol version supplied"),
+            None => {
+                let message = "no protocol version supplied, so protocol 1, which is unsupported: use protocol=7";
+                return refuse(ctx, ErrorCode::UnsupportedVersion, message);
+            }
             Some(v) => match v.parse::<u32>() {
                 Err(_) => return refuse(ctx, ErrorCode::BadVersionFormat, "invalid version string format"),
-                Ok(v) if !protocol::VERSIONS.contains(&v) => {
+                Ok(v) if v != protocol::VERSION => {
                     return refuse(ctx, ErrorCode::UnsupportedVersion, "unsupported protocol version: use 7")
                 }
                 Ok(_) => {}
