@@ -145,7 +145,7 @@ test("presence: one user with two connections is one member; removed only after 
   const observer = authed({ id: "observer" });
   const obs = await subscribed(observer, room);
   const first = authed({ id: "dup", info: { tab: 1 } });
-  await subscribed(first, room);
+  const f = await subscribed(first, room);
   await obs.rec.wait((e) => e.event === "pusher:member_added", "member_added for dup");
   const second = authed({ id: "dup", info: { tab: 2 } });
   const s = await subscribed(second, room);
@@ -164,11 +164,32 @@ test("presence: one user with two connections is one member; removed only after 
   assert.equal(obs.rec.count((e) => e.event === "pusher:member_added"), 1, "dup was added once");
   assert.equal(obs.rec.count((e) => e.event === "pusher:member_removed"), 0,
     "member_removed while dup still had a connection");
+  assert.equal(f.rec.count((e) => e.event === "pusher:member_added"), 0,
+    "dup's first connection was told that dup joined");
 
   second.disconnect();
   const removed = await obs.rec.wait((e) => e.event === "pusher:member_removed", "member_removed for dup");
   assert.equal(removed.data.id, "dup");
   assert.equal(obs.members.count, 1);
+});
+
+test("presence: one of a user's two connections unsubscribing removes nothing", async () => {
+  const room = "presence-unsub-one";
+  const obs = await subscribed(authed({ id: "watch" }), room);
+  const tab1 = authed({ id: "twin" });
+  const tab2 = authed({ id: "twin" });
+  await subscribed(tab1, room);
+  const t2 = await subscribed(tab2, room);
+  await obs.rec.wait((e) => e.event === "pusher:member_added", "member_added for twin");
+  tab1.unsubscribe(room);
+  await subscribed(tab1, "sync-after-presence-unsubscribe"); // orders the unsubscribe first
+  await api.trigger(room, "marker", {});
+  await obs.rec.wait((e) => e.event === "marker", "the marker");
+  assert.equal(obs.rec.count((e) => e.event === "pusher:member_removed"), 0, "member_removed while twin had tab2");
+  assert.equal(obs.members.count, 2);
+  tab2.unsubscribe(room);
+  assert.equal((await obs.rec.wait((e) => e.event === "pusher:member_removed", "member_removed")).data.id, "twin");
+  assert.equal(t2.rec.count((e) => e.event === "pusher:member_removed"), 0);
 });
 
 test("presence: a subscribe without channel_data is refused", async () => {
@@ -300,6 +321,19 @@ test("client events on a presence channel carry the sender's user_id", async () 
   await until(() => seen.length === 1, WAIT, "pusher-js to emit the event");
   assert.deepEqual(seen[0].data, { text: "hi" });
   assert.equal(seen[0].metadata?.user_id, "writer");
+});
+
+test("a client event's user_id is the sender's, whatever the sender claims", async () => {
+  const name = "presence-spoof";
+  const [s1, s2] = [await pusherSocket(server), await pusherSocket(server)];
+  for (const [s, id] of [[s1, "honest"], [s2, "victim"]]) {
+    const auth = api.authorizeChannel(s.socketId, name, { user_id: id });
+    s.emit("pusher:subscribe", { channel: name, ...auth });
+    await s.waitEvent("pusher_internal:subscription_succeeded");
+  }
+  s1.send({ event: "client-claim", channel: name, data: { x: 1 }, user_id: "admin" });
+  const got = await s2.waitEvent("client-claim");
+  assert.equal(got.json.user_id, "honest", got.text);
 });
 
 test("client events on a public channel are refused with an error and not delivered", async () => {

@@ -33,15 +33,16 @@ after(async () => {
 /** Opens `url` and expects a pusher:error with `codes` (one of), then a close with the same code. */
 async function refusedSocket(url, codes, what) {
   const sock = await rawSocket(url);
-  const closed = await sock.waitClose();
+  const established = () => sock.messages.find((m) => m.json?.event === "pusher:connection_established");
+  await until(() => sock.closed || established(), WAIT, `${what}: a close`);
+  assert.ok(!established(), `${what}: the connection was accepted: ${established()?.text}`);
+  const closed = sock.closed;
   const err = sock.messages.find((m) => m.json?.event === "pusher:error");
   assert.ok(err, `${what}: a pusher:error before the close; got ${show(sock.messages.items.map((m) => m.text))}, close ${show(closed)}`);
   assert.equal(typeof err.json.data, "object", `${what}: pusher:error data is an object: ${err.text}`);
   assert.ok(codes.includes(err.json.data.code), `${what}: pusher:error code ${err.json.data.code}, expected ${codes}`);
   assert.equal(typeof err.json.data.message, "string");
   assert.equal(closed.code, err.json.data.code, `${what}: the close code matches the error code`);
-  assert.equal(sock.messages.count((m) => m.json?.event === "pusher:connection_established"), 0,
-    `${what}: connection_established was sent`);
   return closed.code;
 }
 
@@ -61,10 +62,17 @@ test("a path under /app without a key, or with more after it: 4005", async () =>
   await refusedSocket(`${server.ws}/app/${APP.key}/extra${query}`, [4005], "/app/KEY/extra");
 });
 
-test("protocol 6: 4007; no protocol or a malformed one: 4006 or 4007", async () => {
+test("protocol=6: pusher:error 4007 and close 4007", async () => {
   await refusedSocket(pusherUrl(server, APP.key, { protocol: "6" }), [4007], "protocol=6");
+});
+
+test("no protocol parameter: pusher:error and close 4006 or 4007", async () => {
   await refusedSocket(pusherUrl(server, APP.key, { protocol: null }), [4006, 4007], "no protocol");
+});
+
+test("a protocol that is not a number: 4006 or 4007; protocol 8: 4007", async () => {
   await refusedSocket(pusherUrl(server, APP.key, { protocol: "seven" }), [4006, 4007], "protocol=seven");
+  await refusedSocket(pusherUrl(server, APP.key, { protocol: "8" }), [4007], "protocol=8");
 });
 
 test("the app's connection quota: the connection over max_connections gets 4004", async () => {
@@ -182,6 +190,20 @@ test("apps from one TOML are separate: another app's key signs nothing here", as
   await wrongApp.trigger("same-name", "marker", {});
   await other.waitEvent("marker");
   assert.equal(other.messages.count((m) => m.json?.event === "mine"), 0, "an event crossed apps");
+  // Users too: the same user id signed in on both apps is two users.
+  const lapi = sdk(tomlServer, LIMITED);
+  sock.emit("pusher:signin", lapi.authenticateUser(sock.socketId, { id: "same-user" }));
+  other.emit("pusher:signin", wrongApp.authenticateUser(other.socketId, { id: "same-user" }));
+  await sock.waitEvent("pusher:signin_success");
+  await other.waitEvent("pusher:signin_success");
+  await lapi.sendToUser("same-user", "for-limited", {});
+  await sock.waitEvent("for-limited");
+  await lapi.terminateUserConnections("same-user");
+  await sock.waitClose();
+  await wrongApp.sendToUser("same-user", "still-open", {});
+  await other.waitEvent("still-open");
+  assert.equal(other.messages.count((m) => m.json?.event === "for-limited"), 0, "a user event crossed apps");
+  assert.equal(other.closed, null, "terminate_connections crossed apps");
 });
 
 test("without a configured app, /app/KEY and /apps/ID/... answer 404", async () => {
