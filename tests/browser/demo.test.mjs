@@ -5,12 +5,13 @@
 // Page A reaches the server through a TCP proxy run by this test, so the test can cut A's network
 // (both the open connection and any reconnect attempt) while the server keeps running, and can
 // later point A at a restarted server. Page B connects directly. The tests run in order and
-// build on each other's state (the same channel, the same pages).
+// build on each other's state (the same channel, the same pages). The last one runs its own
+// server with a Pusher app, and serves pusher-js from node_modules in place of its CDN.
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -21,12 +22,22 @@ const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const API_KEY = "testkey";
 const CHANNEL = "room1";
 const WAIT = { timeout: 15_000 }; // generous: covers a reconnect backoff of a few seconds
+// The page loads pusher-js from its CDN at the version package.json pins; the test serves that
+// file from node_modules.
+const PUSHER_JS_VERSION = JSON.parse(
+  readFileSync(new URL("./package.json", import.meta.url), "utf8")).devDependencies["pusher-js"];
+const PUSHER_JS_URL = `https://js.pusher.com/${PUSHER_JS_VERSION}/pusher.min.js`;
+const PUSHER_JS_FILE =
+  fileURLToPath(new URL("./node_modules/pusher-js/dist/web/pusher.min.js", import.meta.url));
 
-/** Starts `fanout serve` on a free port; resolves once it prints its listening line. */
-function startServer(extraArgs = []) {
+/**
+ * Starts `fanout serve` on a free port; resolves once it prints its listening line. Without an
+ * API key (apiKey null), `POST /api/publish` is open, as on any loopback server without one.
+ */
+function startServer(extraArgs = [], apiKey = API_KEY) {
   const child = spawn(
     FANOUT_BIN,
-    ["serve", "--listen", "127.0.0.1:0", "--api-key", API_KEY, ...extraArgs],
+    ["serve", "--listen", "127.0.0.1:0", ...(apiKey ? ["--api-key", apiKey] : []), ...extraArgs],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   let stderr = "";
@@ -294,5 +305,77 @@ test("g: a channel the server forgot and numbers from 1 again still shows new me
   } finally {
     await page.close();
     await stopServer(noHistory);
+  }
+});
+
+test("h: a pusher-js page and a fanout.v1 page see each other's messages", async () => {
+  assert.ok(existsSync(PUSHER_JS_FILE), `${PUSHER_JS_FILE} missing: run npm ci in tests/browser`);
+  const server = await startServer(
+    ["--pusher-app-id", "demo", "--pusher-app-key", "demo-key",
+      "--pusher-app-secret", "demo-secret"],
+    null, // the Pusher page publishes anonymously through POST /api/publish
+  );
+  const origin = `http://127.0.0.1:${server.port}`;
+  const channel = "mixed";
+  const [native, pusher] = [await browser.newPage(), await browser.newPage()];
+  const errors = [];
+  const requests = { native: [], pusher: [] };
+  for (const [name, page] of Object.entries({ native, pusher })) {
+    page.on("pageerror", (err) => errors.push(`${name}: ${err}`));
+    page.on("request", (req) => requests[name].push(req.url()));
+  }
+  // No internet here: the CDN's pusher-js comes from node_modules, anything else off-site fails.
+  await pusher.route(PUSHER_JS_URL, (route) =>
+    route.fulfill({ path: PUSHER_JS_FILE, contentType: "text/javascript" }));
+  const pusherLine = (text) => pusher.locator("#log > [data-event]", { hasText: text });
+  try {
+    await native.goto(`${origin}/?channel=${channel}`);
+    await note(native, `joined ${channel}`).waitFor(WAIT);
+    await waitStatus(native, /^connected$/);
+
+    // Open in fanout.v1 mode, then choose Pusher: the page reloads in Pusher mode with the key
+    // from ?key= and loads pusher-js only then.
+    await pusher.goto(`${origin}/?channel=${channel}&key=demo-key`);
+    await note(pusher, `joined ${channel}`).waitFor(WAIT);
+    assert.deepEqual(requests.pusher.filter((u) => u.includes("pusher.com")), []);
+    await pusher.selectOption("#protocol", "pusher");
+    await pusher.waitForURL(/protocol=pusher/);
+    assert.equal(await pusher.inputValue("#key"), "demo-key", "key taken from ?key=");
+    assert.equal(await pusher.inputValue("#channel"), channel);
+    await note(pusher, `joined ${channel}`).waitFor(WAIT);
+    await waitStatus(pusher, /^connected$/);
+    assert.equal(requests.pusher.filter((u) => u === PUSHER_JS_URL).length, 1,
+      "pusher-js loaded once");
+
+    // fanout.v1 -> Pusher: the publish names no event, so pusher-js sees "message".
+    await sendViaUi(native, "from fanout.v1");
+    const got = pusherLine("from fanout.v1");
+    await got.waitFor(WAIT);
+    assert.equal(await got.getAttribute("data-event"), "message");
+    assert.equal(await got.textContent(), "message from fanout.v1");
+
+    // Pusher -> fanout.v1, with an event name of our own; the sender's copy comes back too.
+    await pusher.fill("#event", "chat");
+    await sendViaUi(pusher, "from pusher-js");
+    const echoed = pusherLine("from pusher-js");
+    await echoed.waitFor(WAIT);
+    assert.equal(await echoed.getAttribute("data-event"), "chat");
+    const line = message(native, "from pusher-js");
+    await line.waitFor(WAIT);
+    assert.equal(await line.textContent(), "#2 chat from pusher-js");
+
+    // No auth endpoint: the page says so instead of subscribing.
+    await pusher.fill("#channel", "private-mixed");
+    await pusher.click("#join");
+    await note(pusher, "need an auth endpoint").waitFor(WAIT);
+
+    // fanout.v1 mode stays dependency-free: every request it made went to this server.
+    assert.ok(requests.native.includes(`${origin}/?channel=${channel}`), String(requests.native));
+    assert.deepEqual(requests.native.filter((u) => !u.startsWith(`${origin}/`)), []);
+    assert.deepEqual(errors, []);
+  } finally {
+    await native.close();
+    await pusher.close();
+    await stopServer(server);
   }
 });
