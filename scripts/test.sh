@@ -23,6 +23,14 @@ echo "== python interop tests (websockets client against the echo example)"
 cargo build --example echo
 FANOUT_ECHO_BIN="$PWD/target/debug/examples/echo" python3 -m pytest -q -p no:cacheprovider tests/python
 
+# npm_install DIR: the packages DIR's lock file pins, installed when missing or older than the
+# lock file (a checkout whose lock file gained a package gets it), never from a floating range.
+npm_install() {
+  if [ ! -f "$1/node_modules/.package-lock.json" ] || [ "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]; then
+    (cd "$1" && npm ci --no-audit --no-fund)
+  fi
+}
+
 echo "== browser test (the demo page in headless Chromium, driven by playwright-core)"
 # Debian's Chromium: Playwright never downloads a browser here. A failed install fails the run.
 if [ ! -x /usr/bin/chromium ]; then
@@ -30,19 +38,11 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
-if [ ! -d tests/browser/node_modules ]; then
-  if [ -f tests/browser/package-lock.json ]; then
-    (cd tests/browser && npm ci --no-audit --no-fund)
-  else
-    (cd tests/browser && npm install --no-audit --no-fund)
-  fi
-fi
+npm_install tests/browser
 cargo build --bin fanout   # the gateway crate's binary (gateway/), found from the root
 FANOUT_BIN="$PWD/target/debug/fanout" node --test tests/browser/demo.test.mjs
 
 echo "== Pusher protocol tests (pusher-js, Laravel Echo, the pusher server SDK, Chromium)"
-if [ ! -d gateway/tests/pusher/node_modules ]; then
-  (cd gateway/tests/pusher && npm ci --no-audit --no-fund)
-fi
+npm_install gateway/tests/pusher
 cargo build --bin fanout
 FANOUT_BIN="$PWD/target/debug/fanout" node --test gateway/tests/pusher/
