@@ -36,7 +36,7 @@ use bytes::Bytes;
 use fanout::{ConnId, Ctx, Message};
 
 use crate::history::{History, TooManyChannels};
-use crate::native::protocol;
+use crate::native::protocol::{self, json_string};
 
 /// The history as the gateway keeps it: one shared `Event` per publish.
 pub type Channels = History<Arc<Event>>;
@@ -213,10 +213,6 @@ pub fn pusher_frame(channel: &str, event: &str, data: &str, user_id: Option<&str
     }
     out.push('}');
     Bytes::from(out)
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serialises")
 }
 
 #[cfg(test)]

@@ -157,7 +157,8 @@ pub fn message(channel: &str, seq: u64, event: Option<&str>, data: &str, user_id
     Bytes::from(out)
 }
 
-fn json_string(s: &str) -> String {
+/// `s` as a JSON string literal, quotes and escapes included.
+pub(crate) fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string serialises")
 }
 
