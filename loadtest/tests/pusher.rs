@@ -24,7 +24,7 @@ fn pusher_args<'a>(url: &'a str, secret: &'a str, extra: &[&'a str]) -> Vec<&'a 
 #[test]
 fn pusher_subscribers_get_every_event_published_through_the_signed_api() {
     for http_conns in ["1", "2"] {
-        let (addr, seen) = start_pusher_server(APP);
+        let (addr, seen) = start_pusher_server(APP, false);
         let url = format!("ws://{addr}/");
         let extra =
             ["--conns", "20", "--rate", "200", "--duration", "1s", "--http-conns", http_conns, "--threads", "2"];
@@ -52,9 +52,29 @@ fn pusher_subscribers_get_every_event_published_through_the_signed_api() {
     }
 }
 
+/// A server that closes every API connection after one answer (sockudo does) gets one request
+/// per connection, a new connection for the next, and loses nothing.
+#[test]
+fn pusher_publishes_to_a_server_that_closes_after_each_answer() {
+    let (addr, seen) = start_pusher_server(APP, true);
+    let url = format!("ws://{addr}/");
+    let extra = ["--conns", "10", "--rate", "100", "--duration", "1s", "--http-conns", "2"];
+    let (r, table) = run_load(&pusher_args(&url, APP.secret, &extra));
+    let published = num(&r, &["delivery", "published"]);
+    assert!((80..=101).contains(&published), "{table}");
+    assert_eq!(num(&r, &["counters", "acked"]), published, "{table}");
+    assert_eq!(seen.refused.load(Ordering::Relaxed), 0, "{table}");
+    assert_eq!(num(&r, &["delivery", "delivered"]), published * 10, "{table}");
+    assert_eq!(num(&r, &["delivery", "lost"]), 0, "{table}");
+    assert_eq!(num(&r, &["counters", "errors"]), 0, "{table}");
+    // One connection per request, and the replacement of the last one.
+    let api_conns = seen.api_conns.load(Ordering::Relaxed) as u64;
+    assert!((published..=published + 2).contains(&api_conns), "{api_conns} API connections:\n{table}");
+}
+
 #[test]
 fn pusher_publishes_with_a_wrong_secret_are_refused_and_counted() {
-    let (addr, seen) = start_pusher_server(APP);
+    let (addr, seen) = start_pusher_server(APP, false);
     let url = format!("ws://{addr}/");
     let extra = ["--conns", "5", "--messages", "20", "--duration", "5s", "--http-conns", "3"];
     let (r, table) = run_load(&pusher_args(&url, "not-the-secret", &extra));
@@ -68,7 +88,7 @@ fn pusher_publishes_with_a_wrong_secret_are_refused_and_counted() {
 
 #[test]
 fn a_pusher_server_that_refuses_the_key_fails_the_subscribers_quickly() {
-    let (addr, _seen) = start_pusher_server(APP);
+    let (addr, _seen) = start_pusher_server(APP, false);
     let url = format!("ws://{addr}/");
     let args = vec!["broadcast", "--url", &url, "--protocol", "pusher", "--app-id", "3", "--app-key", "wrong"];
     let args = [&args[..], &["--app-secret", "s", "--conns", "3", "--duration", "500ms"]].concat();

@@ -169,7 +169,7 @@ impl Broadcast {
         let t = net.clock.ns_at(now);
         let (pad, channel) = (&self.pad, &self.channel);
         let len = match (&mut self.http, self.publisher, self.wire) {
-            (Some(http), _, _) => http.publish(net, now, n, t, pad),
+            (Some(http), _, _) => Some(http.publish(net, now, n, t, pad)),
             (None, Some(id), Wire::Fanout) => net.send_with(id, OpCode::Text, |b| {
                 let _ = write!(
                     b,
@@ -393,7 +393,7 @@ impl Driver for Broadcast {
         }
         let mut slot = Slot { role, tracker: None, pusher: Subscriber::default() };
         match (&mut self.http, role) {
-            (Some(http), Role::Publisher) => http.add(id),
+            (Some(http), Role::Publisher) => http.add(net, id),
             (None, Role::Publisher | Role::PublisherSubscriber) => self.publisher = Some(id),
             _ => {}
         }
@@ -497,12 +497,17 @@ impl Driver for Broadcast {
             if s.role == Role::Slow && end.reason != crate::net::EndReason::Local {
                 self.slow_closed += 1;
             }
-            if matches!(s.role, Role::Publisher | Role::PublisherSubscriber) {
-                // Its requests in flight will never be answered.
-                let lost = end.id.and_then(|id| self.http.as_mut()?.remove(id)).unwrap_or(0);
-                self.unacked = self.unacked.saturating_sub(lost);
-                self.publisher = None;
-                self.window.stop(net.now);
+            match (&mut self.http, end.id) {
+                // An HTTP connection is replaced; its requests in flight will never be answered.
+                (Some(http), Some(id)) if s.role == Role::Publisher => {
+                    let lost = http.on_end(net, id);
+                    self.unacked = self.unacked.saturating_sub(lost);
+                }
+                _ if matches!(s.role, Role::Publisher | Role::PublisherSubscriber) => {
+                    self.publisher = None;
+                    self.window.stop(net.now);
+                }
+                _ => {}
             }
         }
     }

@@ -2,7 +2,8 @@
 //! `/app/KEY`, and `POST /apps/ID/events` checked the way the HTTP API reference says (key,
 //! timestamp within 600 s, `body_md5`, the HMAC-SHA256 signature over the sorted query). One
 //! blocking thread per connection; every write to a subscriber happens under one lock, so frames
-//! never interleave.
+//! never interleave. With `one_shot`, the API answers `Connection: close` and closes after each
+//! answer, as sockudo does.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,10 +36,13 @@ pub struct Seen {
     pub triggered: AtomicUsize,
     /// HTTP API requests refused (401 or 400).
     pub refused: AtomicUsize,
+    /// HTTP API connections accepted.
+    pub api_conns: AtomicUsize,
 }
 
 struct Shared {
     app: App,
+    one_shot: bool,
     seen: Arc<Seen>,
     /// Subscribed connections: (channel, stream).
     subscribers: Mutex<Vec<(String, TcpStream)>>,
@@ -46,12 +50,17 @@ struct Shared {
 }
 
 /// Starts the server on an ephemeral port.
-pub fn start_pusher_server(app: App) -> (SocketAddr, Arc<Seen>) {
+pub fn start_pusher_server(app: App, one_shot: bool) -> (SocketAddr, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
-    let shared =
-        Arc::new(Shared { app, seen: seen.clone(), subscribers: Mutex::default(), sockets: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        app,
+        one_shot,
+        seen: seen.clone(),
+        subscribers: Mutex::default(),
+        sockets: AtomicUsize::new(0),
+    });
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
@@ -157,8 +166,9 @@ fn websocket(mut stream: TcpStream, shared: &Shared, head: &str, rest: Vec<u8>) 
     }
 }
 
-/// Keep-alive HTTP API connection: requests answered in order.
+/// HTTP API connection: requests answered in order, kept alive unless `one_shot`.
 fn http(mut stream: TcpStream, shared: &Shared, mut buf: Vec<u8>) {
+    shared.seen.api_conns.fetch_add(1, Ordering::Relaxed);
     loop {
         let Some(head_len) = read_head(&mut stream, &mut buf) else { return };
         let head = String::from_utf8_lossy(&buf[..head_len]).to_string();
@@ -179,11 +189,12 @@ fn http(mut stream: TcpStream, shared: &Shared, mut buf: Vec<u8>) {
                 ("401 Unauthorized", format!(r#"{{"error":"{why}"}}"#))
             }
         };
+        let close = if shared.one_shot { "Connection: close\r\n" } else { "" };
         let reply = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{close}Content-Length: {}\r\n\r\n{answer}",
             answer.len()
         );
-        if stream.write_all(reply.as_bytes()).is_err() {
+        if stream.write_all(reply.as_bytes()).is_err() || shared.one_shot {
             return;
         }
     }
