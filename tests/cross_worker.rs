@@ -52,14 +52,6 @@ fn start(config: Config) -> ServerHandle {
     Server::new(config).start(|| App).unwrap()
 }
 
-fn say(c: &mut RawClient, text: &str) {
-    c.send_frame(true, OpCode::Text, text.as_bytes());
-}
-
-fn text(c: &mut RawClient) -> String {
-    String::from_utf8(c.recv_frame().payload.to_vec()).unwrap()
-}
-
 /// Connects until there is one client on worker 0 and one on worker 1; returns them with
 /// their ids, and the extra clients (kept open so the kernel's spreading stays as it was).
 fn one_on_each_worker(server: &ServerHandle) -> ((RawClient, String), (RawClient, String), Vec<RawClient>) {

@@ -49,14 +49,6 @@ fn start(config: Config) -> ServerHandle {
     Server::new(config).start(|| App).unwrap()
 }
 
-fn say(c: &mut RawClient, text: &str) {
-    c.send_frame(true, OpCode::Text, text.as_bytes());
-}
-
-fn text(c: &mut RawClient) -> String {
-    String::from_utf8(c.recv_frame().payload.to_vec()).unwrap()
-}
-
 fn subscribed(server: &ServerHandle, topic: &str) -> RawClient {
     let mut c = RawClient::connect(server.local_addr(), "/");
     say(&mut c, &format!("sub:{topic}"));

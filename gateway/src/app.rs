@@ -1,10 +1,12 @@
 //! The gateway application: the library `Handler` that gives each connection its channels,
 //! permissions and resume, on the library's public API only (`Server`, `Handler`, `Ctx`).
 //!
-//! Owns: `GatewayConfig`, `Gateway` (the handler, one per worker, sharing one `History`), its
-//! per-connection `Session`, and `start`. Uses `native` for what a frame means and who may do
-//! what, `history` for seq and replay, `http` for plain requests (through the `http::Api` trait
-//! this module implements, so `http` never imports the application). Invariants: a channel's
+//! Owns: `GatewayConfig`, `Gateway` (the handler, one per worker, sharing one `Space` and, with
+//! a Pusher app, one `Pusher`), its per-connection `Session` (native or Pusher, chosen by the
+//! path: `/app/...` is Pusher's endpoint), and `start`. Uses `native` for what a frame means and
+//! who may do what, `space` for seq, history and publishing to both protocols, `pusher` for the
+//! Pusher side, `http` for plain requests (through the `http::Api` trait this module implements,
+//! so `http` never imports the application). Invariants: a channel's
 //! `seq` grows by one per publish however it arrives (WebSocket or HTTP); a resuming client gets
 //! the missed messages in order before any live one, with no gap and no duplicate (a subscribe
 //! is applied after its replay is queued, and the library delivers a topic's pending batch
@@ -13,7 +15,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};
@@ -24,6 +26,10 @@ use crate::http;
 use crate::native::auth::{self, Permissions};
 use crate::native::protocol::{self, Op, OpError};
 pub use crate::native::SUBPROTOCOL;
+use crate::pusher::apps::{self as pusher_apps, AppConfig};
+use crate::pusher::session::PusherSession;
+use crate::pusher::{self, Pusher};
+use crate::space::{Origin, Publish, Space};
 
 /// Settings of the `fanout` gateway on top of the server's `Config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +53,9 @@ pub struct GatewayConfig {
     /// Channels the gateway tracks at once (with history or subscribers). Default 100,000; past
     /// it, new channels are refused, so a client cannot grow memory by inventing names.
     pub max_channels: usize,
+    /// Pusher apps; none by default (then `/app/...` and `/apps/...` answer 404). The first one
+    /// shares the native channel space.
+    pub pusher_apps: Vec<AppConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +68,7 @@ impl Default for GatewayConfig {
             history_size: 100,
             history_ttl: Duration::from_secs(300),
             max_channels: 100_000,
+            pusher_apps: Vec::new(),
         }
     }
 }
@@ -85,7 +95,7 @@ impl GatewayConfig {
         if self.max_channels == 0 {
             return Err("max_channels must be greater than 0".into());
         }
-        Ok(())
+        pusher_apps::validate(&self.pusher_apps)
     }
 }
 
@@ -93,7 +103,8 @@ impl GatewayConfig {
 struct Shared {
     config: GatewayConfig,
     anonymous: bool,
-    history: Mutex<History>,
+    space: Arc<Space>,
+    pusher: Option<Pusher>,
 }
 
 /// The fanout application.
@@ -101,8 +112,14 @@ pub struct Gateway {
     shared: Arc<Shared>,
 }
 
-/// What the gateway keeps per connection.
-pub struct Session {
+/// What the gateway keeps per connection: its protocol's session.
+pub enum Session {
+    Native(NativeSession),
+    Pusher(PusherSession),
+}
+
+/// A `fanout.v1` connection's permissions and channels.
+pub struct NativeSession {
     permissions: Permissions,
     channels: Vec<Box<str>>,
 }
@@ -114,12 +131,29 @@ pub fn start(mut server: Config, gateway: GatewayConfig) -> io::Result<ServerHan
         server.subprotocols.push(SUBPROTOCOL.to_owned());
     }
     let history = History::new(gateway.history_size, gateway.history_ttl, gateway.max_channels, new_epoch());
+    let space = Arc::new(Space::new(history));
+    let settings = pusher::Settings {
+        apps: gateway.pusher_apps.clone(),
+        activity_timeout: activity_timeout(server.idle_timeout),
+        allowed_origins: gateway.allowed_origins.clone(),
+    };
     let shared = Arc::new(Shared {
         anonymous: gateway.anonymous_allowed(server.listen),
         config: gateway,
-        history: Mutex::new(history),
+        pusher: Pusher::new(settings, space.clone()),
+        space,
     });
     Server::new(server).start(move || Gateway { shared: shared.clone() })
+}
+
+/// The `activity_timeout` Pusher clients are told: half the idle timeout, so a client pings
+/// well before the server would close it as silent; Pusher's 120 s when the timeout is off.
+fn activity_timeout(idle: Duration) -> u64 {
+    if idle.is_zero() {
+        120
+    } else {
+        (idle.as_secs() / 2).max(1)
+    }
 }
 
 /// A short random name for this process's history (RandomState is seeded from the OS).
@@ -131,21 +165,30 @@ fn new_epoch() -> String {
 }
 
 impl Gateway {
-    fn history(&self) -> MutexGuard<'_, History> {
-        // A panic while holding the lock leaves the history consistent (every method finishes
-        // its update before anything can panic), so a poisoned lock is still usable.
-        self.shared.history.lock().unwrap_or_else(|e| e.into_inner())
+    fn history(&self) -> MutexGuard<'_, crate::space::Channels> {
+        self.shared.space.lock()
     }
 
-    /// Assigns a seq, records the message and publishes it; returns the seq. The history lock
-    /// is held until the frame is on the bus, so every worker receives a channel's messages in
-    /// seq order.
-    fn publish(&self, ctx: &mut Ctx<'_>, channel: &str, data: &RawValue) -> Result<u64, TooManyChannels> {
-        let mut history = self.history();
-        let (seq, frame) = history.publish(channel, Instant::now(), |seq| protocol::message(channel, seq, data))?;
-        ctx.publish(channel, Message::Text(frame));
-        drop(history);
-        Ok(seq)
+    /// Assigns a seq, records the message and publishes it to the channel's native and Pusher
+    /// subscribers; returns the seq. The history lock is held until the frames are on the bus,
+    /// so every worker receives a channel's messages in seq order.
+    fn publish(
+        &self,
+        ctx: &mut Ctx<'_>,
+        channel: &str,
+        event: Option<&str>,
+        data: &RawValue,
+    ) -> Result<u64, TooManyChannels> {
+        let publish = Publish {
+            channel,
+            key: channel,
+            event,
+            data: data.get(),
+            origin: Origin::Native,
+            user_id: None,
+            except: None,
+        };
+        self.shared.space.publish(ctx, publish)
     }
 
     fn permissions_for(&self, request: &Request<'_>) -> Result<Permissions, Reject> {
@@ -167,7 +210,7 @@ impl Gateway {
         }
     }
 
-    fn handle(&self, ctx: &mut Ctx<'_>, id: ConnId, session: &mut Session, text: &str) -> Result<(), OpError> {
+    fn handle(&self, ctx: &mut Ctx<'_>, id: ConnId, session: &mut NativeSession, text: &str) -> Result<(), OpError> {
         let request = protocol::parse(text)?;
         let rid = request.id;
         match request.op {
@@ -185,8 +228,8 @@ impl Gateway {
                 let reply =
                     protocol::subscribed(&channel, resume.last_seq, &resume.epoch, since.map(|_| resume.recovered));
                 ctx.send_text(id, &reply);
-                for frame in resume.missed {
-                    ctx.send(id, Message::Text(frame));
+                for event in resume.missed {
+                    ctx.send(id, Message::Text(event.native_frame()));
                 }
                 // Under the history lock: every publish after `last_seq` reaches this worker
                 // after the subscribe, and every one up to it before (the replay has those).
@@ -203,12 +246,12 @@ impl Gateway {
                 }
                 ctx.send_text(id, &protocol::unsubscribed(&channel));
             }
-            Op::Publish { channel, data } => {
+            Op::Publish { channel, event, data } => {
                 if !session.permissions.may_publish(&channel) {
                     return Err(OpError::new(rid, "forbidden", format!("not allowed to publish to {channel}")));
                 }
                 let seq = self
-                    .publish(ctx, &channel, data)
+                    .publish(ctx, &channel, event.as_deref(), data)
                     .map_err(|_| OpError::new(rid, "too_many_channels", "the server tracks too many channels"))?;
                 ctx.send_text(id, &protocol::ack(rid, seq));
             }
@@ -220,12 +263,29 @@ impl Gateway {
 impl Handler for Gateway {
     type Session = Session;
 
-    fn on_open(&mut self, _: &mut Ctx<'_>, _: ConnId, request: &Request<'_>) -> Result<Session, Reject> {
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, request: &Request<'_>) -> Result<Session, Reject> {
+        if Pusher::is_endpoint(request.path()) {
+            // Pusher's endpoint: the upgrade succeeds even for a wrong key (the refusal is a
+            // pusher:error and a close), or pusher-js would retry forever.
+            return match &self.shared.pusher {
+                Some(pusher) => Ok(Session::Pusher(pusher.open(ctx, id, request))),
+                None => Err(Reject::new(404, "no Pusher app is configured")),
+            };
+        }
         let permissions = self.permissions_for(request)?;
-        Ok(Session { permissions, channels: Vec::new() })
+        Ok(Session::Native(NativeSession { permissions, channels: Vec::new() }))
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: &mut Session, message: Message) {
+        let session = match session {
+            Session::Native(session) => session,
+            Session::Pusher(session) => {
+                if let Some(pusher) = &self.shared.pusher {
+                    pusher.message(ctx, id, session, message);
+                }
+                return;
+            }
+        };
         let Some(text) = message.as_text() else {
             ctx.close(id, CloseCode::UNSUPPORTED_DATA, "binary frames are not supported; send JSON text");
             return;
@@ -235,11 +295,27 @@ impl Handler for Gateway {
         }
     }
 
-    fn on_close(&mut self, _: &mut Ctx<'_>, _: ConnId, session: Session, _: CloseCode, _: &str) {
-        let now = Instant::now();
-        let mut history = self.history();
-        for channel in &session.channels {
-            history.unsubscribe(channel, now);
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: Session, _: CloseCode, _: &str) {
+        match session {
+            Session::Native(session) => {
+                let now = Instant::now();
+                let mut history = self.history();
+                for channel in &session.channels {
+                    history.unsubscribe(channel, now);
+                }
+            }
+            Session::Pusher(session) => {
+                if let Some(pusher) = &self.shared.pusher {
+                    pusher.close(ctx, id, session);
+                }
+            }
+        }
+    }
+
+    fn on_idle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: &mut Session) {
+        match (session, &self.shared.pusher) {
+            (Session::Pusher(_), Some(pusher)) => pusher.idle(ctx, id),
+            _ => ctx.ping(id, b""),
         }
     }
 
@@ -261,8 +337,22 @@ impl http::Api for Gateway {
         self.shared.anonymous
     }
 
-    fn publish(&self, ctx: &mut Ctx<'_>, channel: &str, data: &RawValue) -> Result<u64, TooManyChannels> {
-        Gateway::publish(self, ctx, channel, data)
+    fn publish(
+        &self,
+        ctx: &mut Ctx<'_>,
+        channel: &str,
+        event: Option<&str>,
+        data: &RawValue,
+    ) -> Result<u64, TooManyChannels> {
+        Gateway::publish(self, ctx, channel, event, data)
+    }
+
+    fn pusher_api(&self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Option<Response> {
+        self.shared.pusher.as_ref().map(|pusher| pusher.rest(ctx, request))
+    }
+
+    fn extra_metrics(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+        self.shared.pusher.as_ref().map(Pusher::metrics).unwrap_or_default()
     }
 }
 

@@ -1,6 +1,12 @@
-//! Per-channel sequence numbers and the bounded history that lets a reconnecting client catch up.
+//! Per-channel sequence numbers, subscriber counts and the bounded history that lets a
+//! reconnecting client catch up.
 //!
-//! Owns: `History`. Invariants: `seq` starts at 1 per channel and grows by one per publish; the
+//! Owns: `History<T>`, generic over what an entry holds (the gateway stores one shared
+//! `space::Event` per publish, which builds the native and the Pusher frame from one copy of the
+//! event name and data). Counts a channel's native subscribers and its Pusher subscribers apart,
+//! so the Pusher side can tell a channel's first and last subscriber (its `channel_occupied` and
+//! `channel_vacated` webhooks) and skip encoding for nobody. A cache channel (`keep_last`) keeps
+//! its last entry even when `size` is 0, within `ttl`. Invariants: `seq` starts at 1 per channel and grows by one per publish; the
 //! history of a channel holds at most `size` messages, none older than `ttl`; a channel is
 //! forgotten only when it has no subscribers and no live history, and the number of channels
 //! is capped, so invented channel names cannot grow memory without bound. Each channel has an
@@ -12,20 +18,29 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-struct Entry {
+struct Entry<T> {
     seq: u64,
     at: Instant,
-    /// The complete `message` op as sent to subscribers.
-    frame: Bytes,
+    /// What was published, as the caller built it (shared with the live delivery).
+    item: T,
 }
 
-struct Channel {
+struct Channel<T> {
     epoch: Box<str>,
     last_seq: u64,
-    entries: VecDeque<Entry>,
+    entries: VecDeque<Entry<T>>,
+    /// Native (`fanout.v1`) subscriptions.
     subscribers: usize,
+    /// Pusher subscriptions (connections, not users).
+    pusher: usize,
+    /// A cache channel: its last entry is kept even when `size` is 0.
+    keep_last: bool,
+}
+
+impl<T> Channel<T> {
+    fn idle(&self) -> bool {
+        self.subscribers == 0 && self.pusher == 0 && self.entries.is_empty()
+    }
 }
 
 /// Refused because `max_channels` channels are live.
@@ -34,19 +49,28 @@ pub struct TooManyChannels;
 
 /// What a resume found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resume {
+pub struct Resume<T> {
     /// The channel's epoch now.
     pub epoch: String,
     /// The channel's last seq now.
     pub last_seq: u64,
     /// Messages after `since`, oldest first (all of them when `recovered`).
-    pub missed: Vec<Bytes>,
+    pub missed: Vec<T>,
     /// True when `missed` is exactly everything after `since`: no gap.
     pub recovered: bool,
 }
 
-pub struct History {
-    channels: HashMap<Box<str>, Channel>,
+/// What a Pusher subscription found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined<T> {
+    /// The channel had no Pusher subscriber before this one.
+    pub first: bool,
+    /// The channel's last entry still kept (a cache channel's replay).
+    pub last: Option<T>,
+}
+
+pub struct History<T> {
+    channels: HashMap<Box<str>, Channel<T>>,
     size: usize,
     ttl: Duration,
     max_channels: usize,
@@ -55,28 +79,31 @@ pub struct History {
     created: u64,
 }
 
-impl History {
+impl<T: Clone> History<T> {
     pub fn new(size: usize, ttl: Duration, max_channels: usize, epoch_base: String) -> Self {
         History { channels: HashMap::new(), size, ttl, max_channels, epoch_base, created: 0 }
     }
 
-    /// Assigns the next seq of `channel`, builds the message for it and records it.
+    /// Assigns the next seq of `channel`, builds the entry for it and records it. `keep_last`
+    /// marks a cache channel, whose last entry is kept even when `size` is 0.
     pub fn publish(
         &mut self,
         channel: &str,
         now: Instant,
-        build: impl FnOnce(u64) -> Bytes,
-    ) -> Result<(u64, Bytes), TooManyChannels> {
+        keep_last: bool,
+        build: impl FnOnce(u64) -> T,
+    ) -> Result<(u64, T), TooManyChannels> {
         let (size, ttl) = (self.size, self.ttl);
         let c = self.channel(channel, now)?;
+        c.keep_last |= keep_last;
         c.last_seq += 1;
         let seq = c.last_seq;
-        let frame = build(seq);
-        if size > 0 {
-            c.entries.push_back(Entry { seq, at: now, frame: frame.clone() });
+        let item = build(seq);
+        if size > 0 || c.keep_last {
+            c.entries.push_back(Entry { seq, at: now, item: item.clone() });
         }
         prune(c, size, ttl, now);
-        Ok((seq, frame))
+        Ok((seq, item))
     }
 
     /// Counts a subscriber (creating the channel if needed) and reads what it missed after
@@ -89,7 +116,7 @@ impl History {
         since: Option<u64>,
         epoch: Option<&str>,
         now: Instant,
-    ) -> Result<Resume, TooManyChannels> {
+    ) -> Result<Resume<T>, TooManyChannels> {
         let (size, ttl) = (self.size, self.ttl);
         let c = self.channel(channel, now)?;
         c.subscribers += 1;
@@ -103,7 +130,7 @@ impl History {
                 recovered: false,
             });
         };
-        let missed: Vec<Bytes> = c.entries.iter().filter(|e| e.seq > since).map(|e| e.frame.clone()).collect();
+        let missed: Vec<T> = c.entries.iter().filter(|e| e.seq > since).map(|e| e.item.clone()).collect();
         let first_kept = c.last_seq + 1 - missed.len() as u64;
         let recovered = since <= c.last_seq && first_kept == since + 1;
         Ok(Resume { epoch: c.epoch.to_string(), last_seq: c.last_seq, missed, recovered })
@@ -115,9 +142,48 @@ impl History {
             return;
         };
         c.subscribers = c.subscribers.saturating_sub(1);
-        prune(c, self.size, self.ttl, now);
-        if c.subscribers == 0 && c.entries.is_empty() {
-            self.channels.remove(channel);
+        self.forget_if_idle(channel, now);
+    }
+
+    /// Counts a Pusher subscriber (creating the channel if needed); says whether it is the
+    /// channel's first and hands back the last entry kept (for a cache channel's replay).
+    pub fn join(&mut self, channel: &str, keep_last: bool, now: Instant) -> Result<Joined<T>, TooManyChannels> {
+        let (size, ttl) = (self.size, self.ttl);
+        let c = self.channel(channel, now)?;
+        c.keep_last |= keep_last;
+        c.pusher += 1;
+        prune(c, size, ttl, now);
+        Ok(Joined { first: c.pusher == 1, last: c.entries.back().map(|e| e.item.clone()) })
+    }
+
+    /// Uncounts a Pusher subscriber; true when it was the channel's last one. Forgets the
+    /// channel if nothing is left of it.
+    pub fn leave(&mut self, channel: &str, now: Instant) -> bool {
+        let Some(c) = self.channels.get_mut(channel) else {
+            return false;
+        };
+        let last = c.pusher == 1;
+        c.pusher = c.pusher.saturating_sub(1);
+        self.forget_if_idle(channel, now);
+        last
+    }
+
+    /// The channel's Pusher subscriptions now.
+    pub fn pusher_subscribers(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, |c| c.pusher)
+    }
+
+    /// Every channel with Pusher subscribers whose name starts with `prefix`, with their count.
+    pub fn pusher_occupied<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, usize)> + 'a {
+        self.channels.iter().filter(move |(k, c)| c.pusher > 0 && k.starts_with(prefix)).map(|(k, c)| (&**k, c.pusher))
+    }
+
+    fn forget_if_idle(&mut self, channel: &str, now: Instant) {
+        if let Some(c) = self.channels.get_mut(channel) {
+            prune(c, self.size, self.ttl, now);
+            if c.idle() {
+                self.channels.remove(channel);
+            }
         }
     }
 
@@ -130,13 +196,13 @@ impl History {
         self.channels.is_empty()
     }
 
-    fn channel(&mut self, name: &str, now: Instant) -> Result<&mut Channel, TooManyChannels> {
+    fn channel(&mut self, name: &str, now: Instant) -> Result<&mut Channel<T>, TooManyChannels> {
         if !self.channels.contains_key(name) {
             if self.channels.len() >= self.max_channels {
                 let (size, ttl) = (self.size, self.ttl);
                 self.channels.retain(|_, c| {
                     prune(c, size, ttl, now);
-                    c.subscribers > 0 || !c.entries.is_empty()
+                    !c.idle()
                 });
                 if self.channels.len() >= self.max_channels {
                     return Err(TooManyChannels);
@@ -144,14 +210,16 @@ impl History {
             }
             self.created += 1;
             let epoch = format!("{}-{:x}", self.epoch_base, self.created).into();
-            let channel = Channel { epoch, last_seq: 0, entries: VecDeque::new(), subscribers: 0 };
+            let channel =
+                Channel { epoch, last_seq: 0, entries: VecDeque::new(), subscribers: 0, pusher: 0, keep_last: false };
             self.channels.insert(name.into(), channel);
         }
         Ok(self.channels.get_mut(name).expect("inserted above"))
     }
 }
 
-fn prune(c: &mut Channel, size: usize, ttl: Duration, now: Instant) {
+fn prune<T>(c: &mut Channel<T>, size: usize, ttl: Duration, now: Instant) {
+    let size = size.max(usize::from(c.keep_last));
     while c.entries.len() > size || c.entries.front().is_some_and(|e| now.duration_since(e.at) > ttl) {
         c.entries.pop_front();
     }
@@ -161,16 +229,16 @@ fn prune(c: &mut Channel, size: usize, ttl: Duration, now: Instant) {
 mod tests {
     use super::*;
 
-    fn history(size: usize) -> History {
+    fn history(size: usize) -> History<String> {
         History::new(size, Duration::from_secs(300), 10, "e1".into())
     }
 
-    fn publish(h: &mut History, channel: &str, now: Instant) -> u64 {
-        h.publish(channel, now, |seq| Bytes::from(format!("m{seq}"))).unwrap().0
+    fn publish(h: &mut History<String>, channel: &str, now: Instant) -> u64 {
+        h.publish(channel, now, false, |seq| format!("m{seq}")).unwrap().0
     }
 
-    fn texts(r: &Resume) -> Vec<String> {
-        r.missed.iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect()
+    fn texts(r: &Resume<String>) -> Vec<String> {
+        r.missed.clone()
     }
 
     #[test]
@@ -210,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_channel_comes_back_with_a_new_epoch() {
-        let mut h = History::new(10, Duration::from_secs(1), 10, "base".into());
+        let mut h: History<String> = History::new(10, Duration::from_secs(1), 10, "base".into());
         let start = Instant::now();
         let first = h.subscribe("room", None, None, start).unwrap().epoch;
         for _ in 0..3 {
@@ -232,7 +300,7 @@ mod tests {
 
     #[test]
     fn old_messages_expire() {
-        let mut h = History::new(100, Duration::from_secs(60), 10, "e".into());
+        let mut h: History<String> = History::new(100, Duration::from_secs(60), 10, "e".into());
         let start = Instant::now();
         publish(&mut h, "c", start);
         publish(&mut h, "c", start + Duration::from_secs(50));
@@ -242,7 +310,7 @@ mod tests {
 
     #[test]
     fn channel_count_is_capped_and_dead_channels_are_swept() {
-        let mut h = History::new(0, Duration::from_secs(60), 2, "e".into());
+        let mut h: History<String> = History::new(0, Duration::from_secs(60), 2, "e".into());
         let now = Instant::now();
         h.subscribe("a", None, None, now).unwrap();
         h.subscribe("b", None, None, now).unwrap();
@@ -250,5 +318,35 @@ mod tests {
         h.unsubscribe("a", now);
         assert_eq!(h.len(), 1, "no subscribers and no history: forgotten");
         assert!(h.subscribe("c", None, None, now).is_ok());
+    }
+
+    #[test]
+    fn pusher_subscribers_are_counted_apart_and_keep_the_channel() {
+        let mut h = history(10);
+        let now = Instant::now();
+        assert!(h.join("p", false, now).unwrap().first);
+        assert!(!h.join("p", false, now).unwrap().first);
+        h.subscribe("p", None, None, now).unwrap();
+        h.unsubscribe("p", now);
+        assert_eq!((h.len(), h.pusher_subscribers("p")), (1, 2), "native leave keeps the Pusher count");
+        assert!(!h.leave("p", now));
+        assert!(h.leave("p", now), "the last Pusher subscriber");
+        assert_eq!(h.len(), 0, "nothing left: forgotten");
+        assert!(!h.leave("p", now), "unknown channel");
+    }
+
+    #[test]
+    fn a_cache_channel_keeps_its_last_entry_without_history() {
+        let mut h: History<String> = History::new(0, Duration::from_secs(60), 10, "e".into());
+        let now = Instant::now();
+        h.publish("plain", now, false, |s| format!("m{s}")).unwrap();
+        assert_eq!(h.join("plain", false, now).unwrap().last, None);
+        h.publish("cache-a", now, true, |s| format!("m{s}")).unwrap();
+        h.publish("cache-a", now, true, |s| format!("m{s}")).unwrap();
+        assert_eq!(h.join("cache-a", true, now).unwrap().last.as_deref(), Some("m2"));
+        let later = now + Duration::from_secs(61);
+        assert_eq!(h.join("cache-a", true, later).unwrap().last, None, "expired with the ttl");
+        let occupied: Vec<_> = h.pusher_occupied("cache-").collect();
+        assert_eq!(occupied, [("cache-a", 2)]);
     }
 }

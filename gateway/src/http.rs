@@ -1,11 +1,12 @@
 //! The gateway's plain HTTP endpoints on the WebSocket port: the demo page, health, metrics,
-//! stats, publish.
+//! stats, publish, and the Pusher HTTP API's place in the routing.
 //!
 //! Owns: routing and the JSON answers of `POST /api/publish` (200 `{"seq":N}`; 400, 401, 405,
 //! 429 with `{"error":...}`; 413 comes from the library's body limit before routing), and the
-//! API key check. Must not: import the application; what it needs from it (channel count, key,
-//! anonymous access, publish) comes through the `Api` trait, so there is no import circle.
-//! Invariant: a key is compared in constant time and never echoed.
+//! API key check. Paths under `/apps/` go to the Pusher HTTP API (`Api::pusher_api`), or 404
+//! without a Pusher app. Must not: import the application; what it needs from it (channel count,
+//! key, anonymous access, publish, the Pusher API and its metrics) comes through the `Api` trait,
+//! so there is no import circle. Invariant: a key is compared in constant time and never echoed.
 
 use fanout::{Ctx, Request, Response};
 use serde::Deserialize;
@@ -25,8 +26,20 @@ pub trait Api {
     fn api_key(&self) -> Option<&str>;
     /// Whether clients without a token are allowed (then the API is open without a key).
     fn anonymous_allowed(&self) -> bool;
-    /// Assigns the next seq of `channel`, records and publishes `data`; returns the seq.
-    fn publish(&self, ctx: &mut Ctx<'_>, channel: &str, data: &RawValue) -> Result<u64, TooManyChannels>;
+    /// Assigns the next seq of `channel`, records and publishes `data` (with the event name
+    /// Pusher subscribers see, if given); returns the seq.
+    fn publish(
+        &self,
+        ctx: &mut Ctx<'_>,
+        channel: &str,
+        event: Option<&str>,
+        data: &RawValue,
+    ) -> Result<u64, TooManyChannels>;
+    /// Answers a request under `/apps/` (the Pusher HTTP API); None when no Pusher app is
+    /// configured.
+    fn pusher_api(&self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Option<Response>;
+    /// Extra `/metrics` lines: (name, help, type, value).
+    fn extra_metrics(&self) -> Vec<(&'static str, &'static str, &'static str, u64)>;
 }
 
 /// Answers one plain HTTP request.
@@ -39,9 +52,15 @@ pub fn route(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Re
         ("GET" | "HEAD", "/healthz") if ctx.draining() => json_response(503, json!({"status": "draining"})),
         ("GET" | "HEAD", "/healthz") => json_response(200, json!({"status": "ok"})),
         ("POST", "/api/publish") => publish(gateway, ctx, request),
+        (_, path) if path.starts_with("/apps/") => match gateway.pusher_api(ctx, request) {
+            Some(response) => response,
+            None => json_response(404, json!({"error": "not found: no Pusher app is configured"})),
+        },
         ("GET", "/metrics") => {
             let channels = gateway.channels() as u64;
-            let body = ctx.prometheus(&[("channels", "Channels with history or subscribers.", "gauge", channels)]);
+            let mut lines = vec![("channels", "Channels with history or subscribers.", "gauge", channels)];
+            lines.extend(gateway.extra_metrics());
+            let body = ctx.prometheus(&lines);
             Response::new(200).header("Content-Type", "text/plain; version=0.0.4").body(body)
         }
         ("GET", "/api/stats") => stats(gateway, ctx, request),
@@ -63,6 +82,8 @@ fn bad_request(reason: impl std::fmt::Display) -> Response {
 #[derive(Deserialize)]
 struct PublishBody<'a> {
     channel: String,
+    #[serde(default)]
+    event: Option<String>,
     #[serde(borrow)]
     data: &'a RawValue,
 }
@@ -117,7 +138,10 @@ fn publish(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Resp
     if let Err(reason) = protocol::validate_channel(&body.channel) {
         return bad_request(reason);
     }
-    match gateway.publish(ctx, &body.channel, body.data) {
+    if let Err(reason) = body.event.as_deref().map_or(Ok(()), protocol::validate_event) {
+        return bad_request(reason);
+    }
+    match gateway.publish(ctx, &body.channel, body.event.as_deref(), body.data) {
         Ok(seq) => json_response(200, json!({"seq": seq})),
         Err(_) => json_response(429, json!({"error": "the server tracks too many channels"})),
     }

@@ -6,11 +6,13 @@
 //!      |
 //!   settings.rs  (clap + TOML + env in one field list -> Config + GatewayConfig)
 //!      |
-//!   app.rs  (the Handler: sessions, subscribe / publish / resume)
-//!      |            \
-//!   http.rs          \      (/api/publish, /healthz, /metrics, /api/stats, the demo page)
-//!      |      \       \
-//!   native/    history.rs   (fanout.v1 ops and JWT auth; per-channel seq and history)
+//!   app.rs  (the Handler: native or Pusher sessions, subscribe / publish / resume)
+//!      |        \
+//!   http.rs    pusher/     (/api/publish, /healthz, /metrics, the demo page; Pusher protocol 7:
+//!      |        |    \      /app/{key}, the signed /apps/{id}/ API, presence, webhooks)
+//!      |      space.rs  \  (the one channel space: both protocols' frames from one publish)
+//!      |     /      \    \
+//!   native/    history.rs   (fanout.v1 ops and JWT auth; per-channel seq, counts and history)
 //!      |
 //!   fanout  (the library)
 //! ```
@@ -25,4 +27,6 @@ pub mod app;
 pub mod history;
 pub mod http;
 pub mod native;
+pub mod pusher;
 pub mod settings;
+pub mod space;

@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve (the default): 127.0.0.1:8080 with the demo page at /.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a commented default configuration file, or check one.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::Serve(args)) => (args, matches.subcommand_matches("serve").expect("serve matched").clone()),
+        Some(Command::Serve(args)) => (*args, matches.subcommand_matches("serve").expect("serve matched").clone()),
         None => (cli.serve, matches.clone()),
     };
     // Flags and FANOUT_* variables win over the file; the file wins over defaults.

@@ -5,7 +5,9 @@
 //! Owns: the one field list (the `settings!` invocation below), from which the clap arguments
 //! (`ServeArgs`), the file's keys (`FileConfig`) and the file-under-flags merge are generated;
 //! the translation into the library's `Config` and the application's `GatewayConfig`; the
-//! commented default file. Invariants: a setting is declared once, with its type, flag, variable
+//! commented default file. One setting is file-only, because it is a list of tables: the Pusher
+//! apps, `[[pusher.apps]]` (`pusher::apps::AppConfig`); the flags `--pusher-app-id/-key/-secret`
+//! give one app, listed before the file's. Invariants: a setting is declared once, with its type, flag, variable
 //! and default; a default the library also has is read from `Config::default()` (or, for the
 //! gateway's own knobs, `GatewayConfig::default()`), never restated; an unknown file key is an
 //! error naming the file, the key and its position; nothing here starts a server.
@@ -19,6 +21,7 @@ use clap::ArgMatches;
 use fanout::{Config, SlowConsumerPolicy};
 
 use crate::app::GatewayConfig;
+use crate::pusher::apps::{AppConfig, PusherFile};
 
 /// The gateway's default largest message: 64 KiB, not the library's 1 MiB, because anyone
 /// allowed to publish makes every subscriber's queue hold each message.
@@ -56,13 +59,19 @@ impl From<SlowConsumerPolicy> for SlowConsumer {
 /// Generates, from one list of `/// help`, `#[arg(...)]`, `name: Type` entries: `ServeArgs`
 /// (the clap arguments, plus `--config`), `FileConfig` (every field optional, unknown keys
 /// refused, so toml's own messages name the file's line, column and key) and
-/// `FileConfig::apply` (the file under the flags and the environment).
+/// `FileConfig::apply` (the file under the flags and the environment). The `file_only` entries
+/// are TOML tables with no flag: `FileConfig` has them, and `ServeArgs` carries their value
+/// (`#[arg(skip)]`) from the file to `into_configs`.
 macro_rules! settings {
     ($(
         $(#[doc = $doc:literal])*
         #[arg($($arg:tt)*)]
         $field:ident: $ty:ty,
-    )*) => {
+    )*
+    file_only {$(
+        $(#[doc = $fdoc:literal])*
+        $ffield:ident: $fty:ty,
+    )*}) => {
         /// `fanout serve` settings: each is a flag, a `FANOUT_*` environment variable and a key in the
         /// TOML file given by `--config` (precedence: flag, then environment, then file, then default).
         #[derive(Debug, Clone, clap::Args)]
@@ -75,6 +84,11 @@ macro_rules! settings {
                 #[arg($($arg)*)]
                 pub $field: $ty,
             )*
+            $(
+                $(#[doc = $fdoc])*
+                #[arg(skip)]
+                pub $ffield: $fty,
+            )*
         }
 
         /// The settings a `--config` file may hold: the flags of `fanout serve`, by their names with
@@ -83,6 +97,7 @@ macro_rules! settings {
         #[serde(deny_unknown_fields)]
         pub struct FileConfig {
             $(pub $field: Option<$ty>,)*
+            $($(#[doc = $fdoc])* pub $ffield: Option<$fty>,)*
         }
 
         impl FileConfig {
@@ -94,6 +109,11 @@ macro_rules! settings {
                         if !set_elsewhere(stringify!($field)) {
                             args.$field = value;
                         }
+                    }
+                )*
+                $(
+                    if let Some(value) = self.$ffield {
+                        args.$ffield = value;
                     }
                 )*
             }
@@ -160,11 +180,39 @@ settings! {
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Pusher app id (the HTTP API's /apps/ID/...); with the key and secret, serves one Pusher app.
+    #[arg(long, env = "FANOUT_PUSHER_APP_ID")]
+    pusher_app_id: Option<String>,
+    /// Pusher app key (clients connect to /app/KEY).
+    #[arg(long, env = "FANOUT_PUSHER_APP_KEY")]
+    pusher_app_key: Option<String>,
+    /// Pusher app secret (signs channel auth, API requests and webhooks).
+    #[arg(long, env = "FANOUT_PUSHER_APP_SECRET", hide_env_values = true)]
+    pusher_app_secret: Option<String>,
+    file_only {
+        /// `[pusher]`: `[[pusher.apps]]` tables, one per Pusher app (id, key, secret,
+        /// client_events, max_connections, max_presence_members, max_event_size, webhook_url,
+        /// webhook_events, ...).
+        pusher: PusherFile,
+    }
 }
 
 impl ServeArgs {
+    /// The Pusher apps: the one the flags describe (all three, or none), then the file's.
+    fn pusher_apps(&self) -> Result<Vec<AppConfig>, String> {
+        let mut apps = Vec::new();
+        match (&self.pusher_app_id, &self.pusher_app_key, &self.pusher_app_secret) {
+            (Some(id), Some(key), Some(secret)) => apps.push(AppConfig::new(id, key, secret)),
+            (None, None, None) => {}
+            _ => return Err("pusher_app_id, pusher_app_key and pusher_app_secret go together: set all three".into()),
+        }
+        apps.extend(self.pusher.apps.iter().cloned());
+        Ok(apps)
+    }
+
     /// The server and gateway settings these arguments describe, validated.
     pub fn into_configs(self) -> Result<(Config, GatewayConfig), String> {
+        let pusher_apps = self.pusher_apps()?;
         let workers =
             self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(64));
         let server = Config {
@@ -196,6 +244,7 @@ impl ServeArgs {
             history_size: self.history_size,
             history_ttl: Duration::from_secs(self.history_ttl),
             max_channels: self.max_channels,
+            pusher_apps,
         };
         server.validate()?;
         gateway.validate(server.listen)?;
@@ -260,8 +309,29 @@ pub fn default_file() -> String {
         };
         out.push_str(&format!("\n# {help} (env {env})\n# {id} = {value}\n"));
     }
+    out.push_str(PUSHER_APPS_EXAMPLE);
     out
 }
+
+/// The file-only `[[pusher.apps]]` tables, commented with `##` (so the default file's test,
+/// which reads `# key = value` lines, leaves them out), every field at its default.
+const PUSHER_APPS_EXAMPLE: &str = "
+# Pusher apps (file only; the pusher_app_* settings above give one more, listed first). One
+# [[pusher.apps]] table per app; the first app shares the native channel space.
+## [[pusher.apps]]
+## id = \"1\"                      # in the HTTP API's paths: /apps/1/events
+## key = \"app-key\"               # clients connect to /app/app-key
+## secret = \"app-secret\"         # signs channel auth, API requests and webhooks
+## enabled = true
+## client_events = true          # client-* events on private and presence channels
+## client_event_rate = 10        # client events per connection per second
+## max_connections = 0           # 0: no limit; more get 4004
+## max_presence_members = 100
+## max_event_size = 10240        # bytes of event data
+## webhook_url = \"http://127.0.0.1:3000/pusher/webhook\"    # none by default
+## webhook_events = []           # empty: all of channel_occupied, channel_vacated,
+##                               # member_added, member_removed, client_event, cache_miss
+";
 
 #[cfg(test)]
 mod tests {
@@ -326,5 +396,41 @@ mod tests {
         for key in ["listen", "jwt_secret", "max_connections_per_ip", "drain_window", "log_level"] {
             assert!(text.contains(&format!("# {key} = ")), "{key} missing");
         }
+    }
+
+    #[test]
+    fn pusher_apps_from_flags_and_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let flags = ["fanout", "--pusher-app-id", "1", "--pusher-app-key", "k", "--pusher-app-secret", "s"];
+        let mut args = Cli::parse_from(flags).serve;
+        let file: FileConfig =
+            toml::from_str("[[pusher.apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\nmax_connections = 5\n")
+                .unwrap();
+        file.apply(&mut args, |_| false);
+        let (_, gateway) = args.into_configs().unwrap();
+        let ids: Vec<_> = gateway.pusher_apps.iter().map(|a| (a.id.as_str(), a.max_connections)).collect();
+        assert_eq!(ids, [("1", 0), ("2", 5)], "the flags' app first");
+
+        let partial = Cli::parse_from(["fanout", "--pusher-app-id", "1"]).serve;
+        assert!(partial.into_configs().unwrap_err().contains("go together"));
+
+        let dir = std::env::temp_dir().join(format!("fanout-pusher-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("apps.toml");
+        std::fs::write(&path, "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nclient_event = true\n")
+            .unwrap();
+        let err = FileConfig::read(&path).unwrap_err();
+        assert!(err.contains("apps.toml") && err.contains("client_event"), "{err}");
+        let twice = "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[pusher.apps]]\nid = \"1\"\nkey = \"k2\"\nsecret = \"s\"\n";
+        std::fs::write(&path, twice).unwrap();
+        let err = check_file(&path).unwrap_err();
+        assert!(err.contains("apps.toml") && err.contains("used twice"), "{err}");
+        std::fs::write(&path, "[pusher]\nappz = []\n").unwrap();
+        assert!(FileConfig::read(&path).unwrap_err().contains("appz"));
     }
 }

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::handshake::accept_key;
 use super::http::{has_list_token, head_len, with_header_slots, HttpError, HttpLimits};
-use super::Status;
+use super::status::Status;
 
 /// Why the server's answer to an upgrade request was not a valid 101.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

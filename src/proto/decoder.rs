@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use super::error::ProtocolError;
 use super::frame::{decode_header, OpCode, Role};
 use super::mask::apply_mask;
-use super::Status;
+use super::status::Status;
 
 /// What a decoder accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use super::close::CloseCode;
+use super::close_code::CloseCode;
 
 /// One variant per violation. The doc of each names the RFC section it enforces and its close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

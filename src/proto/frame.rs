@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::ProtocolError;
 use super::mask::apply_mask;
-use super::Status;
+use super::status::Status;
 
 /// The longest header: 2 bytes, an 8-byte extended length and a 4-byte masking key.
 pub const MAX_HEADER_LEN: usize = 14;

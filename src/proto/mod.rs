@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod close;
+pub mod close_code;
 pub mod decoder;
 pub mod error;
 pub mod frame;
@@ -16,8 +17,10 @@ pub mod http;
 pub mod mask;
 pub mod message;
 pub mod receiver;
+pub mod status;
 
-pub use close::{CloseCode, CloseFrame};
+pub use close::CloseFrame;
+pub use close_code::CloseCode;
 pub use decoder::{decode_frame, Frame, FrameRules};
 pub use error::ProtocolError;
 pub use frame::{OpCode, Role};
@@ -25,12 +28,4 @@ pub use handshake::{Parsed, RequestError, RequestStatus, Upgrade};
 pub use http::{HttpLimits, Request, Response};
 pub use message::{Assembler, Event, Utf8Validator};
 pub use receiver::Receiver;
-
-/// A parser's answer when its input may be incomplete, in the spirit of httparse's `Status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status<T> {
-    /// A whole value was parsed.
-    Complete(T),
-    /// More bytes are needed; nothing was consumed.
-    Partial,
-}
+pub use status::Status;

@@ -17,7 +17,7 @@ use super::decoder::{decode_frame, FrameRules};
 use super::error::ProtocolError;
 use super::frame::decode_header;
 use super::message::{Assembler, Event};
-use super::Status;
+use super::status::Status;
 
 /// Turns received bytes into events for one connection. See the module doc.
 #[derive(Default)]

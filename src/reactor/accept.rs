@@ -1,21 +1,18 @@
-//! New connections: accepting until WouldBlock, and admission, which decides who may open a
-//! WebSocket.
+//! New connections: accepting until WouldBlock, and asking admission (`admission.rs`) whether an
+//! upgrade may open.
 //!
-//! Owns: `Admission` (the server-wide count of open WebSocket connections, in total and per peer
-//! address) and the worker's accept loop with its pending-handshake bound. Invariants: a
-//! connection counted by `admit` is released exactly once, when it leaves the open state (or
-//! when the application refuses it); a flood of half-open handshakes never holds more than the
-//! worker's share of `max_pending_handshakes` descriptors, the rest being closed unread.
+//! Owns: the worker's accept loop with its pending-handshake bound, and the worker's side of
+//! admission (which address each admitted connection was counted under). Invariants: a
+//! connection admitted by `admit_open` is released exactly once, when it leaves the open state
+//! (or when the application refuses it); a flood of half-open handshakes never holds more than
+//! the worker's share of `max_pending_handshakes` descriptors, the rest being closed unread.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::net::SocketAddr;
 
 use mio::Interest;
 
-use super::bus::lock;
+use super::admission::Refusal;
 use super::connection::Connection;
 use super::service::Service;
 use super::token::ConnId;
@@ -25,69 +22,6 @@ use crate::metrics::Counter;
 /// Linux errno values for "too many open files" (system-wide, per process).
 const ENFILE: i32 = 23;
 const EMFILE: i32 = 24;
-
-/// Why admission turned a connection away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// `max_connections` are open.
-    Total,
-    /// `max_connections_per_ip` are open from this address.
-    PerIp,
-}
-
-/// Open WebSocket connections over all workers, against the configured limits.
-pub(crate) struct Admission {
-    open: AtomicUsize,
-    /// Open connections per peer address, kept only when `max_per_ip` is set.
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
-    max_total: usize,
-    /// 0: no per-address limit.
-    max_per_ip: usize,
-}
-
-impl Admission {
-    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Admission {
-        Admission { open: AtomicUsize::new(0), per_ip: Mutex::new(HashMap::new()), max_total, max_per_ip }
-    }
-
-    /// Counts a new open connection from `ip` if the limits allow it.
-    pub(crate) fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
-        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max_total {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::Total);
-        }
-        if self.max_per_ip > 0 {
-            let mut per_ip = lock(&self.per_ip);
-            let n = per_ip.entry(ip).or_insert(0);
-            if *n as usize >= self.max_per_ip {
-                drop(per_ip);
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                return Err(Refusal::PerIp);
-            }
-            *n += 1;
-        }
-        Ok(())
-    }
-
-    /// Undoes `admit` for a connection from `ip` (`None` when it was not counted per address).
-    pub(crate) fn release(&self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip {
-            let mut map = lock(&self.per_ip);
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-            }
-        }
-        self.open.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Open WebSocket connections over all workers.
-    pub(crate) fn open_count(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-}
 
 impl<S: Service> Worker<S> {
     /// Accepts until the listener would block. A new connection starts in the handshake phase
@@ -158,24 +92,5 @@ impl<S: Service> Worker<S> {
     pub(super) fn release_open(&mut self, id: ConnId) {
         let ip = self.peer_ips.remove(&id.slot);
         self.shared.admission.release(ip);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admission_limits_total_and_per_address() {
-        let admission = Admission::new(3, 2);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(admission.admit(a).is_ok() && admission.admit(a).is_ok());
-        assert_eq!(admission.admit(a), Err(Refusal::PerIp), "third from the same address");
-        assert!(admission.admit(b).is_ok());
-        assert_eq!(admission.admit(b), Err(Refusal::Total), "total reached");
-        admission.release(Some(a));
-        assert!(admission.admit(b).is_ok());
-        assert_eq!(admission.open_count(), 3);
     }
 }

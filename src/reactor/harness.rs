@@ -9,13 +9,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mio::{Events, Poll, Waker};
 
-use super::accept::Admission;
+use super::admission::Admission;
 use super::bus::Bus;
 use super::connection::Connection;
+use super::listener;
 use super::service::{Io, Service};
+use super::shared::Shared;
 use super::token::{ConnId, WAKER};
 use super::worker::{Limits, Worker};
-use super::{listener, Shared};
 use crate::config::Config;
 use crate::proto::client::client_request;
 use crate::proto::frame::{encode_masked_frame, OpCode};

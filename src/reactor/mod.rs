@@ -13,7 +13,12 @@
 //! - `read.rs`: reads into the worker's buffer; `dispatch.rs`: bytes to proto, events to the service.
 //! - `close.rs`: every way a connection ends. `deadline.rs`: its timeouts. `stop.rs`: graceful stop.
 //! - `publish.rs`: the inbox and the per-turn batches to subscribers. `flush.rs`: queueing and writes.
-//! - `bus.rs`: inboxes between workers and topic interest, nothing else.
+//! - `bus.rs`: inboxes between workers and topic interest, nothing else. `admission.rs`: the
+//!   server-wide connection counts. `shared.rs`: what all workers share.
+//!
+//! Leaves first, so no file imports one that imports it back: `worker.rs` uses only the leaf
+//! files (`service.rs`, `stop.rs`, `bus.rs`, `shared.rs`, state and buffer types); the duty files
+//! add `impl Worker` blocks and use `worker.rs`; `mod.rs` uses the worker to spawn it.
 //!
 //! Invariants:
 //! - Reads go into the worker's buffer; complete frames leave it as `Bytes` views; only an
@@ -26,6 +31,7 @@
 //! - Never uses the server layer or anything above it.
 
 mod accept;
+mod admission;
 mod bus;
 mod close;
 mod connection;
@@ -37,6 +43,7 @@ mod publish;
 mod read;
 mod read_buf;
 mod service;
+mod shared;
 mod stop;
 mod timer;
 mod token;
@@ -55,33 +62,13 @@ use std::thread::JoinHandle;
 use mio::{Poll, Waker};
 
 use crate::config::Config;
-use crate::metrics::{self, Snapshot, WorkerMetrics};
-use accept::Admission;
+use admission::Admission;
 use bus::Bus;
 pub(crate) use service::{Io, Service};
+pub(crate) use shared::Shared;
 pub use token::ConnId;
 use token::WAKER;
 use worker::{Limits, Worker};
-
-/// What the workers of one server share with each other and with the handle that started them.
-pub(crate) struct Shared {
-    pub(crate) bus: Bus,
-    pub(crate) admission: Admission,
-    /// Each worker's counters, in worker order.
-    pub(crate) metrics: Vec<Arc<WorkerMetrics>>,
-}
-
-impl Shared {
-    /// Each worker's counters, in worker order.
-    pub(crate) fn worker_stats(&self) -> Vec<Snapshot> {
-        self.metrics.iter().map(|m| metrics::merge([&**m])).collect()
-    }
-
-    /// Starts a graceful stop of every worker.
-    pub(crate) fn request_stop(&self) {
-        self.bus.request_stop();
-    }
-}
 
 /// The running workers of one server.
 pub(crate) struct Running {

@@ -71,10 +71,7 @@ impl<S: Service> Worker<S> {
                     self.publish_except(&topic, &head, &tail, except);
                 }
                 Envelope::Broadcast { head, tail } => self.broadcast.push(&head, &tail, SHARE_THRESHOLD),
-                Envelope::Send { id, head, tail } => {
-                    self.queue_data(id, head, tail, true);
-                    self.apply_commands();
-                }
+                Envelope::Send { id, head, tail } => self.queue_data(id, head, tail, true),
                 Envelope::Close { id, code, reason } => self.close_conn(id, code, &reason),
                 Envelope::Subscribe { id, topic } => {
                     let open = get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open);

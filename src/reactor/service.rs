@@ -1,21 +1,21 @@
 //! The callback API between the loop and the layer above it: `Service`, which the server layer
 //! implements around the application's `Handler`, and `Io`, the outbox a callback acts through.
 //!
-//! Owns: `Service`, `Io`, `Command` and applying the commands. Invariants: a callback never
+//! Owns: `Service`, `Io` and `Command` (the worker applies the commands: `worker.rs`). A leaf: it
+//! knows no worker. Invariants: a callback never
 //! touches a connection directly; sends and closes for this worker's connections are queued as
 //! commands and applied, in order, as soon as the callback returns; those for another worker's
 //! connections, and every subscribe, publish and broadcast, go to the bus at once, so that a
 //! caller holding its own lock (the gateway's history) orders them across workers.
 
-use std::mem;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::bus::Envelope;
-use super::worker::Worker;
-use super::{ConnId, Shared};
+use super::shared::Shared;
+use super::token::ConnId;
 use crate::metrics::Snapshot;
 use crate::proto::frame::{encode_data_frame, encode_frame, OpCode, MAX_CONTROL_PAYLOAD};
 use crate::proto::{CloseCode, Request, Response, Upgrade};
@@ -136,25 +136,6 @@ impl Io {
             self.commands.push(Command::Close { id, code, reason });
         } else {
             self.shared.bus.to_connection(self.worker, id, Envelope::Close { id, code, reason });
-        }
-    }
-}
-
-impl<S: Service> Worker<S> {
-    /// Applies what the last callback asked for, including what callbacks run by these
-    /// commands (an `on_close`) ask in turn.
-    pub(super) fn apply_commands(&mut self) {
-        while !self.io.commands.is_empty() {
-            let mut batch = mem::take(&mut self.io.commands);
-            for command in batch.drain(..) {
-                match command {
-                    Command::Send { id, head, tail } => self.queue_data(id, head, tail, true),
-                    Command::Close { id, code, reason } => self.close_conn(id, code, &reason),
-                }
-            }
-            if self.io.commands.is_empty() {
-                self.io.commands = batch; // keep the allocation
-            }
         }
     }
 }

@@ -1,17 +1,14 @@
 //! Graceful stop: once asked, a worker refuses new upgrades with 503 (plain HTTP is still
 //! answered, so health checks see it), closes its open connections with 1001 spread evenly over
 //! the first 80% of the stop window, each after whatever was queued for it, and at the end of
-//! the window drops whatever is left and leaves its loop.
+//! the window drops whatever is left and leaves its loop (the worker's side: `worker.rs`).
 //!
-//! Owns: `Stop` (the progress of a graceful stop) and its pacing. Invariant: connections are
-//! closed oldest first, so clients do not all reconnect at the same moment.
+//! Owns: `Stop`, the pacing of a graceful stop: which connections are due for their 1001 at a
+//! given tick. Pure data: a leaf that knows no socket and no worker. Invariant: connections are
+//! closed oldest first, in even steps, all of them by 80% of the window.
 
-use super::connection::Phase;
-use super::service::Service;
 use super::timer::Tick;
 use super::token::ConnId;
-use super::worker::Worker;
-use crate::proto::CloseCode;
 
 /// Progress of a graceful stop.
 pub(super) struct Stop {
@@ -25,66 +22,59 @@ pub(super) struct Stop {
     end: Tick,
 }
 
-impl<S: Service> Worker<S> {
-    /// Begins the stop once the server asked for it, then closes the share of connections due
-    /// by now; at the end of the window, drops the rest and the listener.
-    pub(super) fn pace_stop(&mut self) {
-        if self.stop.is_none() {
-            if !self.shared.bus.stop_requested() {
-                return;
-            }
-            self.begin_stop();
-        }
-        let Some(stop) = self.stop.as_mut() else {
-            return;
-        };
-        let elapsed = self.now.saturating_sub(stop.start) + 1;
-        let due = if elapsed >= stop.close_ticks {
-            stop.total
+impl Stop {
+    /// A stop that begins at `now` and lasts `window` ticks, for `open` connections listed
+    /// oldest first.
+    pub(super) fn new(now: Tick, window: Tick, mut open: Vec<ConnId>) -> Stop {
+        open.reverse(); // closed from the back: oldest first
+        Stop { start: now, total: open.len(), pending: open, close_ticks: (window * 4 / 5).max(1), end: now + window }
+    }
+
+    /// The connections whose 1001 is due by `now` and was not handed out before.
+    pub(super) fn due(&mut self, now: Tick) -> Vec<ConnId> {
+        let elapsed = now.saturating_sub(self.start) + 1;
+        let due = if elapsed >= self.close_ticks {
+            self.total
         } else {
-            stop.total * elapsed as usize / stop.close_ticks as usize
+            self.total * elapsed as usize / self.close_ticks as usize
         };
         let mut closing = Vec::new();
-        while stop.total - stop.pending.len() < due {
-            match stop.pending.pop() {
+        while self.total - self.pending.len() < due {
+            match self.pending.pop() {
                 Some(id) => closing.push(id),
                 None => break,
             }
         }
-        let finished = self.now >= stop.end;
-        for id in closing {
-            self.close_conn(id, CloseCode::GOING_AWAY, "server shutting down");
-        }
-        if finished {
-            let ids: Vec<ConnId> = self.conns.iter().map(|(slot, c)| self.conn_id(slot, c.generation)).collect();
-            for id in ids {
-                self.remove(id);
-            }
-            if let Some(mut listener) = self.listener.take() {
-                let _ = self.poll.registry().deregister(&mut listener);
-            }
-        }
+        closing
     }
 
-    fn begin_stop(&mut self) {
-        let mut open: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.phase == Phase::Open)
-            .map(|(slot, c)| self.conn_id(slot, c.generation))
-            .collect();
-        open.reverse(); // closed from the back: oldest first
-        self.stop = Some(Stop {
-            start: self.now,
-            total: open.len(),
-            pending: open,
-            close_ticks: (self.limits.stop_ticks * 4 / 5).max(1),
-            end: self.now + self.limits.stop_ticks,
-        });
+    /// True once the window is over: what is left is dropped.
+    pub(super) fn is_over(&self, now: Tick) -> bool {
+        now >= self.end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: u32) -> Vec<ConnId> {
+        (0..n).map(|slot| ConnId { worker: 0, slot, generation: 1 }).collect()
     }
 
-    /// True once the stop has closed every connection or its window is over.
-    pub(super) fn stop_finished(&self) -> bool {
-        self.stop.as_ref().is_some_and(|stop| self.conns.is_empty() || self.now >= stop.end)
+    #[test]
+    fn closes_oldest_first_spread_over_four_fifths_of_the_window() {
+        let mut stop = Stop::new(100, 50, ids(8));
+        let first = stop.due(100);
+        assert_eq!(
+            first.iter().map(|id| id.slot).collect::<Vec<_>>(),
+            Vec::<u32>::new(),
+            "1 of 40 ticks: 8/40 rounds to 0"
+        );
+        let by_half: Vec<u32> = stop.due(119).iter().map(|id| id.slot).collect();
+        assert_eq!(by_half, [0, 1, 2, 3], "half of the close span: half of them, oldest first");
+        let rest: Vec<u32> = stop.due(139).iter().map(|id| id.slot).collect();
+        assert_eq!(rest, [4, 5, 6, 7], "all of them by 80% of the window");
+        assert!(stop.due(140).is_empty() && !stop.is_over(149) && stop.is_over(150));
     }
 }

@@ -2,7 +2,8 @@
 //! them.
 //!
 //! Owns: `Worker`, `Limits` (the settings the loop reads on every event, derived once from
-//! `Config`) and the turn order. Invariants: the loop never blocks on anything but `poll`; a turn
+//! `Config`), the turn order, applying the commands callbacks queue, and the worker's side of a
+//! graceful stop (its pacing is `stop.rs`). Invariants: the loop never blocks on anything but `poll`; a turn
 //! ends with every dirty connection flushed; the poll timeout is zero while work is known to be
 //! waiting (connections with bytes left after their read budget, envelopes in this worker's own
 //! inbox), because no event would announce it.
@@ -18,17 +19,17 @@ use mio::{Events, Interest, Poll};
 use slab::Slab;
 
 use super::bus::Envelope;
-use super::connection::Connection;
+use super::connection::{Connection, Phase};
 use super::read_buf::ReadBuf;
-use super::service::{Io, Service};
+use super::service::{Command, Io, Service};
+use super::shared::Shared;
 use super::stop::Stop;
 use super::timer::{self, Tick, Timers};
 use super::token::{ConnId, LISTENER, WAKER};
-use super::Shared;
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::metrics::WorkerMetrics;
 use crate::proto::frame::Role;
-use crate::proto::{FrameRules, HttpLimits};
+use crate::proto::{CloseCode, FrameRules, HttpLimits};
 use crate::pubsub::{Batch, Topics};
 
 /// Settings the loop reads on every event, derived once from `Config`.
@@ -221,6 +222,64 @@ impl<S: Service> Worker<S> {
     /// The id of this worker's connection in `slot` with `generation`.
     pub(super) fn conn_id(&self, slot: usize, generation: u32) -> ConnId {
         ConnId { worker: self.index as u16, slot: slot as u32, generation }
+    }
+}
+
+impl<S: Service> Worker<S> {
+    /// Applies what the last callback asked for, including what callbacks run by these
+    /// commands (an `on_close`) ask in turn.
+    pub(super) fn apply_commands(&mut self) {
+        while !self.io.commands.is_empty() {
+            let mut batch = mem::take(&mut self.io.commands);
+            for command in batch.drain(..) {
+                match command {
+                    Command::Send { id, head, tail } => self.queue_data(id, head, tail, true),
+                    Command::Close { id, code, reason } => self.close_conn(id, code, &reason),
+                }
+            }
+            if self.io.commands.is_empty() {
+                self.io.commands = batch; // keep the allocation
+            }
+        }
+    }
+
+    /// Begins the graceful stop once the server asked for it, then closes the connections due
+    /// by now; at the end of the window, drops the rest and the listener.
+    pub(super) fn pace_stop(&mut self) {
+        if self.stop.is_none() {
+            if !self.shared.bus.stop_requested() {
+                return;
+            }
+            let open: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.phase == Phase::Open)
+                .map(|(slot, c)| self.conn_id(slot, c.generation))
+                .collect();
+            self.stop = Some(Stop::new(self.now, self.limits.stop_ticks, open));
+        }
+        let Some(stop) = self.stop.as_mut() else {
+            return;
+        };
+        let closing = stop.due(self.now);
+        let over = stop.is_over(self.now);
+        for id in closing {
+            self.close_conn(id, CloseCode::GOING_AWAY, "server shutting down");
+        }
+        if over {
+            let ids: Vec<ConnId> = self.conns.iter().map(|(slot, c)| self.conn_id(slot, c.generation)).collect();
+            for id in ids {
+                self.remove(id);
+            }
+            if let Some(mut listener) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+        }
+    }
+
+    /// True once a graceful stop has closed every connection or its window is over.
+    fn stop_finished(&self) -> bool {
+        self.stop.as_ref().is_some_and(|stop| self.conns.is_empty() || stop.is_over(self.now))
     }
 }
 

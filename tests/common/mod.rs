@@ -58,6 +58,16 @@ impl Handler for Echo {
     }
 }
 
+/// Sends `text` as one text frame.
+pub fn say(c: &mut RawClient, text: &str) {
+    c.send_frame(true, OpCode::Text, text.as_bytes());
+}
+
+/// The next frame's payload as text.
+pub fn text(c: &mut RawClient) -> String {
+    String::from_utf8(c.recv_frame().payload.to_vec()).unwrap()
+}
+
 /// Starts an echo server with `config`; returns it and the stream of open/close events.
 pub fn echo_server(config: Config) -> (ServerHandle, mpsc::Receiver<Seen>) {
     let (tx, rx) = mpsc::channel();

@@ -3,7 +3,8 @@
 //! Owns: parsing client ops into `Op` and building the server's replies. Invariants: every
 //! malformed input gets a specific `OpError` (code + message), never a panic; `data` is carried
 //! as raw JSON and never re-serialised; a `message` op is built once per publish, whatever the
-//! number of subscribers.
+//! number of subscribers. A publish may name its event (`"event"`, optional): Pusher subscribers
+//! of the channel get it under that name (`crate::space` has the mapping).
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -25,12 +26,28 @@ pub fn validate_channel(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest event name (Pusher's limit, so an event means the same on both protocols).
+pub const MAX_EVENT_LEN: usize = 200;
+
+/// An event name a publish may carry: 1 to 200 characters, not one of Pusher's own
+/// (`pusher:...`, `pusher_internal:...`), which a Pusher client would take for the server's.
+pub fn validate_event(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > MAX_EVENT_LEN {
+        return Err(format!("event must be 1 to {MAX_EVENT_LEN} characters"));
+    }
+    if name.starts_with("pusher:") || name.starts_with("pusher_internal:") {
+        return Err("event names starting with pusher: or pusher_internal: are reserved".into());
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     op: Option<String>,
     channel: Option<String>,
     since: Option<u64>,
     epoch: Option<String>,
+    event: Option<String>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -49,8 +66,10 @@ pub enum Op<'a> {
     Unsubscribe {
         channel: String,
     },
+    /// `event`: the event name Pusher subscribers see (default `message`).
     Publish {
         channel: String,
+        event: Option<String>,
         data: &'a RawValue,
     },
 }
@@ -101,7 +120,10 @@ pub fn parse(text: &str) -> Result<Request<'_>, OpError> {
         "publish" => {
             let channel = channel()?;
             let data = env.data.ok_or_else(|| OpError::new(id, "bad_request", "missing \"data\""))?;
-            Op::Publish { channel, data }
+            if let Some(event) = &env.event {
+                validate_event(event).map_err(|m| OpError::new(id, "bad_request", m))?;
+            }
+            Op::Publish { channel, event: env.event.clone(), data }
         }
         other => {
             return Err(OpError::new(
@@ -114,10 +136,29 @@ pub fn parse(text: &str) -> Result<Request<'_>, OpError> {
     Ok(Request { id, op })
 }
 
-/// `{"op":"message","channel":C,"seq":N,"data":D}`, built once per publish. The channel is
-/// validated (nothing to escape) and `data` is already JSON.
-pub fn message(channel: &str, seq: u64, data: &RawValue) -> Bytes {
-    Bytes::from(format!(r#"{{"op":"message","channel":"{channel}","seq":{seq},"data":{}}}"#, data.get()))
+/// `{"op":"message","channel":C,"seq":N,"data":D}`, built once per publish; with
+/// `"event":E` before `data` when the publish named one (or came from Pusher), and
+/// `"user_id":U` after it for a Pusher client event on a presence channel. The channel is
+/// validated (nothing to escape), `data` is already JSON, and the names are escaped.
+pub fn message(channel: &str, seq: u64, event: Option<&str>, data: &str, user_id: Option<&str>) -> Bytes {
+    let mut out = format!(r#"{{"op":"message","channel":"{channel}","seq":{seq},"#);
+    if let Some(event) = event {
+        out.push_str(r#""event":"#);
+        out.push_str(&json_string(event));
+        out.push(',');
+    }
+    out.push_str(r#""data":"#);
+    out.push_str(data);
+    if let Some(user_id) = user_id {
+        out.push_str(r#","user_id":"#);
+        out.push_str(&json_string(user_id));
+    }
+    out.push('}');
+    Bytes::from(out)
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serialises")
 }
 
 /// The reply to a subscribe. `recovered` is present only when the client asked to resume.
@@ -157,12 +198,14 @@ mod tests {
         assert!(matches!(r.op, Op::Unsubscribe { ref channel } if channel == "news"));
         let r = parse(r#"{"op":"publish","channel":"chat:1","data":{"t":[1,2]},"id":7}"#).unwrap();
         match r.op {
-            Op::Publish { channel, data } => {
+            Op::Publish { channel, event: None, data } => {
                 assert_eq!((channel.as_str(), data.get()), ("chat:1", r#"{"t":[1,2]}"#))
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(r.id.unwrap().get(), "7");
+        let r = parse(r#"{"op":"publish","channel":"c","event":"App\\Events\\Sent","data":1}"#).unwrap();
+        assert!(matches!(r.op, Op::Publish { event: Some(ref e), .. } if e == "App\\Events\\Sent"));
     }
 
     #[test]
@@ -177,6 +220,9 @@ mod tests {
         assert_eq!(err(&format!(r#"{{"op":"subscribe","channel":"{}"}}"#, "x".repeat(129))).0, "bad_channel");
         assert_eq!(err(r#"{"op":"publish","channel":"x","id":3}"#), ("bad_request", "missing \"data\"".into()));
         assert_eq!(err(r#"{"op":"subscribe","channel":"x","since":-1}"#).0, "bad_request");
+        assert_eq!(err(r#"{"op":"publish","channel":"x","event":"pusher:ping","data":1}"#).0, "bad_request");
+        assert_eq!(err(r#"{"op":"publish","channel":"x","event":"","data":1}"#).0, "bad_request");
+        assert_eq!(err(r#"{"op":"publish","channel":"x","event":7,"data":1}"#).0, "bad_request");
         let e = parse(r#"{"op":"publish","channel":"x","id":"abc"}"#).unwrap_err();
         assert_eq!(e.to_json(), r#"{"code":"bad_request","id":"abc","message":"missing \"data\"","op":"error"}"#);
     }
@@ -185,8 +231,12 @@ mod tests {
     fn replies() {
         let data = RawValue::from_string(r#"{"a":"\u00e9"}"#.into()).unwrap();
         assert_eq!(
-            &message("news", 18, &data)[..],
+            &message("news", 18, None, data.get(), None)[..],
             br#"{"op":"message","channel":"news","seq":18,"data":{"a":"\u00e9"}}"#
+        );
+        assert_eq!(
+            &message("news", 3, Some("App\\E"), "1", Some("u\"1"))[..],
+            br#"{"op":"message","channel":"news","seq":3,"event":"App\\E","data":1,"user_id":"u\"1"}"#
         );
         let v: serde_json::Value = serde_json::from_str(&subscribed("news", 20, "k3x9", Some(true))).unwrap();
         assert_eq!(v, json!({"op":"subscribed","channel":"news","seq":20,"epoch":"k3x9","recovered":true}));

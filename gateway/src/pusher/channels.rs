@@ -1,0 +1,171 @@
+//! Joining and leaving Pusher channels: authorization, presence membership, the cache replay,
+//! and the webhooks of a channel's first and last subscriber and of a user's first and last
+//! connection on a presence channel.
+//!
+//! Owns: `Pusher::subscribe`, `unsubscribe` and `leave`. Invariants: the history lock is taken
+//! before the state lock, and both are held while the subscription takes effect, so a cache
+//! replay (queued on the connection before it joins the topic) is never followed by a publish it
+//! already holds, nor preceded by a gap; a presence user gets `member_added` sent to the others
+//! on its first connection only and `member_removed` after its last, and the joining connection
+//! gets the member list (itself included), never a `member_added` about itself; a refused
+//! subscription changes no count.
+
+use std::time::Instant;
+
+use fanout::{ConnId, Ctx, Message};
+use serde_json::value::RawValue;
+
+use super::protocol::{self, Kind, SubscribeData};
+use super::session::{PusherSession, Subscription};
+use super::webhook::WebhookEvent;
+use super::{signature, Pusher};
+use crate::space::{app_key, is_cache_channel, pusher_topic};
+
+impl Pusher {
+    /// `pusher:subscribe`.
+    pub(super) fn subscribe(
+        &self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        s: &mut PusherSession,
+        app: usize,
+        data: Option<&RawValue>,
+    ) {
+        let d: SubscribeData = match protocol::data_object(data) {
+            Ok(d) => d,
+            Err(e) => return Self::send(ctx, id, protocol::error(None, &format!("pusher:subscribe: {e}"))),
+        };
+        let name = d.channel.as_str();
+        let kind = Kind::of(name);
+        if kind == Kind::User {
+            return self.subscribe_own_user_channel(ctx, id, s, name);
+        }
+        let refuse = |ctx: &mut Ctx<'_>, kind: &str, message: &str, status: u16| {
+            Self::send(ctx, id, protocol::subscription_error(name, kind, message, status))
+        };
+        if let Err(e) = protocol::validate_channel(name) {
+            return refuse(ctx, "InvalidChannel", &e, 400);
+        }
+        let config = &self.apps[app].config;
+        let mut member = None;
+        if kind.needs_auth() {
+            let channel_data = d.channel_data.as_deref().filter(|_| kind == Kind::Presence);
+            if kind == Kind::Presence && channel_data.is_none() {
+                return refuse(ctx, "AuthError", "a presence subscription needs channel_data", 400);
+            }
+            let auth = d.auth.as_deref().unwrap_or_default();
+            if !signature::channel_auth_ok(&config.key, &config.secret, s.socket_id(), name, channel_data, auth) {
+                let message = format!(
+                    "invalid signature: expected the HMAC SHA256 of the app secret over {}:{name}{}",
+                    s.socket_id(),
+                    if channel_data.is_some() { ":<channel_data>" } else { "" }
+                );
+                return refuse(ctx, "AuthError", &message, 401);
+            }
+            if let Some(channel_data) = channel_data {
+                match protocol::parse_channel_data(channel_data) {
+                    Ok(m) => member = Some(m),
+                    Err(e) => return refuse(ctx, "AuthError", &e, 400),
+                }
+            }
+        }
+        if s.channels.iter().any(|c| &*c.name == name) {
+            // Already on it: confirm again without counting twice.
+            let key = app_key(app, name);
+            let reply = match kind {
+                Kind::Presence => protocol::presence_succeeded(name, self.state().members(&key)),
+                _ => protocol::subscription_succeeded(name),
+            };
+            return Self::send(ctx, id, reply);
+        }
+
+        let key = app_key(app, name).into_owned();
+        let topic = pusher_topic(&key);
+        let cache = is_cache_channel(name);
+        let now = Instant::now();
+        let mut channels = self.space.lock();
+        let Ok(joined) = channels.join(&key, cache, now) else {
+            return refuse(ctx, "LimitReached", "the server tracks too many channels", 503);
+        };
+        let mut new_member = false;
+        if let Some(m) = &member {
+            let mut state = self.state();
+            match state.join(&key, &m.user_id, &m.user_info, config.max_presence_members) {
+                Ok(first) => new_member = first,
+                Err(_) => {
+                    drop(state);
+                    channels.leave(&key, now);
+                    let message = format!("presence channel is full ({} members)", config.max_presence_members);
+                    return refuse(ctx, "LimitReached", &message, 403);
+                }
+            }
+            if new_member {
+                let added = protocol::member_added(name, &m.user_id, &m.user_info);
+                ctx.publish_except(&topic, Message::Text(added.into()), id);
+            }
+            Self::send(ctx, id, protocol::presence_succeeded(name, state.members(&key)));
+        } else {
+            Self::send(ctx, id, protocol::subscription_succeeded(name));
+        }
+        let cache_miss = cache && joined.last.is_none();
+        if let Some(last) = joined.last.filter(|_| cache) {
+            ctx.send(id, Message::Text(last.pusher_frame()));
+        } else if cache_miss {
+            Self::send(ctx, id, protocol::cache_miss(name));
+        }
+        // After the replay, under the lock: every later publish reaches this connection live.
+        ctx.subscribe(id, &topic);
+        drop(channels);
+
+        if joined.first {
+            self.webhook(app, WebhookEvent::channel_occupied(name));
+        }
+        if cache_miss {
+            self.webhook(app, WebhookEvent::cache_miss(name));
+        }
+        if let Some(m) = member.as_ref().filter(|_| new_member) {
+            self.webhook(app, WebhookEvent::member_added(name, &m.user_id));
+        }
+        s.channels.push(Subscription { name: name.into(), key: key.into(), member: member.map(|m| m.user_id.into()) });
+    }
+
+    /// `pusher:unsubscribe`: leaves the channel (no reply, as in Pusher); unknown channels are
+    /// ignored.
+    pub(super) fn unsubscribe(
+        &self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        s: &mut PusherSession,
+        app: usize,
+        data: Option<&RawValue>,
+    ) {
+        let d: protocol::UnsubscribeData = match protocol::data_object(data) {
+            Ok(d) => d,
+            Err(e) => return Self::send(ctx, id, protocol::error(None, &format!("pusher:unsubscribe: {e}"))),
+        };
+        if let Some(pos) = s.channels.iter().position(|c| *c.name == *d.channel) {
+            let sub = s.channels.swap_remove(pos);
+            ctx.unsubscribe(id, &pusher_topic(&sub.key));
+            self.leave(ctx, id, app, &sub);
+        }
+    }
+
+    /// Uncounts a subscription (unsubscribed, or its connection gone): `member_removed` to the
+    /// others after the user's last connection, and the webhooks.
+    pub(super) fn leave(&self, ctx: &mut Ctx<'_>, id: ConnId, app: usize, sub: &Subscription) {
+        let mut channels = self.space.lock();
+        let vacated = channels.leave(&sub.key, Instant::now());
+        let removed = sub.member.as_deref().filter(|user| self.state().leave(&sub.key, user));
+        if let Some(user) = removed {
+            let frame = protocol::member_removed(&sub.name, user);
+            ctx.publish_except(&pusher_topic(&sub.key), Message::Text(frame.into()), id);
+        }
+        drop(channels);
+        if let Some(user) = removed {
+            self.webhook(app, WebhookEvent::member_removed(&sub.name, user));
+        }
+        if vacated {
+            self.webhook(app, WebhookEvent::channel_vacated(&sub.name));
+        }
+    }
+}

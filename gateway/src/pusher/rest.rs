@@ -1,0 +1,378 @@
+//! The Pusher HTTP API under `/apps/{id}/`, signed as the Pusher server SDKs sign it: trigger
+//! events (one, or a batch), read channels and presence users, terminate a user's connections.
+//!
+//! Owns: `Pusher::rest`, the routing and the answers of `/apps/...`. Statuses: 200 with JSON;
+//! 400 for a bad body, a bad channel or too many channels; 401 when the signature check fails
+//! (the body says why); 403 for a disabled app; 404 for an unknown app or path; 405 for a known
+//! path with another method; 413 for event data over the app's `max_event_size`; 429 when the
+//! server tracks too many channels. Every error body is `{"error": "..."}`. Invariants: nothing
+//! is published before the whole request is checked; an event's `data` string is forwarded to
+//! Pusher clients byte for byte, never re-serialised.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fanout::{Ctx, Message, Request, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+
+use super::protocol::{self, Kind};
+use super::signature::{self, RestRequest};
+use super::Pusher;
+use crate::space::{app_key, pusher_frame, pusher_topic, Origin, Publish};
+
+/// Most channels one trigger may name.
+pub const MAX_TRIGGER_CHANNELS: usize = 100;
+/// Most events in one batch.
+pub const MAX_BATCH_EVENTS: usize = 10;
+
+fn json_response(status: u16, body: Value) -> Response {
+    Response::new(status).header("Content-Type", "application/json").body(body.to_string())
+}
+
+fn error(status: u16, message: impl std::fmt::Display) -> Response {
+    json_response(status, json!({"error": message.to_string()}))
+}
+
+/// `%XX` decoding of a path segment or query value (`+` stays `+`).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn param(request: &Request<'_>, name: &str) -> Option<String> {
+    request.query_param(name).and_then(percent_decode)
+}
+
+/// The `info` attributes asked for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Info {
+    user_count: bool,
+    subscription_count: bool,
+}
+
+impl Info {
+    fn parse(list: Option<&str>) -> Result<Info, String> {
+        let mut info = Info::default();
+        for attr in list.unwrap_or_default().split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match attr {
+                "user_count" => info.user_count = true,
+                "subscription_count" => info.subscription_count = true,
+                other => return Err(format!("unknown info attribute {other:?}: use user_count, subscription_count")),
+            }
+        }
+        Ok(info)
+    }
+
+    fn any(self) -> bool {
+        self.user_count || self.subscription_count
+    }
+}
+
+/// One event to trigger, from `events` or one item of `batch_events`.
+#[derive(Deserialize)]
+struct EventBody<'a> {
+    name: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    socket_id: Option<String>,
+    #[serde(default)]
+    info: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BatchBody<'a> {
+    #[serde(borrow)]
+    batch: Vec<EventBody<'a>>,
+}
+
+/// A checked event, ready to publish.
+struct Trigger<'a> {
+    name: &'a str,
+    data: &'a str,
+    channels: Vec<String>,
+    except: Option<fanout::ConnId>,
+    info: Info,
+}
+
+impl Pusher {
+    /// Answers a request under `/apps/`.
+    pub fn rest(&self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+        let path = request.path();
+        let Some((app_id, route)) = path.strip_prefix("/apps/").and_then(|r| r.split_once('/')) else {
+            return error(404, "not found: the API is under /apps/{app_id}/");
+        };
+        let Some(app) = self.app_by_id(app_id) else {
+            return error(404, format_args!("unknown app id {app_id:?}"));
+        };
+        let config = &self.apps[app].config;
+        let body = request.body();
+        let signed =
+            RestRequest { method: request.method(), path, query: request.query().unwrap_or_default(), body: &body };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        if let Err(e) = signature::verify_rest(&signed, &config.key, &config.secret, now) {
+            return error(401, e.message());
+        }
+        if !config.enabled {
+            return error(403, "application disabled");
+        }
+        let segments: Vec<&str> = route.split('/').collect();
+        let decoded = |s: &str| percent_decode(s).ok_or_else(|| error(400, "bad percent-encoding in the path"));
+        match (request.method(), segments.as_slice()) {
+            ("POST", ["events"]) => self.events(ctx, app, &body),
+            ("POST", ["batch_events"]) => self.batch_events(ctx, app, &body),
+            ("GET", ["channels"]) => self.channels(app, request),
+            ("GET", ["channels", name]) => match decoded(name) {
+                Ok(name) => self.channel(app, &name, request),
+                Err(response) => response,
+            },
+            ("GET", ["channels", name, "users"]) => match decoded(name) {
+                Ok(name) => self.users(app, &name),
+                Err(response) => response,
+            },
+            ("POST", ["users", user, "terminate_connections"]) => match decoded(user) {
+                Ok(user) => {
+                    self.terminate_user(ctx, app, &user);
+                    json_response(200, json!({}))
+                }
+                Err(response) => response,
+            },
+            (_, ["events" | "batch_events" | "channels"] | ["channels", _] | ["channels", _, "users"])
+            | (_, ["users", _, "terminate_connections"]) => error(405, "method not allowed"),
+            _ => error(404, format_args!("not found: {path}")),
+        }
+    }
+
+    /// `POST /apps/{id}/events`.
+    fn events(&self, ctx: &mut Ctx<'_>, app: usize, body: &[u8]) -> Response {
+        let event: EventBody<'_> = match serde_json::from_slice(body) {
+            Ok(e) => e,
+            Err(e) => {
+                return error(400, format_args!("expected {{\"name\":...,\"data\":...,\"channels\":[...]}}: {e}"))
+            }
+        };
+        let trigger = match self.check(app, &event) {
+            Ok(t) => t,
+            Err(response) => return response,
+        };
+        match self.trigger(ctx, app, &trigger) {
+            Ok(Some(channels)) => json_response(200, json!({"channels": channels})),
+            Ok(None) => json_response(200, json!({})),
+            Err(response) => response,
+        }
+    }
+
+    /// `POST /apps/{id}/batch_events`: up to 10 events, all checked before any is published.
+    fn batch_events(&self, ctx: &mut Ctx<'_>, app: usize, body: &[u8]) -> Response {
+        let batch: BatchBody<'_> = match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    400,
+                    format_args!("expected {{\"batch\":[{{\"name\":...,\"channel\":...,\"data\":...}}]}}: {e}"),
+                )
+            }
+        };
+        if batch.batch.len() > MAX_BATCH_EVENTS {
+            return error(400, format_args!("a batch holds at most {MAX_BATCH_EVENTS} events"));
+        }
+        let mut triggers = Vec::with_capacity(batch.batch.len());
+        for event in &batch.batch {
+            match self.check(app, event) {
+                Ok(t) => triggers.push(t),
+                Err(response) => return response,
+            }
+        }
+        let mut answers = Vec::with_capacity(triggers.len());
+        for trigger in &triggers {
+            match self.trigger(ctx, app, trigger) {
+                // A batch event names one channel: its attributes, or {}.
+                Ok(channels) => answers.push(channels.and_then(|c| c.into_iter().next()).map_or(json!({}), |(_, v)| v)),
+                Err(response) => return response,
+            }
+        }
+        if triggers.iter().any(|t| t.info.any()) {
+            json_response(200, json!({"batch": answers}))
+        } else {
+            json_response(200, json!({}))
+        }
+    }
+
+    /// Checks one event: name, data size, channels, `socket_id`, `info`.
+    fn check<'a>(&self, app: usize, event: &'a EventBody<'a>) -> Result<Trigger<'a>, Response> {
+        let config = &self.apps[app].config;
+        crate::native::protocol::validate_event(&event.name).map_err(|e| error(400, e))?;
+        let data = event.data.get();
+        let size = serde_json::from_str::<String>(data).map_or(data.len(), |s| s.len());
+        if size > config.max_event_size {
+            return Err(error(
+                413,
+                format_args!("event data is {size} bytes, over the limit of {}", config.max_event_size),
+            ));
+        }
+        let channels = match (&event.channel, &event.channels) {
+            (Some(c), None) => vec![c.clone()],
+            (None, Some(cs)) if !cs.is_empty() => cs.clone(),
+            _ => return Err(error(400, "give either channel or a non-empty channels list")),
+        };
+        if channels.len() > MAX_TRIGGER_CHANNELS {
+            return Err(error(400, format_args!("at most {MAX_TRIGGER_CHANNELS} channels per event")));
+        }
+        for channel in &channels {
+            let valid = match channel.strip_prefix(protocol::USER_CHANNEL_PREFIX) {
+                Some(user) => protocol::validate_user_id(user),
+                None => protocol::validate_channel(channel),
+            };
+            valid.map_err(|e| error(400, e))?;
+        }
+        let except = match event.socket_id.as_deref() {
+            None => None,
+            Some(s) => {
+                Some(protocol::parse_socket_id(s).ok_or_else(|| error(400, format_args!("bad socket_id {s:?}")))?)
+            }
+        };
+        let info = Info::parse(event.info.as_deref()).map_err(|e| error(400, e))?;
+        Ok(Trigger { name: &event.name, data, channels, except, info })
+    }
+
+    /// Publishes a checked event on each of its channels; with `info`, the channels' attributes.
+    fn trigger(&self, ctx: &mut Ctx<'_>, app: usize, t: &Trigger<'_>) -> Result<Option<Map<String, Value>>, Response> {
+        let mut answer = Map::new();
+        for channel in &t.channels {
+            let key = app_key(app, channel);
+            if Kind::of(channel) == Kind::User {
+                // A user's channel: to that user's connections, no history.
+                let frame = Message::Text(pusher_frame(channel, t.name, t.data, None));
+                match t.except {
+                    Some(id) => ctx.publish_except(&pusher_topic(&key), frame, id),
+                    None => ctx.publish(&pusher_topic(&key), frame),
+                }
+                continue;
+            }
+            let publish = Publish {
+                channel,
+                key: &key,
+                event: Some(t.name),
+                data: t.data,
+                origin: Origin::Pusher,
+                user_id: None,
+                except: t.except,
+            };
+            let mut channels = self.space.lock();
+            crate::space::publish_locked(&mut channels, ctx, publish)
+                .map_err(|_| error(429, "the server tracks too many channels"))?;
+            if t.info.any() {
+                let attrs = self.attributes(channels.pusher_subscribers(&key), &key, channel, t.info);
+                answer.insert(channel.clone(), attrs);
+            }
+        }
+        Ok(t.info.any().then_some(answer))
+    }
+
+    /// A channel's attributes: `subscription_count` and, on presence channels, `user_count`.
+    fn attributes(&self, subscribers: usize, key: &str, channel: &str, info: Info) -> Value {
+        let mut attrs = Map::new();
+        if info.subscription_count {
+            attrs.insert("subscription_count".into(), subscribers.into());
+        }
+        if info.user_count && Kind::of(channel) == Kind::Presence {
+            attrs.insert("user_count".into(), self.state().user_count(key).into());
+        }
+        Value::Object(attrs)
+    }
+
+    /// `GET /apps/{id}/channels`: the occupied channels, by prefix, with attributes.
+    fn channels(&self, app: usize, request: &Request<'_>) -> Response {
+        let prefix = param(request, "filter_by_prefix").unwrap_or_default();
+        let info = match Info::parse(param(request, "info").as_deref()) {
+            Ok(info) => info,
+            Err(e) => return error(400, e),
+        };
+        if info.user_count && !prefix.starts_with("presence-") {
+            return error(400, "user_count is only for presence channels: add filter_by_prefix=presence-");
+        }
+        let key_prefix = app_key(app, &prefix).into_owned();
+        let strip = key_prefix.len() - prefix.len();
+        let channels = self.space.lock();
+        let mut answer = Map::new();
+        for (key, subscribers) in channels.pusher_occupied(&key_prefix) {
+            let name = &key[strip..];
+            if app == 0 && key.starts_with('#') {
+                continue; // another app's channel
+            }
+            answer.insert(name.to_owned(), self.attributes(subscribers, key, name, info));
+        }
+        json_response(200, json!({"channels": answer}))
+    }
+
+    /// `GET /apps/{id}/channels/{name}`: `occupied` and the attributes asked for.
+    fn channel(&self, app: usize, name: &str, request: &Request<'_>) -> Response {
+        if let Err(e) = protocol::validate_channel(name) {
+            return error(400, e);
+        }
+        let info = match Info::parse(param(request, "info").as_deref()) {
+            Ok(info) => info,
+            Err(e) => return error(400, e),
+        };
+        if info.user_count && Kind::of(name) != Kind::Presence {
+            return error(400, "user_count is only for presence channels");
+        }
+        let key = app_key(app, name);
+        let subscribers = self.space.lock().pusher_subscribers(&key);
+        let mut answer = json!({"occupied": subscribers > 0});
+        if let (Value::Object(a), Value::Object(attrs)) = (&mut answer, self.attributes(subscribers, &key, name, info))
+        {
+            a.extend(attrs);
+        }
+        json_response(200, answer)
+    }
+
+    /// `GET /apps/{id}/channels/{name}/users`: a presence channel's users.
+    fn users(&self, app: usize, name: &str) -> Response {
+        if let Err(e) = protocol::validate_channel(name) {
+            return error(400, e);
+        }
+        if Kind::of(name) != Kind::Presence {
+            return error(400, "users are only listed for presence channels");
+        }
+        let key = app_key(app, name);
+        let users: Vec<Value> = self.state().members(&key).map(|(id, _)| json!({"id": id})).collect();
+        json_response(200, json!({"users": users}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_and_info_lists() {
+        assert_eq!(percent_decode("presence-a%2Cb").as_deref(), Some("presence-a,b"));
+        assert_eq!(percent_decode("a%3D1+").as_deref(), Some("a=1+"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(
+            Info::parse(Some("user_count,subscription_count")),
+            Ok(Info { user_count: true, subscription_count: true })
+        );
+        assert_eq!(Info::parse(None), Ok(Info::default()));
+        assert!(Info::parse(Some("cache")).is_err());
+    }
+}
