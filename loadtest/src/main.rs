@@ -15,8 +15,7 @@
 //! net/reactor, net/connect    the loop, the client upgrade, frames in and out; opening sockets
 //! net, report                 Net and Driver, what a scenario acts through; figures and text
 //! config, shared              the scenario, its flags, Config; what the threads and coord share
-//! plan, stats, wire, pusher, util, sys   who does what where (Target), measurements, frames,
-//!                             the Pusher dialect and its signatures, clock, /proc
+//! plan, stats, wire, pusher, util, sys   where (Target), measurements, frames, Pusher, clock, /proc
 //! ```
 //!
 //! From the server crate only `fanout::proto` is used: the generator must measure servers from
