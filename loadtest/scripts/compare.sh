@@ -48,7 +48,7 @@ lt_build "$scenario" "${servers[@]}"
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
     echo "scenario: $scenario; rounds: $ROUNDS; servers: ${servers[*]}"
     echo "pinning: server ${SERVER_CPUS:-unpinned}, generator ${LOAD_CPUS:-unpinned}; server workers $WORKERS, generator threads $THREADS"
-    echo "settings: $(for v in CONNS PAYLOAD IN_FLIGHT RATE VIA PROTOCOL HTTP_CONNS SLOW RAMP DURATION STEP LIMIT_MS PROCESSES ADDRS EXTRA; do [[ -n ${!v:-} ]] && printf '%s=%s ' "$v" "${!v}"; done)"
+    echo "settings: $(for v in CONNS PAYLOAD IN_FLIGHT RATE VIA PROTOCOL HTTP_CONNS SLOW RAMP DURATION STEP LIMIT_MS PROCESSES ADDRS EXTRA; do [[ $v == VIA && ${PROTOCOL:-} == pusher ]] || { [[ -n ${!v:-} ]] && printf '%s=%s ' "$v" "${!v}"; }; done)"
 } | tee "$OUT/machine.txt"
 
 failed=0
