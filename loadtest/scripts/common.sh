@@ -8,7 +8,8 @@
 # still running when the script exits, for whatever reason, are stopped by the EXIT trap.
 #
 # Environment understood by every script ([default]):
-#   SERVER       fanout | tokio-tungstenite | fastwebsockets, who is measured      [fanout]
+#   SERVER       fanout | tokio-tungstenite | fastwebsockets | sockudo, who is measured  [fanout]
+#                (sockudo, a Pusher server, only for broadcast and slow with PROTOCOL=pusher)
 #   WORKERS      server worker threads (`fanout serve --workers`, FANOUT_WORKERS for the
 #                examples, peers' --threads)                                   [1]
 #   THREADS      generator threads (--threads)                                     [1]
@@ -20,6 +21,9 @@
 #   SKIP_BUILD   1: use the binaries already built                                 [0]
 #   SLACK        seconds a run may take beyond its own length before `timeout` ends it [30]
 #   API_KEY      the API key of `fanout serve` (HTTP publish)                     [loadtest]
+#   PUSHER_APP_ID, PUSHER_APP_KEY, PUSHER_APP_SECRET   PROTOCOL=pusher: the one app that fanout's
+#                gateway and sockudo are started with and the generator uses
+#                                          [fanout-load, fanout-load-key, fanout-load-secret]
 #   EXTRA        more generator flags, split on spaces                             [empty]
 #   LOAD_BIN     the generator                              [target/release/fanout-load]
 # Each scenario script documents its own variables (CONNS, DURATION, ...).
@@ -49,6 +53,7 @@ lt_init() {
     local name=$1
     : "${SERVER:=fanout}" "${WORKERS:=1}" "${THREADS:=1}" "${SLACK:=30}" "${API_KEY:=loadtest}"
     : "${SKIP_BUILD:=0}" "${SERVER_CPUS:=}" "${LOAD_CPUS:=}" "${EXTRA:=}"
+    : "${PUSHER_APP_ID:=fanout-load}" "${PUSHER_APP_KEY:=fanout-load-key}" "${PUSHER_APP_SECRET:=fanout-load-secret}"
     OUT=${OUT:-"$LT_ROOT/target/loadtest/$name-$(date +%Y%m%d-%H%M%S)"}
     mkdir -p "$OUT"
     # The hard limit here is 20,000 descriptors per process; servers and generator inherit it.
@@ -79,10 +84,18 @@ lt_defaults() {
         n2) : "${CONNS:=100}" "${PAYLOAD:=64}" "${DURATION:=10s}" ;;
         broadcast | slow)
             : "${CONNS:=1000}" "${RATE:=1000}" "${DURATION:=10s}" "${VIA:=ws}" "${CHANNEL:=bench}"
+            : "${HTTP_CONNS:=1}"
             if [[ $1 == slow ]]; then : "${SLOW:=10}"; fi
-            # fanout speaks its channel protocol; a peer only broadcasts what it receives.
+            # fanout speaks its channel protocol, sockudo Pusher's; a peer only broadcasts what it
+            # receives.
             if [[ -z ${PROTOCOL:-} ]]; then
-                if [[ $SERVER == fanout && $1 == broadcast ]]; then PROTOCOL=fanout; else PROTOCOL=raw; fi
+                if [[ $SERVER == fanout && $1 == broadcast ]]; then
+                    PROTOCOL=fanout
+                elif [[ $SERVER == sockudo ]]; then
+                    PROTOCOL=pusher
+                else
+                    PROTOCOL=raw
+                fi
             fi
             ;;
         connect) : "${RATE:=}" "${DURATION:=10s}" ;;
@@ -92,19 +105,29 @@ lt_defaults() {
     esac
 }
 
-# lt_role SCENARIO KIND: which behaviour the server needs (echo | broadcast | shootout | gateway).
+# lt_role SCENARIO KIND: which behaviour the server needs (echo | broadcast | shootout | gateway
+# | pusher).
 lt_role() {
     case $1 in
         echo | connect | idle) echo echo ;;
         n2) echo broadcast ;;
         broadcast | slow)
-            if [[ $PROTOCOL == fanout ]]; then
-                [[ $2 == fanout ]] || lt_die "$2 does not speak fanout's channel protocol: use PROTOCOL=raw"
-                echo gateway
-            else
-                [[ $VIA == ws ]] || lt_die "VIA=$VIA needs fanout's HTTP API: use PROTOCOL=fanout with SERVER=fanout"
-                echo broadcast
-            fi
+            case $PROTOCOL in
+                fanout)
+                    [[ $2 == fanout ]] || lt_die "$2 does not speak fanout's channel protocol: use PROTOCOL=raw"
+                    echo gateway
+                    ;;
+                pusher)
+                    [[ $2 == fanout || $2 == sockudo ]] ||
+                        lt_die "$2 does not speak the Pusher protocol (fanout and sockudo do): use PROTOCOL=raw"
+                    echo pusher
+                    ;;
+                raw)
+                    [[ $VIA == ws ]] || lt_die "VIA=$VIA needs fanout's HTTP API: use PROTOCOL=fanout with SERVER=fanout"
+                    echo broadcast
+                    ;;
+                *) lt_die "unknown PROTOCOL $PROTOCOL (fanout | raw | pusher)" ;;
+            esac
             ;;
         shootout) echo shootout ;;
     esac
@@ -112,23 +135,48 @@ lt_role() {
 
 lt_peer_bin() { echo "$LT_ROOT/loadtest/peers/$1/target/release/peer-$1"; }
 
-# lt_server_cmd KIND ROLE: sets the array LT_SERVER_CMD.
+LT_SOCKUDO_DIR="$LT_ROOT/loadtest/peers/sockudo"
+
+# lt_free_port: a TCP port free on 127.0.0.1 now (for a server that cannot listen on port 0 and
+# tell which port it got).
+lt_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# lt_server_cmd KIND ROLE: sets the array LT_SERVER_CMD, and LT_SERVER_PORT and LT_SERVER_CHECK
+# when the server is given its port instead of printing it (empty otherwise).
 lt_server_cmd() {
     local kind=$1 role=$2
+    LT_SERVER_PORT='' LT_SERVER_CHECK=''
     case $kind in
         fanout)
-            if [[ $role == gateway ]]; then
+            if [[ $role == gateway || $role == pusher ]]; then
                 LT_SERVER_CMD=("$LT_ROOT/target/release/fanout" serve --listen 127.0.0.1:0
                     --workers "$WORKERS" --api-key "$API_KEY" --log-level warn)
+                [[ $role == gateway ]] || LT_SERVER_CMD+=(--pusher-app-id "$PUSHER_APP_ID"
+                    --pusher-app-key "$PUSHER_APP_KEY" --pusher-app-secret "$PUSHER_APP_SECRET")
             else
                 LT_SERVER_CMD=(env FANOUT_WORKERS="$WORKERS" "$LT_ROOT/target/release/examples/$role" 127.0.0.1:0)
             fi
             ;;
         tokio-tungstenite | fastwebsockets)
-            [[ $role != gateway ]] || lt_die "$kind has no gateway"
+            [[ $role != gateway && $role != pusher ]] || lt_die "$kind has no gateway"
             LT_SERVER_CMD=("$(lt_peer_bin "$kind")" --mode "$role" --threads "$WORKERS" 127.0.0.1:0)
             ;;
-        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets)" ;;
+        sockudo)
+            [[ $role == pusher ]] || lt_die "sockudo speaks only the Pusher protocol: broadcast or slow with PROTOCOL=pusher"
+            # It logs the address it was configured with, so it gets a free port; HOST and PORT
+            # in the environment would override its config file. Its tokio runtime has WORKERS
+            # threads. A config file it cannot load it drops without a word (its logging starts
+            # later) and runs with its defaults: the app's registration shows it did not.
+            LT_SERVER_PORT=$(lt_free_port)
+            LT_SERVER_CHECK="registered app app_id=$PUSHER_APP_ID "
+            LT_SERVER_CMD=(env -u HOST -u PORT SOCKUDO_PORT="$LT_SERVER_PORT" TOKIO_WORKER_THREADS="$WORKERS"
+                PUSHER_APP_ID="$PUSHER_APP_ID" PUSHER_APP_KEY="$PUSHER_APP_KEY"
+                PUSHER_APP_SECRET="$PUSHER_APP_SECRET"
+                "$LT_SOCKUDO_DIR/target/bin/sockudo" --config "$LT_SOCKUDO_DIR/config.toml")
+            ;;
+        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets | sockudo)" ;;
     esac
 }
 
@@ -144,12 +192,14 @@ lt_build() {
         lt_log "building $kind ($role)"
         case $kind in
             fanout)
-                if [[ $role == gateway ]]; then
+                if [[ $role == gateway || $role == pusher ]]; then
                     (cd "$LT_ROOT" && cargo build --release --quiet --bin fanout)
                 else
                     (cd "$LT_ROOT" && cargo build --release --quiet --example "$role")
                 fi
                 ;;
+            # From crates.io, into peers/sockudo/target (a no-op once built; see its build.sh).
+            sockudo) "$LT_SOCKUDO_DIR/build.sh" ;;
             *)
                 cargo build --release --quiet --manifest-path "$LT_ROOT/loadtest/peers/$kind/Cargo.toml"
                 ;;
@@ -158,7 +208,9 @@ lt_build() {
 }
 
 # lt_start_server LABEL CMD...: starts a server in its own process group and waits for its
-# `listening on ws://ADDR/` line. Sets SERVER_PID and SERVER_URL.
+# `listening on ws://ADDR/` line, or, with LT_SERVER_PORT set (see lt_server_cmd), until that
+# port on 127.0.0.1 accepts connections and the log holds LT_SERVER_CHECK. Sets SERVER_PID and
+# SERVER_URL.
 lt_start_server() {
     local label=$1 line deadline
     shift
@@ -171,7 +223,16 @@ lt_start_server() {
     LT_PIDS+=("$SERVER_PID")
     deadline=$((SECONDS + 20))
     while :; do
-        if line=$(grep -s -m1 -o 'ws://[^/ ]*/' "$log"); then
+        if [[ -n ${LT_SERVER_PORT:-} ]]; then
+            if (: <"/dev/tcp/127.0.0.1/$LT_SERVER_PORT") 2>/dev/null; then
+                if [[ -n ${LT_SERVER_CHECK:-} ]] && ! grep -qF "$LT_SERVER_CHECK" "$log"; then
+                    cat "$log" >&2
+                    lt_die "server $label listens but its log lacks \"$LT_SERVER_CHECK\": $*"
+                fi
+                SERVER_URL="ws://127.0.0.1:$LT_SERVER_PORT/"
+                return 0
+            fi
+        elif line=$(grep -s -m1 -o 'ws://[^/ ]*/' "$log"); then
             SERVER_URL=$line
             return 0
         fi
@@ -179,7 +240,7 @@ lt_start_server() {
             cat "$log" >&2
             lt_die "server $label exited before listening: $*"
         fi
-        ((SECONDS < deadline)) || lt_die "server $label printed no ws:// address in 20 s: $*"
+        ((SECONDS < deadline)) || lt_die "server $label was not listening after 20 s (see $log): $*"
         sleep 0.05
     done
 }
@@ -218,6 +279,21 @@ lt_ticks() {
 
 lt_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
+# lt_publish_args: the dialect and publisher flags of broadcast and slow, appended to LT_GEN.
+# PROTOCOL=pusher publishes through the Pusher HTTP API whatever VIA says.
+lt_publish_args() {
+    LT_GEN+=(--protocol "$PROTOCOL")
+    if [[ $PROTOCOL == pusher ]]; then
+        LT_GEN+=(--channel "$CHANNEL" --http-conns "$HTTP_CONNS" --app-id "$PUSHER_APP_ID"
+            --app-key "$PUSHER_APP_KEY" --app-secret "$PUSHER_APP_SECRET")
+        return
+    fi
+    LT_GEN+=(--via "$VIA")
+    [[ $PROTOCOL == fanout ]] && LT_GEN+=(--channel "$CHANNEL")
+    [[ $VIA == http ]] && LT_GEN+=(--api-key "$API_KEY" --http-conns "$HTTP_CONNS")
+    return 0
+}
+
 # lt_gen_args SCENARIO URL PID JSON SVG: sets the array LT_GEN (the generator's arguments) and
 # LT_LIMIT (seconds the run may take in all).
 lt_gen_args() {
@@ -227,9 +303,8 @@ lt_gen_args() {
         echo) LT_GEN+=(--conns "$CONNS" --payload "$PAYLOAD" --in-flight "$IN_FLIGHT" --duration "$DURATION") ;;
         n2) LT_GEN+=(--conns "$CONNS" --payload "$PAYLOAD" --duration "$DURATION") ;;
         broadcast)
-            LT_GEN+=(--conns "$CONNS" --rate "$RATE" --via "$VIA" --protocol "$PROTOCOL" --duration "$DURATION")
-            [[ $PROTOCOL == fanout ]] && LT_GEN+=(--channel "$CHANNEL")
-            [[ $VIA == http ]] && LT_GEN+=(--api-key "$API_KEY")
+            LT_GEN+=(--conns "$CONNS" --rate "$RATE" --duration "$DURATION")
+            lt_publish_args
             ;;
         connect)
             LT_GEN+=(--duration "$DURATION")
@@ -237,9 +312,8 @@ lt_gen_args() {
             ;;
         idle) LT_GEN+=(--conns "$CONNS" --ramp "$RAMP" --duration "$DURATION") ;;
         slow)
-            LT_GEN+=(--conns "$CONNS" --slow "$SLOW" --rate "$RATE" --via "$VIA" --protocol "$PROTOCOL" --duration "$DURATION")
-            [[ $PROTOCOL == fanout ]] && LT_GEN+=(--channel "$CHANNEL")
-            [[ $VIA == http ]] && LT_GEN+=(--api-key "$API_KEY")
+            LT_GEN+=(--conns "$CONNS" --slow "$SLOW" --rate "$RATE" --duration "$DURATION")
+            lt_publish_args
             ;;
         shootout) LT_GEN+=(--conns "$CONNS" --step "$STEP" --limit-ms "$LIMIT_MS" --duration "$DURATION") ;;
     esac

@@ -8,6 +8,7 @@
 #   ROUNDS=5 CONNS=1000 loadtest/scripts/compare.sh echo
 #   CONNS=1000 loadtest/scripts/compare.sh n2
 #   CONNS=10000 RATE=1000 loadtest/scripts/compare.sh broadcast
+#   SERVERS="fanout sockudo" PROTOCOL=pusher CONNS=1000 RATE=100 loadtest/scripts/compare.sh broadcast
 #
 # Main figures: echo messages/s, n2 deliveries/s, broadcast p99 publish-to-delivery latency
 # (lower is better), connect upgrades/s, idle bytes per connection (lower is better), slow the
@@ -16,8 +17,11 @@
 # Variables ([default]): ROUNDS [3], SERVERS ["fanout tokio-tungstenite fastwebsockets"],
 # SERVER_CPUS [0], LOAD_CPUS [1] (set either empty to leave it unpinned), WORKERS [1],
 # THREADS [1]; broadcast and slow use PROTOCOL=raw [raw] so that every server does the same work
-# (fanout runs its broadcast example); the scenario's own variables as in its script (echo.sh,
-# n2.sh, ...); and those of common.sh. Every run is bounded by `timeout`. Loopback only.
+# (fanout runs its broadcast example), or PROTOCOL=pusher to compare Pusher servers (fanout's
+# gateway with a Pusher app, sockudo; the same app for both, PUSHER_APP_* of common.sh, and the
+# publisher on HTTP_CONNS [1] connections to the HTTP API); the scenario's own variables as in its
+# script (echo.sh, n2.sh, ...); and those of common.sh. Every run is bounded by `timeout`.
+# Loopback only.
 # Results: $OUT/runs.jsonl, one generator JSON and SVG per run, the servers' logs.
 set -euo pipefail
 # shellcheck source=loadtest/scripts/common.sh disable=SC1091
@@ -44,7 +48,7 @@ lt_build "$scenario" "${servers[@]}"
     echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
     echo "scenario: $scenario; rounds: $ROUNDS; servers: ${servers[*]}"
     echo "pinning: server ${SERVER_CPUS:-unpinned}, generator ${LOAD_CPUS:-unpinned}; server workers $WORKERS, generator threads $THREADS"
-    echo "settings: $(for v in CONNS PAYLOAD IN_FLIGHT RATE VIA PROTOCOL SLOW RAMP DURATION STEP LIMIT_MS PROCESSES ADDRS EXTRA; do [[ -n ${!v:-} ]] && printf '%s=%s ' "$v" "${!v}"; done)"
+    echo "settings: $(for v in CONNS PAYLOAD IN_FLIGHT RATE VIA PROTOCOL HTTP_CONNS SLOW RAMP DURATION STEP LIMIT_MS PROCESSES ADDRS EXTRA; do [[ $v == VIA && ${PROTOCOL:-} == pusher ]] || { [[ -n ${!v:-} ]] && printf '%s=%s ' "$v" "${!v}"; }; done)"
 } | tee "$OUT/machine.txt"
 
 failed=0

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use crate::config::{Config, Scenario, SlowArgs, Via, Wire};
+use crate::config::{BroadcastArgs, Config, Scenario, SlowArgs, Via, Wire};
 use crate::plan::{AddrPlan, Target};
+use crate::pusher;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -51,14 +52,7 @@ impl Config {
             Scenario::Shootout(_) if common.processes > 1 || common.threads > 1 => {
                 return Err("shootout runs on one thread of one process".into())
             }
-            Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) => {
-                if b.protocol == Wire::Raw && b.via == Via::Http {
-                    return Err("--via http needs --protocol fanout (a raw server has no HTTP API)".into());
-                }
-                if b.protocol == Wire::Raw && conns == 0 {
-                    return Err("--protocol raw needs at least one connection (it publishes)".into());
-                }
-            }
+            Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) => check_broadcast(b, conns)?,
             Scenario::Echo(e) if e.in_flight == 0 => return Err("--in-flight must be at least 1".into()),
             _ => {}
         }
@@ -67,7 +61,14 @@ impl Config {
                 return Err("--slow must be less than --conns".into());
             }
         }
-        let (host, port, host_header, path) = parse_url(&common.url)?;
+        let (host, port, host_header, mut path) = parse_url(&common.url)?;
+        if let Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) = &scenario {
+            // A Pusher server takes its WebSocket clients at /app/KEY; a URL with its own path
+            // keeps it.
+            if let (Wire::Pusher, Some(key), "/") = (b.protocol, &b.app_key, path.as_str()) {
+                path = pusher::ws_path(key);
+            }
+        }
         let mut headers = Vec::new();
         for h in &common.headers {
             let (n, v) = h.split_once(':').ok_or_else(|| format!("--header {h:?}: expected `Name: value`"))?;
@@ -97,6 +98,41 @@ impl Config {
         });
         Ok(Config { scenario, common, conns, target, args, warnings })
     }
+}
+
+/// The broadcast flags that must go together.
+fn check_broadcast(b: &BroadcastArgs, conns: u64) -> Result<(), String> {
+    match (b.protocol, b.via()) {
+        (Wire::Raw, Via::Http) => {
+            return Err("--via http needs --protocol fanout or pusher (a raw server has no HTTP API)".into())
+        }
+        (Wire::Pusher, Via::Ws) => return Err("--protocol pusher publishes through the HTTP API: drop --via ws".into()),
+        _ => {}
+    }
+    if b.protocol == Wire::Raw && conns == 0 {
+        return Err("--protocol raw needs at least one connection (it publishes)".into());
+    }
+    if b.http_conns == 0 || b.http_conns > 1000 {
+        return Err("--http-conns must be in 1..=1000".into());
+    }
+    if b.http_conns > 1 && b.via() != Via::Http {
+        return Err("--http-conns is for --via http and --protocol pusher".into());
+    }
+    let app = [("--app-id", &b.app_id), ("--app-key", &b.app_key), ("--app-secret", &b.app_secret)];
+    if b.protocol == Wire::Pusher {
+        for (flag, value) in app {
+            let Some(v) = value else {
+                return Err(format!("--protocol pusher needs {flag}"));
+            };
+            // They go into a path and a query as they are, and are signed as they are.
+            if v.is_empty() || !v.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.~".contains(&c)) {
+                return Err(format!("{flag} {v:?}: expected letters, digits and -_.~"));
+            }
+        }
+    } else if let Some((flag, _)) = app.iter().find(|(_, v)| v.is_some()) {
+        return Err(format!("{flag} is for --protocol pusher"));
+    }
+    Ok(())
 }
 
 /// `ws://host[:port][/path]` -> (address, port, Host header, request target).
@@ -176,6 +212,7 @@ mod tests {
         assert!(config(&["fanout-load", "n2", "--processes", "2"]).is_err());
         assert!(config(&["fanout-load", "shootout", "--threads", "2"]).is_err());
         assert!(config(&["fanout-load", "broadcast", "--protocol", "raw", "--via", "http"]).is_err());
+        assert!(config(&["fanout-load", "broadcast", "--http-conns", "2"]).is_err());
         assert!(config(&["fanout-load", "slow", "--conns", "3", "--slow", "3"]).is_err());
         assert!(config(&["fanout-load", "echo", "--header", "nocolon"]).is_err());
         let c = config(&[
@@ -191,5 +228,34 @@ mod tests {
         .unwrap();
         assert_eq!(c.target.headers, vec![("Authorization".into(), "Bearer x".into())]);
         assert_eq!((c.common.child_index, c.common.epoch_ns), (Some(1), Some(5)));
+    }
+
+    #[test]
+    fn pusher_needs_its_app_and_publishes_over_http() {
+        let app = ["--app-id", "1", "--app-key", "k-1", "--app-secret", "s"];
+        let with = |extra: &[&str]| {
+            let mut args = vec!["fanout-load", "broadcast", "--url", "ws://127.0.0.1:6001/", "--protocol", "pusher"];
+            args.extend_from_slice(extra);
+            config(&args)
+        };
+        let c = with(&app).unwrap();
+        assert_eq!(c.target.path, pusher::ws_path("k-1"));
+        let Scenario::Broadcast(b) = &c.scenario else { panic!("a broadcast") };
+        assert_eq!((b.via(), b.publisher_conns()), (Via::Http, 1));
+        let c = with(&[&app[..], &["--http-conns", "4", "--via", "http"]].concat()).unwrap();
+        let Scenario::Broadcast(b) = &c.scenario else { panic!("a broadcast") };
+        assert_eq!(b.publisher_conns(), 4);
+        // A URL with a path keeps it.
+        let mut own = vec!["fanout-load", "slow", "--url", "ws://127.0.0.1:6001/app/x?protocol=7"];
+        own.extend_from_slice(&["--protocol", "pusher", "--conns", "3"]);
+        own.extend_from_slice(&app);
+        assert_eq!(config(&own).unwrap().target.path, "/app/x?protocol=7");
+        assert!(with(&app[..4]).unwrap_err().contains("--app-secret"));
+        assert!(with(&[&app[..], &["--via", "ws"]].concat()).is_err());
+        assert!(with(&["--app-id", "1", "--app-key", "a b", "--app-secret", "s"]).is_err());
+        assert!(config(&["fanout-load", "broadcast", "--app-key", "k"]).unwrap_err().contains("--protocol pusher"));
+        let c = config(&["fanout-load", "broadcast", "--via", "http", "--http-conns", "3"]).unwrap();
+        let Scenario::Broadcast(b) = &c.scenario else { panic!("a broadcast") };
+        assert_eq!((b.via(), b.publisher_conns(), c.target.path.as_str()), (Via::Http, 3, "/"));
     }
 }

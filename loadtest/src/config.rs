@@ -118,7 +118,7 @@ pub struct EchoArgs {
 pub enum Via {
     /// Publish over a WebSocket connection.
     Ws,
-    /// POST /api/publish over one keep-alive HTTP connection.
+    /// POST to the server's HTTP API over --http-conns keep-alive connections.
     Http,
 }
 
@@ -128,6 +128,8 @@ pub enum Wire {
     Fanout,
     /// Any server that sends every message it receives to every connection.
     Raw,
+    /// Pusher Channels protocol 7: subscribe over WebSocket, publish through the signed HTTP API.
+    Pusher,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -137,15 +139,28 @@ pub struct BroadcastArgs {
     /// Messages published per second (0 = as fast as acknowledgements allow, --in-flight at a time).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// How the publisher publishes.
-    #[arg(long, value_enum, default_value_t = Via::Ws)]
-    pub via: Via,
+    /// How the publisher publishes [default: ws; with --protocol pusher, http (its HTTP API)].
+    #[arg(long, value_enum)]
+    pub via: Option<Via>,
     /// What the server speaks.
     #[arg(long, value_enum, default_value_t = Wire::Fanout)]
     pub protocol: Wire,
     /// API key for --via http (Authorization: Bearer).
     #[arg(long)]
     pub api_key: Option<String>,
+    /// --via http: keep-alive connections the publisher spreads its requests over (requests are
+    /// pipelined on each).
+    #[arg(long, default_value_t = 1)]
+    pub http_conns: usize,
+    /// --protocol pusher: the app id (HTTP API path /apps/ID/events).
+    #[arg(long)]
+    pub app_id: Option<String>,
+    /// --protocol pusher: the app key (WebSocket path /app/KEY, `auth_key` of the HTTP API).
+    #[arg(long)]
+    pub app_key: Option<String>,
+    /// --protocol pusher: the app secret the HTTP API requests are signed with.
+    #[arg(long)]
+    pub app_secret: Option<String>,
     /// Channel to subscribe and publish to.
     #[arg(long, default_value = "bench")]
     pub channel: String,
@@ -155,6 +170,25 @@ pub struct BroadcastArgs {
     /// With --rate 0: publishes outstanding at once.
     #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
+}
+
+impl BroadcastArgs {
+    /// How the publisher publishes: `--via`, or what the protocol allows.
+    pub fn via(&self) -> Via {
+        self.via.unwrap_or(match self.protocol {
+            Wire::Pusher => Via::Http,
+            Wire::Fanout | Wire::Raw => Via::Ws,
+        })
+    }
+
+    /// Connections the publisher opens besides the subscribers (raw publishes from connection 0).
+    pub fn publisher_conns(&self) -> u64 {
+        match (self.protocol, self.via()) {
+            (Wire::Raw, _) => 0,
+            (_, Via::Ws) => 1,
+            (_, Via::Http) => self.http_conns as u64,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

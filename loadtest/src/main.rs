@@ -10,11 +10,12 @@
 //! coord                       reactor threads, child processes, the monitor, the per-second series
 //! scenario                    run_thread: the configured scenario's Driver on a net::reactor
 //! scenario/{echo, broadcast, n2, connect, idle, shootout}   one Driver each
+//! scenario/publisher          broadcast's HTTP publisher: keep-alive connections, requests, answers
 //! scenario/phase              what the scenarios share: setup, the measured window, the drain
 //! net/reactor, net/connect    the loop, the client upgrade, frames in and out; opening sockets
 //! net, report                 Net and Driver, what a scenario acts through; figures and text
 //! config, shared              the scenario, its flags, Config; what the threads and coord share
-//! plan, stats, wire, util, sys   who does what where (Target), measurements, frames, clock, /proc
+//! plan, stats, wire, pusher, util, sys   where (Target), measurements, frames, Pusher, clock, /proc
 //! ```
 //!
 //! From the server crate only `fanout::proto` is used: the generator must measure servers from
@@ -26,6 +27,7 @@ mod config;
 mod coord;
 mod net;
 mod plan;
+mod pusher;
 mod report;
 mod scenario;
 mod shared;

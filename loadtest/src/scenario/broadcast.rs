@@ -1,13 +1,17 @@
 //! `broadcast` and `slow`: N subscribers and one publisher; latency from the timestamp the
 //! publisher wrote into each message, and loss, duplicates and order from sequence numbers.
 //!
-//! Owns: both wire dialects and the publisher. `--protocol fanout` subscribes to a channel, reads
-//! the channel's `seq` from `subscribed` and from each `message`, and publishes with `publish` ops
-//! (acknowledged with `ack`) or `POST /api/publish`. `--protocol raw` is for a server that sends
-//! every message to every connection: connection 0 publishes `{"t":..,"n":..}` and receives its
-//! own messages like everyone else, and `n` plays the part of `seq`. With `slow` subscribers
-//! (spread evenly over all connections), those stop reading once subscribed; they are read
-//! again only after the run, to learn whether the server closed them.
+//! Owns: the three wire dialects and the publisher's schedule. `--protocol fanout` subscribes to a
+//! channel, reads the channel's `seq` from `subscribed` and from each `message`, and publishes
+//! with `publish` ops (acknowledged with `ack`) or `POST /api/publish`. `--protocol raw` is for a
+//! server that sends every message to every connection: connection 0 publishes `{"t":..,"n":..}`
+//! and receives its own messages like everyone else, and `n` plays the part of `seq`.
+//! `--protocol pusher` waits for `pusher:connection_established`, subscribes, waits for
+//! `pusher_internal:subscription_succeeded` and answers `pusher:ping`; it publishes through the
+//! signed HTTP API, and `n` in the event's data (a JSON string) plays the part of `seq`. The HTTP
+//! requests themselves are `publisher`'s, the Pusher frames `crate::pusher`'s. With `slow`
+//! subscribers (spread evenly over all connections), those stop reading once subscribed; they
+//! are read again only after the run, to learn whether the server closed them.
 //!
 //! Payload size: `--payload` is the size of the data object (timestamp, counter, padding).
 
@@ -19,9 +23,11 @@ use std::time::{Duration, Instant};
 use fanout::proto::OpCode;
 
 use super::phase::{filler, micros_between, open_all, Setup, Window};
+use super::publisher::{Api, HttpPublisher};
 use crate::config::{BroadcastArgs, Config, Via, Wire};
 use crate::net::{Driver, Ended, Kind, Net};
 use crate::plan::{is_slow, Share};
+use crate::pusher::{self, Step, Subscriber};
 use crate::stats::{SeqOutcome, SeqTracker};
 use crate::wire::{json_str, json_u64};
 
@@ -41,6 +47,8 @@ enum Role {
 struct Slot {
     role: Role,
     tracker: Option<SeqTracker>,
+    /// --protocol pusher: where the subscription is.
+    pusher: Subscriber,
 }
 
 pub struct Broadcast {
@@ -49,8 +57,6 @@ pub struct Broadcast {
     via: Via,
     channel: String,
     first_message: Option<String>,
-    host: String,
-    auth: Option<String>,
     total: u64,
     slow: u64,
     pad: String,
@@ -59,9 +65,14 @@ pub struct Broadcast {
     window_size: u64,
     duration: Duration,
     drain: Duration,
-    /// Global index of the publisher's connection, if this thread has it.
+    /// Global index of the publisher's (first) connection, if this thread has it.
     publisher_index: Option<u64>,
+    /// How many connections the publisher opens from `publisher_index` on (0 for raw).
+    publisher_conns: u64,
+    /// The WebSocket publisher's connection (fanout over ws, raw).
     publisher: Option<usize>,
+    /// The HTTP publisher (fanout over http, pusher), on the publisher's thread.
+    http: Option<HttpPublisher>,
     setup: Setup,
     window: Window,
     slots: Vec<Option<Slot>>,
@@ -74,9 +85,9 @@ pub struct Broadcast {
     last_seq: u64,
     max_lag: Duration,
     final_seq: Option<u64>,
-    http_buf: Vec<u8>,
-    body: Vec<u8>,
     // Subscriber state.
+    /// A Pusher event's data, unescaped (kept for its capacity).
+    scratch: Vec<u8>,
     last_delivery: Option<Instant>,
     /// The clock reading of the last receive time seen: every frame of one read shares it, and
     /// converting an `Instant` per delivery was 8% of the generator's time.
@@ -91,18 +102,29 @@ impl Broadcast {
     pub fn new(cfg: &Config, args: &BroadcastArgs, slow: u64, share: Share) -> Broadcast {
         let c = &cfg.common;
         let publisher_index = share.first.then_some(match args.protocol {
-            Wire::Fanout => cfg.conns,
+            Wire::Fanout | Wire::Pusher => cfg.conns,
             Wire::Raw => 0,
         });
-        let extra = u64::from(publisher_index.is_some() && args.protocol == Wire::Fanout);
+        let publisher_conns = args.publisher_conns();
+        let extra = if publisher_index.is_some() { publisher_conns } else { 0 };
         let interval_us = if args.rate > 0.0 { (1e6 / args.rate).round() as u64 } else { 0 };
+        let api = match (args.protocol, args.via()) {
+            (Wire::Pusher, _) => Some(Api::Pusher {
+                path: format!("/apps/{}/events", args.app_id.as_deref().unwrap_or_default()),
+                key: args.app_key.clone().unwrap_or_default(),
+                secret: args.app_secret.clone().unwrap_or_default(),
+            }),
+            (Wire::Fanout, Via::Http) => Some(Api::Fanout { key: args.api_key.clone() }),
+            _ => None,
+        };
+        let http = api
+            .filter(|_| publisher_index.is_some())
+            .map(|api| HttpPublisher::new(api, cfg.target.host.clone(), args.channel.clone()));
         Broadcast {
             wire: args.protocol,
-            via: args.via,
+            via: args.via(),
             channel: args.channel.clone(),
             first_message: args.first_message.clone(),
-            host: cfg.target.host.clone(),
-            auth: args.api_key.clone(),
             total: cfg.conns,
             slow,
             // The data object's fixed part ({"t":..,"n":..,"p":""}) is about 40 bytes.
@@ -113,7 +135,9 @@ impl Broadcast {
             duration: c.duration,
             drain: c.drain,
             publisher_index,
+            publisher_conns,
             publisher: None,
+            http,
             setup: Setup::new(share.conns.end - share.conns.start + extra, c.setup_timeout + cfg.ramp_time()),
             window: Window::default(),
             slots: Vec::new(),
@@ -125,8 +149,7 @@ impl Broadcast {
             last_seq: 0,
             max_lag: Duration::ZERO,
             final_seq: None,
-            http_buf: Vec::new(),
-            body: Vec::new(),
+            scratch: Vec::new(),
             last_delivery: None,
             at_ns: None,
             slow_resumed: false,
@@ -141,38 +164,22 @@ impl Broadcast {
         self.slots.get_mut(id).and_then(Option::as_mut)
     }
 
-    fn publish(&mut self, net: &mut Net, id: usize, now: Instant) {
+    fn publish(&mut self, net: &mut Net, now: Instant) {
         let n = self.sent + 1;
         let t = net.clock.ns_at(now);
         let (pad, channel) = (&self.pad, &self.channel);
-        let len = match (self.wire, self.via) {
-            (Wire::Fanout, Via::Ws) => net.send_with(id, OpCode::Text, |b| {
+        let len = match (&mut self.http, self.publisher, self.wire) {
+            (Some(http), _, _) => Some(http.publish(net, now, n, t, pad)),
+            (None, Some(id), Wire::Fanout) => net.send_with(id, OpCode::Text, |b| {
                 let _ = write!(
                     b,
                     r#"{{"op":"publish","channel":"{channel}","id":{n},"data":{{"t":{t},"n":{n},"p":"{pad}"}}}}"#
                 );
             }),
-            (Wire::Fanout, Via::Http) => {
-                self.body.clear();
-                let _ = write!(self.body, r#"{{"channel":"{channel}","data":{{"t":{t},"n":{n},"p":"{pad}"}}}}"#);
-                let (body, host, auth) = (&self.body, &self.host, &self.auth);
-                net.send_raw(id, |b| {
-                    let _ = write!(
-                        b,
-                        "POST /api/publish HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-                        body.len()
-                    );
-                    if let Some(key) = auth {
-                        let _ = write!(b, "Authorization: Bearer {key}\r\n");
-                    }
-                    b.extend_from_slice(b"\r\n");
-                    b.extend_from_slice(body);
-                })
-                .then_some(self.body.len())
-            }
-            (Wire::Raw, _) => net.send_with(id, OpCode::Text, |b| {
+            (None, Some(id), Wire::Raw) => net.send_with(id, OpCode::Text, |b| {
                 let _ = write!(b, r#"{{"t":{t},"n":{n},"p":"{pad}"}}"#);
             }),
+            _ => None,
         };
         let Some(len) = len else {
             self.window.stop(now);
@@ -181,15 +188,19 @@ impl Broadcast {
         self.sent = n;
         self.budget -= 1;
         self.unacked += 1;
-        self.ack_times.push_back(now);
+        if self.http.is_none() {
+            // An HTTP publisher keeps its own queue per connection.
+            self.ack_times.push_back(now);
+        }
         net.stats.counters.count_sent(len);
         self.window.touch(now);
     }
 
-    /// The server confirmed a publish (ack op, HTTP 200, or in raw mode our own message back).
-    fn acked(&mut self, net: &mut Net, seq: Option<u64>, ok: bool, at: Instant) {
+    /// The server answered the publish written at `sent` (ack op, HTTP 200, or in raw mode our
+    /// own message back).
+    fn acked(&mut self, net: &mut Net, sent: Option<Instant>, seq: Option<u64>, ok: bool, at: Instant) {
         self.unacked = self.unacked.saturating_sub(1);
-        if let Some(sent) = self.ack_times.pop_front() {
+        if let Some(sent) = sent {
             net.stats.ack_latency.record(micros_between(sent, at));
         }
         if ok {
@@ -204,9 +215,13 @@ impl Broadcast {
 
     /// Publishes what is due; returns when the next publish is due.
     fn run_publisher(&mut self, net: &mut Net) -> Option<Instant> {
-        let id = self.publisher?;
+        let ready = match (&self.http, self.publisher) {
+            (Some(http), _) => http.ready(),
+            (None, Some(id)) => net.is_open(id),
+            (None, None) => return None,
+        };
         let now = net.now;
-        if !self.window.tick(now) || !net.is_open(id) {
+        if !self.window.tick(now) || !ready {
             self.window.stop(now);
             return None;
         }
@@ -221,7 +236,7 @@ impl Broadcast {
                     break;
                 }
                 self.max_lag = self.max_lag.max(now - due);
-                self.publish(net, id, now);
+                self.publish(net, now);
                 due += interval;
                 burst += 1;
             }
@@ -233,18 +248,20 @@ impl Broadcast {
                 self.window.stop(now);
                 break;
             }
-            self.publish(net, id, now);
+            self.publish(net, now);
         }
         None
     }
 
-    fn on_delivery(&mut self, net: &mut Net, id: usize, payload: &[u8], at: Instant) {
+    /// A delivery: `payload` holds its `seq` (or `n`) and `t`; `len` is the size counted as
+    /// received (the frame's payload).
+    fn on_delivery(&mut self, net: &mut Net, id: usize, payload: &[u8], len: usize, at: Instant) {
         let (seq, t) = match self.wire {
             Wire::Fanout => (json_u64(payload, "seq"), json_u64(payload, "t")),
-            Wire::Raw => (json_u64(payload, "n"), json_u64(payload, "t")),
+            Wire::Raw | Wire::Pusher => (json_u64(payload, "n"), json_u64(payload, "t")),
         };
         let (Some(seq), Some(t)) = (seq, t) else {
-            if self.wire == Wire::Fanout {
+            if self.wire != Wire::Raw {
                 net.stats.counters.errors += 1;
             }
             return;
@@ -262,7 +279,7 @@ impl Broadcast {
                     c.out_of_order += 1;
                 }
                 c.received += 1;
-                c.bytes_received += payload.len() as u64;
+                c.bytes_received += len as u64;
                 // Recorded as measured; the coordinated-omission correction for --rate is
                 // applied to the merged histogram (`Hist::corrected`).
                 let at_ns = match self.at_ns {
@@ -277,7 +294,8 @@ impl Broadcast {
                 self.window.touch(at);
                 self.last_delivery = Some(at);
                 if role == Role::PublisherSubscriber && self.window.go.is_some() {
-                    self.acked(net, Some(seq), true, at);
+                    let sent = self.ack_times.pop_front();
+                    self.acked(net, sent, Some(seq), true, at);
                 }
             }
             SeqOutcome::Duplicate => c.duplicated += 1,
@@ -285,42 +303,46 @@ impl Broadcast {
         }
     }
 
-    fn on_http(&mut self, net: &mut Net, id: usize, at: Instant) {
-        loop {
-            let parsed = {
-                let mut headers = [httparse::EMPTY_HEADER; 32];
-                let mut resp = httparse::Response::new(&mut headers);
-                match resp.parse(&self.http_buf) {
-                    Ok(httparse::Status::Complete(head)) => {
-                        let len = resp
-                            .headers
-                            .iter()
-                            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                            .and_then(|h| std::str::from_utf8(h.value).ok())
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        Ok(Some((resp.code.unwrap_or(0), head, len)))
-                    }
-                    Ok(httparse::Status::Partial) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            };
-            match parsed {
-                Ok(Some((status, head, len))) if self.http_buf.len() >= head + len => {
-                    let seq = json_u64(&self.http_buf[head..head + len], "seq");
-                    if status != 200 {
-                        net.stats.fail(format!("publish: HTTP {status}"));
-                    }
-                    self.acked(net, seq, status == 200, at);
-                    self.http_buf.drain(..head + len);
-                }
-                Ok(_) => return,
-                Err(_) => {
-                    net.stats.fail("publish: unparsable HTTP response");
-                    net.close(id, false);
-                    return;
+    /// A frame on a Pusher subscriber's connection.
+    fn on_pusher(&mut self, net: &mut Net, id: usize, role: Role, frame: &[u8], at: Instant) {
+        let Some(slot) = self.slots.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        match slot.pusher.on_frame(frame, self.channel.as_bytes(), pusher::EVENT.as_bytes()) {
+            Step::Subscribe => {
+                let channel = &self.channel;
+                net.send_with(id, OpCode::Text, |b| pusher::subscribe(b, channel));
+            }
+            Step::Pong => {
+                net.send(id, OpCode::Text, pusher::PONG);
+            }
+            Step::Subscribed => {
+                slot.tracker = Some(SeqTracker::new(0));
+                self.setup.done_one();
+                if role == Role::Slow {
+                    net.pause(id);
                 }
             }
+            Step::Delivery(data) => {
+                let mut text = std::mem::take(&mut self.scratch);
+                if data.text_into(&mut text) {
+                    self.on_delivery(net, id, &text, frame.len(), at);
+                } else {
+                    net.stats.counters.errors += 1;
+                }
+                self.scratch = text;
+            }
+            Step::Error(data) => {
+                net.stats.counters.errors += 1;
+                let code = json_u64(data, "code").or_else(|| json_u64(data, "status"));
+                net.stats.fail(format!("pusher:error {}", code.map_or_else(|| "?".to_owned(), |c| c.to_string())));
+                if slot.tracker.is_none() {
+                    // It will never be set up: stop waiting for it.
+                    net.close(id, false);
+                }
+            }
+            Step::Ignore => {}
+            Step::Garbled => net.stats.counters.errors += 1,
         }
     }
 
@@ -338,9 +360,11 @@ impl Broadcast {
 impl Driver for Broadcast {
     fn start(&mut self, net: &mut Net) {
         open_all(net, &self.share);
-        if let (Some(index), Wire::Fanout) = (self.publisher_index, self.wire) {
+        if let Some(index) = self.publisher_index.filter(|_| self.wire != Wire::Raw) {
             let kind = if self.via == Via::Http { Kind::Raw } else { Kind::Ws };
-            net.open(index, kind);
+            for k in 0..self.publisher_conns {
+                net.open(index + k, kind);
+            }
         }
         self.setup.check(net);
     }
@@ -353,9 +377,10 @@ impl Driver for Broadcast {
 
     fn on_open(&mut self, net: &mut Net, id: usize) {
         let Some(index) = net.index_of(id) else { return };
-        let role = if Some(index) == self.publisher_index {
+        let publisher = self.publisher_index.is_some_and(|p| (p..p + self.publisher_conns.max(1)).contains(&index));
+        let role = if publisher {
             match self.wire {
-                Wire::Fanout => Role::Publisher,
+                Wire::Fanout | Wire::Pusher => Role::Publisher,
                 Wire::Raw => Role::PublisherSubscriber,
             }
         } else if is_slow(index, self.total, self.slow) {
@@ -366,12 +391,16 @@ impl Driver for Broadcast {
         if self.slots.len() <= id {
             self.slots.resize_with(id + 1, || None);
         }
-        let mut slot = Slot { role, tracker: None };
-        if matches!(role, Role::Publisher | Role::PublisherSubscriber) {
-            self.publisher = Some(id);
+        let mut slot = Slot { role, tracker: None, pusher: Subscriber::default() };
+        match (&mut self.http, role) {
+            (Some(http), Role::Publisher) => http.add(net, id),
+            (None, Role::Publisher | Role::PublisherSubscriber) => self.publisher = Some(id),
+            _ => {}
         }
         match (self.wire, role) {
-            (Wire::Fanout, Role::Publisher) => self.setup.done_one(),
+            (_, Role::Publisher) => self.setup.done_one(),
+            // Subscribes once the server says the connection is established.
+            (Wire::Pusher, _) => {}
             (Wire::Fanout, _) => {
                 let channel = &self.channel;
                 net.send_with(id, OpCode::Text, |b| {
@@ -399,17 +428,23 @@ impl Driver for Broadcast {
             // The backlog of a slow subscriber, read after the run: not measured.
             return;
         }
-        if self.wire == Wire::Raw {
-            return self.on_delivery(net, id, payload, at);
+        match self.wire {
+            Wire::Raw => return self.on_delivery(net, id, payload, payload.len(), at),
+            Wire::Pusher => return self.on_pusher(net, id, role, payload, at),
+            Wire::Fanout => {}
         }
         let op = json_str(payload, "op").unwrap_or_default();
         match (role, op) {
-            (Role::Publisher, b"ack") => self.acked(net, json_u64(payload, "seq"), true, at),
+            (Role::Publisher, b"ack") => {
+                let sent = self.ack_times.pop_front();
+                self.acked(net, sent, json_u64(payload, "seq"), true, at);
+            }
             (Role::Publisher, b"error") => {
                 net.stats.fail("publish: error op");
-                self.acked(net, None, false, at);
+                let sent = self.ack_times.pop_front();
+                self.acked(net, sent, None, false, at);
             }
-            (_, b"message") => self.on_delivery(net, id, payload, at),
+            (_, b"message") => self.on_delivery(net, id, payload, payload.len(), at),
             (_, b"subscribed") => {
                 let base = json_u64(payload, "seq").unwrap_or(0);
                 if let Some(slot) = self.slot(id) {
@@ -434,8 +469,18 @@ impl Driver for Broadcast {
     }
 
     fn on_raw(&mut self, net: &mut Net, id: usize, data: &[u8], at: Instant) {
-        self.http_buf.extend_from_slice(data);
-        self.on_http(net, id, at);
+        let Some(http) = self.http.as_mut() else {
+            return;
+        };
+        http.on_data(net, id, data);
+        let mut answers = std::mem::take(&mut http.answers);
+        for a in answers.drain(..) {
+            self.acked(net, Some(a.sent), a.seq, a.status == 200, at);
+        }
+        if let Some(http) = self.http.as_mut() {
+            // Back, empty, for its capacity.
+            http.answers = answers;
+        }
     }
 
     fn on_end(&mut self, net: &mut Net, end: &Ended) {
@@ -452,9 +497,17 @@ impl Driver for Broadcast {
             if s.role == Role::Slow && end.reason != crate::net::EndReason::Local {
                 self.slow_closed += 1;
             }
-            if matches!(s.role, Role::Publisher | Role::PublisherSubscriber) {
-                self.publisher = None;
-                self.window.stop(net.now);
+            match (&mut self.http, end.id) {
+                // An HTTP connection is replaced; its requests in flight will never be answered.
+                (Some(http), Some(id)) if s.role == Role::Publisher => {
+                    let lost = http.on_end(net, id);
+                    self.unacked = self.unacked.saturating_sub(lost);
+                }
+                _ if matches!(s.role, Role::Publisher | Role::PublisherSubscriber) => {
+                    self.publisher = None;
+                    self.window.stop(net.now);
+                }
+                _ => {}
             }
         }
     }
@@ -483,10 +536,13 @@ impl Driver for Broadcast {
         // The publisher's thread: once every publish is answered (or the drain ran out), the
         // final count is known; tell the other threads of this process.
         if self.publisher_index.is_some() && self.final_seq.is_none() {
-            let answered = self.unacked == 0 || self.publisher.is_none();
-            if answered || now >= stopped + self.drain {
+            let gone = match &self.http {
+                Some(http) => !http.ready(),
+                None => self.publisher.is_none(),
+            };
+            if self.unacked == 0 || gone || now >= stopped + self.drain {
                 let last = match self.wire {
-                    Wire::Fanout => self.last_seq,
+                    Wire::Fanout | Wire::Pusher => self.last_seq,
                     Wire::Raw => self.sent,
                 };
                 self.final_seq = Some(last);

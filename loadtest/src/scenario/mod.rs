@@ -11,6 +11,7 @@ pub mod echo;
 pub mod idle;
 pub mod n2;
 pub mod phase;
+pub mod publisher;
 pub mod shootout;
 
 use mio::Poll;

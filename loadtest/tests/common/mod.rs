@@ -1,7 +1,10 @@
 //! Shared by the integration tests: building and starting the main crate's servers, small test
-//! servers with injected faults, and running `fanout-load` with `--json` to read its result.
+//! servers with injected faults (and, in `pusher`, a small Pusher Channels server), and running
+//! `fanout-load` with `--json` to read its result.
 
 #![allow(dead_code)]
+
+pub mod pusher;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
