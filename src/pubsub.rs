@@ -204,15 +204,15 @@ impl Topics {
         }
     }
 
-    /// Hands a frame at once to every member of `name` except `except`, after what the topic
-    /// has pending (so order holds), and returns how many members it reached. For the rare
-    /// publish that must skip one member (its sender); the frame is still one shared `Bytes`.
+    /// Hands a frame (its `head` and `tail`, either possibly empty) at once to every member of
+    /// `name` except `except`, after what the topic has pending (so order holds), and returns how
+    /// many members it reached. For the rare publish that must skip one member (its sender); the
+    /// frame's `Bytes` are shared, not copied.
     pub fn publish_except(
         &mut self,
         name: &str,
-        header: &[u8],
-        payload: &Bytes,
-        large: usize,
+        head: &Bytes,
+        tail: &Bytes,
         except: Member,
         mut deliver: impl FnMut(Member, &Bytes),
     ) -> usize {
@@ -221,11 +221,9 @@ impl Topics {
         };
         let t = self.topics[id as usize].as_mut().expect("topic id maps to a topic");
         t.deliver(&mut deliver);
-        let mut frame = Batch::default();
-        frame.push(header, payload, large);
-        for bytes in frame.take() {
+        for bytes in [head, tail].into_iter().filter(|b| !b.is_empty()) {
             for &member in t.members.iter().filter(|&&m| m != except) {
-                deliver(member, &bytes);
+                deliver(member, bytes);
             }
         }
         t.members.iter().filter(|&&m| m != except).count()
@@ -387,7 +385,8 @@ mod tests {
         }
         topics.publish("t", b"a", &Bytes::new(), 1024);
         let mut got = Vec::new();
-        let reached = topics.publish_except("t", b"b", &Bytes::new(), 1024, 2, |m, b| got.push((m, b.clone())));
+        let b = Bytes::from_static(b"b");
+        let reached = topics.publish_except("t", &b, &Bytes::new(), 2, |m, b| got.push((m, b.clone())));
         assert_eq!(reached, 2);
         let want: Vec<(Member, Bytes)> = vec![
             (1, Bytes::from_static(b"a")),
@@ -397,6 +396,6 @@ mod tests {
             (3, Bytes::from_static(b"b")),
         ];
         assert_eq!(got, want, "the pending frame first, to everyone; then the new one, not to 2");
-        assert_eq!(topics.publish_except("none", b"x", &Bytes::new(), 1024, 1, |_, _| panic!("no members")), 0);
+        assert_eq!(topics.publish_except("none", &b, &Bytes::new(), 1, |_, _| panic!("no members")), 0);
     }
 }

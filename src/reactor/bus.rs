@@ -37,11 +37,13 @@ pub(crate) enum Envelope {
         tail: Bytes,
         except: Option<ConnId>,
     },
-    /// A frame for one connection of the receiving worker, sent from another worker.
+    /// A frame for one connection of the receiving worker, sent from another worker (`ping`:
+    /// see `Command::Send`).
     Send {
         id: ConnId,
         head: Bytes,
         tail: Bytes,
+        ping: bool,
     },
     /// A close for one connection of the receiving worker, asked by another worker.
     Close {

@@ -49,6 +49,21 @@ impl<S: Service> Worker<S> {
         self.mark_dirty(id);
     }
 
+    /// Queues what a callback sent: data under the cap (droppable under the `Drop` policy), a
+    /// ping whatever the queue holds, as the keep-alive ping always was.
+    pub(super) fn queue_send(&mut self, id: ConnId, head: Bytes, tail: Bytes, ping: bool) {
+        if !ping {
+            return self.queue_data(id, head, tail, true);
+        }
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        if conn.phase == Phase::Open {
+            conn.wq.push(head, &self.metrics.queued_bytes);
+            self.mark_dirty(id);
+        }
+    }
+
     pub(super) fn mark_dirty(&mut self, id: ConnId) {
         if let Some(conn) = get(&mut self.conns, id) {
             if !conn.dirty {

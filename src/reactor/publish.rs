@@ -71,7 +71,7 @@ impl<S: Service> Worker<S> {
                     self.publish_except(&topic, &head, &tail, except);
                 }
                 Envelope::Broadcast { head, tail } => self.broadcast.push(&head, &tail, SHARE_THRESHOLD),
-                Envelope::Send { id, head, tail } => self.queue_data(id, head, tail, true),
+                Envelope::Send { id, head, tail, ping } => self.queue_send(id, head, tail, ping),
                 Envelope::Close { id, code, reason } => self.close_conn(id, code, &reason),
                 Envelope::Subscribe { id, topic } => {
                     let open = get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open);
@@ -100,7 +100,7 @@ impl<S: Service> Worker<S> {
         let except_slot = if get(&mut self.conns, except).is_some() { except.slot } else { u32::MAX };
         let Worker { topics, conns, dirty, slow, limits, metrics, index, .. } = self;
         let mut delivery = Delivery { dirty, slow, limits, metrics, worker: *index as u16 };
-        let reached = topics.publish_except(topic, head, tail, SHARE_THRESHOLD, except_slot, |member, bytes| {
+        let reached = topics.publish_except(topic, head, tail, except_slot, |member, bytes| {
             if let Some(conn) = conns.get_mut(member as usize) {
                 delivery.queue(member, conn, bytes);
             }

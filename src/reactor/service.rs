@@ -44,8 +44,10 @@ pub(crate) trait Service: 'static {
 }
 
 pub(crate) enum Command {
-    /// Queue `head` then `tail` (often empty) on an open connection.
-    Send { id: ConnId, head: Bytes, tail: Bytes },
+    /// Queue `head` then `tail` (often empty) on an open connection. A `ping` is queued whatever
+    /// the queue holds (it is small and keeps a live peer from being taken for idle); data is
+    /// subject to the queue cap.
+    Send { id: ConnId, head: Bytes, tail: Bytes, ping: bool },
     /// Start the close handshake.
     Close { id: ConnId, code: CloseCode, reason: String },
 }
@@ -61,22 +63,22 @@ impl Io {
     /// Queues a data frame (text or binary) on an open connection of any worker.
     pub(crate) fn send_data(&mut self, id: ConnId, text: bool, payload: Bytes) {
         let (head, tail) = encode_data_frame(text, payload);
-        self.send_frame(id, head, tail);
+        self.send_frame(id, head, tail, false);
     }
 
     /// Queues a ping; payloads longer than a control frame allows are cut to 125 bytes.
     pub(crate) fn ping(&mut self, id: ConnId, payload: &[u8]) {
         let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
-        self.send_frame(id, encode_frame(OpCode::Ping, payload), Bytes::new());
+        self.send_frame(id, encode_frame(OpCode::Ping, payload), Bytes::new(), true);
     }
 
     /// A frame for `id`: a command when the connection is this worker's, else an envelope to
     /// its worker.
-    fn send_frame(&mut self, id: ConnId, head: Bytes, tail: Bytes) {
+    fn send_frame(&mut self, id: ConnId, head: Bytes, tail: Bytes, ping: bool) {
         if id.worker() == self.worker {
-            self.commands.push(Command::Send { id, head, tail });
+            self.commands.push(Command::Send { id, head, tail, ping });
         } else {
-            self.shared.bus.to_connection(self.worker, id, Envelope::Send { id, head, tail });
+            self.shared.bus.to_connection(self.worker, id, Envelope::Send { id, head, tail, ping });
         }
     }
 

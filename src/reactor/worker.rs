@@ -233,7 +233,7 @@ impl<S: Service> Worker<S> {
             let mut batch = mem::take(&mut self.io.commands);
             for command in batch.drain(..) {
                 match command {
-                    Command::Send { id, head, tail } => self.queue_data(id, head, tail, true),
+                    Command::Send { id, head, tail, ping } => self.queue_send(id, head, tail, ping),
                     Command::Close { id, code, reason } => self.close_conn(id, code, &reason),
                 }
             }
