@@ -3,8 +3,9 @@
 //!
 //! Owns: `process` (the phase switch over one read's bytes) and the handling of receiver events.
 //! Must not: decode frame headers or check frames itself; `proto::Receiver` does that.
-//! Invariant: after a connection stops being open, data frames are read and dropped (§5.5.1:
-//! no more data after a close frame), control frames are still answered.
+//! Invariant: after a connection stops being open, its frames are still read (so the peer's
+//! close is seen) but nothing is answered: data is dropped (§5.5.1: no more data after a close
+//! frame) and a ping gets no pong once our close frame is queued.
 
 use bytes::{Bytes, BytesMut};
 

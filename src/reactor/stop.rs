@@ -5,7 +5,8 @@
 //!
 //! Owns: `Stop`, the pacing of a graceful stop: which connections are due for their 1001 at a
 //! given tick. Pure data: a leaf that knows no socket and no worker. Invariant: connections are
-//! closed oldest first, in even steps, all of them by 80% of the window.
+//! closed in even steps, in the order given (the worker gives slab order, lowest slot first),
+//! all of them by 80% of the window.
 
 use super::timer::Tick;
 use super::token::ConnId;
@@ -23,10 +24,10 @@ pub(super) struct Stop {
 }
 
 impl Stop {
-    /// A stop that begins at `now` and lasts `window` ticks, for `open` connections listed
-    /// oldest first.
+    /// A stop that begins at `now` and lasts `window` ticks, for `open` connections in the
+    /// order they are to be closed.
     pub(super) fn new(now: Tick, window: Tick, mut open: Vec<ConnId>) -> Stop {
-        open.reverse(); // closed from the back: oldest first
+        open.reverse(); // handed out from the back
         Stop { start: now, total: open.len(), pending: open, close_ticks: (window * 4 / 5).max(1), end: now + window }
     }
 
@@ -63,7 +64,7 @@ mod tests {
     }
 
     #[test]
-    fn closes_oldest_first_spread_over_four_fifths_of_the_window() {
+    fn closes_in_order_spread_over_four_fifths_of_the_window() {
         let mut stop = Stop::new(100, 50, ids(8));
         let first = stop.due(100);
         assert_eq!(
@@ -72,7 +73,7 @@ mod tests {
             "1 of 40 ticks: 8/40 rounds to 0"
         );
         let by_half: Vec<u32> = stop.due(119).iter().map(|id| id.slot).collect();
-        assert_eq!(by_half, [0, 1, 2, 3], "half of the close span: half of them, oldest first");
+        assert_eq!(by_half, [0, 1, 2, 3], "half of the close span: half of them, in order");
         let rest: Vec<u32> = stop.due(139).iter().map(|id| id.slot).collect();
         assert_eq!(rest, [4, 5, 6, 7], "all of them by 80% of the window");
         assert!(stop.due(140).is_empty() && !stop.is_over(149) && stop.is_over(150));
