@@ -41,5 +41,6 @@ struct ReadmeDoctests;
 
 pub use config::{Config, SlowConsumerPolicy};
 pub use server::{
-    CloseCode, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle, ShutdownTrigger,
+    CloseCode, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerClose, ServerHandle,
+    ShutdownTrigger,
 };

@@ -18,7 +18,7 @@ use crate::proto;
 use crate::reactor::{self, Io, Running, Service, Shared};
 
 pub use crate::proto::{CloseCode, Response};
-pub use crate::reactor::ConnId;
+pub use crate::reactor::{ConnId, ServerClose};
 
 /// A complete message from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +242,15 @@ pub trait Handler: 'static {
         ctx.ping(id, b"");
     }
 
+    /// The close code and reason sent when the server itself ends an open connection: after
+    /// the idle timeout, or in a graceful stop. The default is 1001 with "idle timeout" or
+    /// "server shutting down"; a protocol with codes of its own (Pusher's 4201, 4200) returns
+    /// those. `on_close` follows with the same code.
+    fn on_server_close(&mut self, session: &Self::Session, why: ServerClose) -> (CloseCode, &'static str) {
+        let _ = session;
+        why.default_close()
+    }
+
     /// A plain HTTP request on the same port. The default answers 426 Upgrade Required.
     fn on_request(&mut self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
         let _ = (ctx, request);
@@ -279,6 +288,10 @@ impl<H: Handler> Service for Adapter<H> {
 
     fn idle(&mut self, io: &mut Io, id: ConnId, session: &mut H::Session) {
         self.0.on_idle(&mut Ctx { io }, id, session);
+    }
+
+    fn closing(&mut self, session: &H::Session, why: ServerClose) -> (CloseCode, &'static str) {
+        self.0.on_server_close(session, why)
     }
 
     fn request(&mut self, io: &mut Io, request: &proto::Request, peer: SocketAddr) -> Response {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use fanout::proto::frame::OpCode;
-use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle};
+use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerClose, ServerHandle};
 
 /// Text commands: `who` (answers `WORKER HIGH.LOW`), `sub:T`, `except:T:payload` (publish to T
 /// but not to the sender), `send:HIGH.LOW:text`, `close:HIGH.LOW`.
@@ -124,4 +124,36 @@ fn on_idle_replaces_the_ping_and_an_answer_keeps_the_connection() {
     assert_eq!(text(&mut c), "still there?", "the answer restarted the idle clock");
     let (code, _) = c.recv_close();
     assert_eq!(code, 1001, "silence after the idle call still closes");
+}
+
+/// Chooses its own codes for the closes the server makes itself.
+struct OwnCodes;
+
+impl Handler for OwnCodes {
+    type Session = ();
+    fn on_open(&mut self, _: &mut Ctx<'_>, _: ConnId, _: &Request<'_>) -> Result<(), Reject> {
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Ctx<'_>, _: ConnId, _: &mut (), _: Message) {}
+    fn on_server_close(&mut self, _: &(), why: ServerClose) -> (CloseCode, &'static str) {
+        match why {
+            ServerClose::IdleTimeout => (CloseCode::new(4201), "pong reply not received"),
+            ServerClose::Stopping => (CloseCode::new(4200), "reconnect"),
+            _ => why.default_close(),
+        }
+    }
+}
+
+#[test]
+fn the_application_chooses_the_codes_of_the_closes_the_server_makes() {
+    let server =
+        Server::new(Config { idle_timeout: Duration::from_secs(2), ..test_config() }).start(|| OwnCodes).unwrap();
+    let mut idle = RawClient::connect(server.local_addr(), "/");
+    assert_eq!(idle.recv_frame().opcode, OpCode::Ping, "the default idle call is a ping");
+    assert_eq!(idle.recv_close(), (4201, "pong reply not received".to_string()));
+    let stopping =
+        Server::new(Config { drain_window: Duration::from_secs(1), ..test_config() }).start(|| OwnCodes).unwrap();
+    let mut open = RawClient::connect(stopping.local_addr(), "/");
+    stopping.shutdown();
+    assert_eq!(open.recv_close(), (4200, "reconnect".to_string()));
 }

@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerHandle};
+use fanout::{
+    CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerClose, ServerHandle,
+};
 use serde_json::value::RawValue;
 
 use crate::history::{History, TooManyChannels};
@@ -27,6 +29,7 @@ use crate::native::auth::{self, Permissions};
 use crate::native::protocol::{self, Op, OpError};
 pub use crate::native::SUBPROTOCOL;
 use crate::pusher::apps::{self as pusher_apps, AppConfig};
+use crate::pusher::protocol::ErrorCode;
 use crate::pusher::session::PusherSession;
 use crate::pusher::{self, Pusher};
 use crate::space::{Origin, Publish, Space};
@@ -316,6 +319,18 @@ impl Handler for Gateway {
         match (session, &self.shared.pusher) {
             (Session::Pusher(_), Some(pusher)) => pusher.idle(ctx, id),
             _ => ctx.ping(id, b""),
+        }
+    }
+
+    fn on_server_close(&mut self, session: &Session, why: ServerClose) -> (CloseCode, &'static str) {
+        match (session, why) {
+            (Session::Pusher(_), ServerClose::IdleTimeout) => {
+                (ErrorCode::PongTimeout.close_code(), "pong reply not received")
+            }
+            (Session::Pusher(_), ServerClose::Stopping) => {
+                (ErrorCode::ReconnectNow.close_code(), "server stopping: reconnect")
+            }
+            _ => why.default_close(),
         }
     }
 

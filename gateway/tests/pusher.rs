@@ -165,6 +165,27 @@ fn a_silent_connection_gets_pusher_ping() {
 }
 
 #[test]
+fn a_connection_that_never_answers_is_closed_with_4201_and_a_stop_says_4200() {
+    let config = Config {
+        idle_timeout: std::time::Duration::from_secs(2),
+        drain_window: std::time::Duration::from_secs(1),
+        ..test_config()
+    };
+    let server =
+        gateway::start(config, GatewayConfig { pusher_apps: vec![app()], ..GatewayConfig::default() }).unwrap();
+    let mut silent = ws_connect(server.local_addr(), &format!("/app/{KEY}?protocol=7"));
+    let (texts, close) = closed(&mut silent);
+    let events: Vec<&serde_json::Value> = texts.iter().map(|t| &t["event"]).collect();
+    assert_eq!(events, ["pusher:connection_established", "pusher:ping"], "{texts:?}");
+    assert_eq!(close, 4201, "pong reply not received: pusher-js reconnects at once");
+    let mut open = ws_connect(server.local_addr(), &format!("/app/{KEY}?protocol=7"));
+    assert_eq!(recv(&mut open)["event"], "pusher:connection_established");
+    server.shutdown();
+    let (_, close) = closed(&mut open);
+    assert_eq!(close, 4200, "a graceful stop asks pusher-js to reconnect at once");
+}
+
+#[test]
 fn refusals_are_an_error_and_a_close_with_the_same_code() {
     let server = start(1);
     let addr = server.local_addr();

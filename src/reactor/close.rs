@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::connection::Phase;
-use super::service::Service;
+use super::service::{ServerClose, Service};
 use super::token::ConnId;
 use super::worker::{get, Worker};
 use crate::proto::close::encode_close_frame;
@@ -66,6 +66,16 @@ impl<S: Service> Worker<S> {
         let at = self.now + self.limits.close_ticks;
         self.set_deadline(id, at);
         self.leave_open(id, code, reason);
+    }
+
+    /// Ends an open connection for a reason of the server's own, with the code and reason the
+    /// service chooses for it.
+    pub(super) fn close_by_server(&mut self, id: ConnId, why: ServerClose) {
+        let Some(session) = get(&mut self.conns, id).and_then(|c| c.session.as_ref()) else {
+            return;
+        };
+        let (code, reason) = self.service.closing(session, why);
+        self.close_conn(id, code, reason);
     }
 
     /// Runs `on_close` once, when the connection stops being open.

@@ -10,11 +10,12 @@
 use std::mem;
 
 use super::connection::Phase;
+use super::service::ServerClose;
 use super::service::Service;
 use super::timer::Tick;
 use super::token::ConnId;
 use super::worker::{get, Worker};
-use crate::proto::{CloseCode, Response};
+use crate::proto::Response;
 
 impl<S: Service> Worker<S> {
     /// Sets the connection's deadline (0: none). Extending is free; only an earlier deadline
@@ -75,7 +76,7 @@ impl<S: Service> Worker<S> {
             }
             Phase::Open => {
                 self.metrics.idle_timeouts.add(1);
-                self.close_conn(id, CloseCode::GOING_AWAY, "idle timeout");
+                self.close_by_server(id, ServerClose::IdleTimeout);
             }
             Phase::CloseSent | Phase::Lingering | Phase::HalfClosed => self.remove(id),
         }

@@ -13,7 +13,7 @@ use super::admission::Admission;
 use super::bus::Bus;
 use super::connection::Connection;
 use super::listener;
-use super::service::{Io, Service};
+use super::service::{Io, ServerClose, Service};
 use super::shared::Shared;
 use super::token::{ConnId, WAKER};
 use super::worker::{Limits, Worker};
@@ -35,6 +35,9 @@ impl Service for Echo {
     fn close(&mut self, _: &mut Io, _: ConnId, _: (), _: CloseCode, _: &str) {}
     fn idle(&mut self, io: &mut Io, id: ConnId, _: &mut ()) {
         io.ping(id, b"");
+    }
+    fn closing(&mut self, _: &(), why: ServerClose) -> (CloseCode, &'static str) {
+        why.default_close()
     }
     fn request(&mut self, _: &mut Io, _: &Request, _: SocketAddr) -> Response {
         Response::new(404)

@@ -64,6 +64,7 @@ use mio::{Poll, Waker};
 use crate::config::Config;
 use admission::Admission;
 use bus::Bus;
+pub use service::ServerClose;
 pub(crate) use service::{Io, Service};
 pub(crate) use shared::Shared;
 pub use token::ConnId;

@@ -41,6 +41,28 @@ pub(crate) trait Service: 'static {
     /// The open connection has been silent for half the idle timeout: say something that makes
     /// a live peer answer (a ping, or the application protocol's own ping).
     fn idle(&mut self, io: &mut Io, id: ConnId, session: &mut Self::Session);
+    /// The close code and reason the server sends when it ends an open connection itself.
+    fn closing(&mut self, session: &Self::Session, why: ServerClose) -> (CloseCode, &'static str);
+}
+
+/// Why the server itself ends an open connection (not the peer, not the application).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerClose {
+    /// Silent for the whole idle timeout, the idle call included. Default 1001 "idle timeout".
+    IdleTimeout,
+    /// The graceful stop. Default 1001 "server shutting down".
+    Stopping,
+}
+
+impl ServerClose {
+    /// The code and reason the library sends unless the application says otherwise.
+    pub fn default_close(self) -> (CloseCode, &'static str) {
+        match self {
+            ServerClose::IdleTimeout => (CloseCode::GOING_AWAY, "idle timeout"),
+            ServerClose::Stopping => (CloseCode::GOING_AWAY, "server shutting down"),
+        }
+    }
 }
 
 pub(crate) enum Command {

@@ -21,7 +21,7 @@ use slab::Slab;
 use super::bus::Envelope;
 use super::connection::{Connection, Phase};
 use super::read_buf::ReadBuf;
-use super::service::{Command, Io, Service};
+use super::service::{Command, Io, ServerClose, Service};
 use super::shared::Shared;
 use super::stop::Stop;
 use super::timer::{self, Tick, Timers};
@@ -29,7 +29,7 @@ use super::token::{ConnId, LISTENER, WAKER};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::metrics::WorkerMetrics;
 use crate::proto::frame::Role;
-use crate::proto::{CloseCode, FrameRules, HttpLimits};
+use crate::proto::{FrameRules, HttpLimits};
 use crate::pubsub::{Batch, Topics};
 
 /// Settings the loop reads on every event, derived once from `Config`.
@@ -264,7 +264,7 @@ impl<S: Service> Worker<S> {
         let closing = stop.due(self.now);
         let over = stop.is_over(self.now);
         for id in closing {
-            self.close_conn(id, CloseCode::GOING_AWAY, "server shutting down");
+            self.close_by_server(id, ServerClose::Stopping);
         }
         if over {
             let ids: Vec<ConnId> = self.conns.iter().map(|(slot, c)| self.conn_id(slot, c.generation)).collect();

@@ -50,7 +50,10 @@ pub enum ErrorCode {
     UnsupportedVersion = 4007,
     /// 4009: the connection is not authorized (origin refused, user terminated by the API).
     Unauthorized = 4009,
-    /// 4201: a ping got no pong (the library closes silent connections itself, with 1001).
+    /// 4200: reconnect at once (the server is stopping; another node, or this one restarted,
+    /// takes the client).
+    ReconnectNow = 4200,
+    /// 4201: a `pusher:ping` got no `pusher:pong` within the idle timeout.
     PongTimeout = 4201,
     /// 4301: a client event over the rate limit, refused; the connection stays open.
     ClientEventRateLimit = 4301,
