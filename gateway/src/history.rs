@@ -77,11 +77,17 @@ pub struct History<T> {
     epoch_base: String,
     /// Channels created so far (each takes the next number for its epoch).
     created: u64,
+    /// When the full table was last swept for dead channels (at most once per `SWEEP_EVERY`, so
+    /// a flood of refused new names does not scan every channel under the lock each time).
+    last_sweep: Option<Instant>,
 }
+
+/// The least time between two sweeps of the whole table.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl<T: Clone> History<T> {
     pub fn new(size: usize, ttl: Duration, max_channels: usize, epoch_base: String) -> Self {
-        History { channels: HashMap::new(), size, ttl, max_channels, epoch_base, created: 0 }
+        History { channels: HashMap::new(), size, ttl, max_channels, epoch_base, created: 0, last_sweep: None }
     }
 
     /// Assigns the next seq of `channel`, builds the entry for it and records it. `keep_last`
@@ -199,11 +205,15 @@ impl<T: Clone> History<T> {
     fn channel(&mut self, name: &str, now: Instant) -> Result<&mut Channel<T>, TooManyChannels> {
         if !self.channels.contains_key(name) {
             if self.channels.len() >= self.max_channels {
-                let (size, ttl) = (self.size, self.ttl);
-                self.channels.retain(|_, c| {
-                    prune(c, size, ttl, now);
-                    !c.idle()
-                });
+                let due = self.last_sweep.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY);
+                if due {
+                    self.last_sweep = Some(now);
+                    let (size, ttl) = (self.size, self.ttl);
+                    self.channels.retain(|_, c| {
+                        prune(c, size, ttl, now);
+                        !c.idle()
+                    });
+                }
                 if self.channels.len() >= self.max_channels {
                     return Err(TooManyChannels);
                 }
@@ -318,6 +328,19 @@ mod tests {
         h.unsubscribe("a", now);
         assert_eq!(h.len(), 1, "no subscribers and no history: forgotten");
         assert!(h.subscribe("c", None, None, now).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_is_swept_at_most_once_a_second() {
+        let mut h: History<String> = History::new(10, Duration::from_secs(1), 2, "e".into());
+        let t0 = Instant::now();
+        publish(&mut h, "a", t0);
+        publish(&mut h, "b", t0);
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(h.subscribe("c", None, None, ms(500)), Err(TooManyChannels), "swept: nothing expired yet");
+        assert_eq!(h.subscribe("c", None, None, ms(1200)), Err(TooManyChannels), "a and b expired, but no sweep yet");
+        assert!(h.subscribe("c", None, None, ms(1500)).is_ok(), "a second after the last sweep: swept");
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

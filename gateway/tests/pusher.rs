@@ -575,3 +575,27 @@ fn apps_have_their_own_channels() {
     let (_, list) = api(addr, "GET", "/apps/1/channels", &[], "");
     assert_eq!(list, json!({"channels": {"news": {}}}), "app 2's channel is not listed");
 }
+
+#[test]
+fn a_connection_over_its_channel_cap_is_refused_and_stays_open() {
+    let gateway =
+        GatewayConfig { pusher_apps: vec![app()], max_channels_per_connection: 2, ..GatewayConfig::default() };
+    let server = gateway::start(test_config(), gateway).unwrap();
+    let addr = server.local_addr();
+    let (mut ws, sid) = connect(addr);
+    subscribed(&mut ws, &sid, "a", None);
+    subscribed(&mut ws, &sid, "private-b", None);
+    subscribed(&mut ws, &sid, "a", None); // already on it: confirmed, not counted again
+    let refused = subscribe(&mut ws, &sid, "c", None);
+    assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+    assert_eq!((refused["channel"].as_str(), refused["data"]["type"].as_str()), (Some("c"), Some("LimitReached")));
+    send(&mut ws, json!({"event": "pusher:ping"}));
+    assert_eq!(recv(&mut ws)["event"], "pusher:pong", "the connection stays open");
+    // Leaving one makes room; other connections were never limited by this one.
+    send(&mut ws, json!({"event": "pusher:unsubscribe", "data": {"channel": "a"}}));
+    subscribed(&mut ws, &sid, "c", None);
+    let (mut other, so) = connect(addr);
+    subscribed(&mut other, &so, "d", None);
+    let (_, list) = api(addr, "GET", "/apps/1/channels", &[], "");
+    assert_eq!(list, json!({"channels": {"c": {}, "d": {}, "private-b": {}}}), "the refused subscribe created nothing");
+}

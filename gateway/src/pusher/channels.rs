@@ -78,6 +78,10 @@ impl Pusher {
             };
             return Self::send(ctx, id, reply);
         }
+        if s.channels.len() >= self.max_channels_per_connection {
+            let message = format!("this connection is on {} channels, the most it may be on", s.channels.len());
+            return refuse(ctx, "LimitReached", &message, 403);
+        }
 
         let key = app_key(app, name).into_owned();
         let topic = pusher_topic(&key);
