@@ -8,7 +8,9 @@
 //! already holds, nor preceded by a gap; a presence user gets `member_added` sent to the others
 //! on its first connection only and `member_removed` after its last, and the joining connection
 //! gets the member list (itself included), never a `member_added` about itself; a refused
-//! subscription changes no count.
+//! subscription changes no count; a channel's webhooks are queued under the history lock, so
+//! they leave in the order their decisions were made (no `channel_occupied` before the
+//! `channel_vacated` that preceded it).
 
 use std::time::Instant;
 
@@ -119,8 +121,9 @@ impl Pusher {
         }
         // After the replay, under the lock: every later publish reaches this connection live.
         ctx.subscribe(id, &topic);
-        drop(channels);
-
+        // The webhooks are queued under the lock too (a channel send, cheap): the decisions were
+        // made under it, so another worker's `channel_vacated` cannot be queued after this
+        // `channel_occupied` when it was decided before.
         if joined.first {
             self.webhook(app, WebhookEvent::channel_occupied(name));
         }
@@ -130,6 +133,7 @@ impl Pusher {
         if let Some(m) = member.as_ref().filter(|_| new_member) {
             self.webhook(app, WebhookEvent::member_added(name, &m.user_id));
         }
+        drop(channels);
         s.channels.push(Subscription { name: name.into(), key: key.into(), member: member.map(|m| m.user_id.into()) });
     }
 
@@ -164,12 +168,13 @@ impl Pusher {
             let frame = protocol::member_removed(&sub.name, user);
             ctx.publish_except(&pusher_topic(&sub.key), Message::Text(frame.into()), id);
         }
-        drop(channels);
+        // Queued under the lock, in the order decided under it (see `subscribe`).
         if let Some(user) = removed {
             self.webhook(app, WebhookEvent::member_removed(&sub.name, user));
         }
         if vacated {
             self.webhook(app, WebhookEvent::channel_vacated(&sub.name));
         }
+        drop(channels);
     }
 }
