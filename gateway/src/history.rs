@@ -202,18 +202,38 @@ impl<T: Clone> History<T> {
         self.channels.is_empty()
     }
 
+    /// Whether every channel of `keys` (repeats allowed) can be tracked now, those not tracked
+    /// yet included, so a caller can check a whole request before publishing any of it. The
+    /// answer holds while the caller keeps `&mut self`.
+    pub fn fits<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>, now: Instant) -> bool {
+        let mut new: Vec<&str> = keys.into_iter().filter(|k| !self.channels.contains_key(*k)).collect();
+        new.sort_unstable();
+        new.dedup();
+        if self.channels.len() + new.len() <= self.max_channels {
+            return true;
+        }
+        self.sweep_if_due(now);
+        let new = new.iter().filter(|k| !self.channels.contains_key(**k)).count();
+        self.channels.len() + new <= self.max_channels
+    }
+
+    /// Forgets every dead channel, at most once per `SWEEP_EVERY`.
+    fn sweep_if_due(&mut self, now: Instant) {
+        if self.last_sweep.is_some_and(|at| now.saturating_duration_since(at) < SWEEP_EVERY) {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let (size, ttl) = (self.size, self.ttl);
+        self.channels.retain(|_, c| {
+            prune(c, size, ttl, now);
+            !c.idle()
+        });
+    }
+
     fn channel(&mut self, name: &str, now: Instant) -> Result<&mut Channel<T>, TooManyChannels> {
         if !self.channels.contains_key(name) {
             if self.channels.len() >= self.max_channels {
-                let due = self.last_sweep.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY);
-                if due {
-                    self.last_sweep = Some(now);
-                    let (size, ttl) = (self.size, self.ttl);
-                    self.channels.retain(|_, c| {
-                        prune(c, size, ttl, now);
-                        !c.idle()
-                    });
-                }
+                self.sweep_if_due(now);
                 if self.channels.len() >= self.max_channels {
                     return Err(TooManyChannels);
                 }
@@ -341,6 +361,16 @@ mod tests {
         assert_eq!(h.subscribe("c", None, None, ms(1200)), Err(TooManyChannels), "a and b expired, but no sweep yet");
         assert!(h.subscribe("c", None, None, ms(1500)).is_ok(), "a second after the last sweep: swept");
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn fits_counts_each_new_channel_once() {
+        let mut h: History<String> = History::new(0, Duration::from_secs(60), 3, "e".into());
+        let now = Instant::now();
+        h.subscribe("a", None, None, now).unwrap();
+        assert!(h.fits(["a", "b", "b", "c"], now), "a is tracked; b and c make 3");
+        assert!(!h.fits(["b", "c", "d"], now), "three new ones make 4");
+        assert_eq!(h.len(), 1, "fits creates nothing");
     }
 
     #[test]

@@ -599,3 +599,27 @@ fn a_connection_over_its_channel_cap_is_refused_and_stays_open() {
     let (_, list) = api(addr, "GET", "/apps/1/channels", &[], "");
     assert_eq!(list, json!({"channels": {"c": {}, "d": {}, "private-b": {}}}), "the refused subscribe created nothing");
 }
+
+#[test]
+fn a_trigger_over_the_channel_limit_publishes_nothing() {
+    let gateway = GatewayConfig { pusher_apps: vec![app()], max_channels: 2, ..GatewayConfig::default() };
+    let server = gateway::start(test_config(), gateway).unwrap();
+    let addr = server.local_addr();
+    let (mut ws, sid) = connect(addr);
+    subscribed(&mut ws, &sid, "a", None);
+    // a is tracked, b makes two, c would make three: refused before a is published.
+    let (status, body) = trigger(addr, json!({"name": "first", "channels": ["a", "b", "c"], "data": "1"}));
+    assert_eq!(status, 429, "{body}");
+    let batch = json!({"batch": [
+        {"name": "second", "channel": "a", "data": "2"},
+        {"name": "second", "channel": "b", "data": "2"},
+        {"name": "second", "channel": "c", "data": "2"},
+    ]});
+    let (status, body) = api(addr, "POST", "/apps/1/batch_events", &[], &batch.to_string());
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(trigger(addr, json!({"name": "third", "channels": ["a", "b"], "data": "3"})).0, 200, "within the limit");
+    assert_eq!(recv(&mut ws)["event"], "third", "nothing of the refused requests reached a");
+    let mut native = ws_connect(addr, "/");
+    send(&mut native, json!({"op": "subscribe", "channel": "a", "since": 0}));
+    assert_eq!(recv(&mut native)["seq"], 1, "one publish in a's history");
+}

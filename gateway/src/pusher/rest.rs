@@ -9,7 +9,8 @@
 //! is published before the whole request is checked; an event's `data` string is forwarded to
 //! Pusher clients byte for byte, never re-serialised.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::borrow::Cow;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fanout::{Ctx, Message, Request, Response};
 use serde::Deserialize;
@@ -19,7 +20,7 @@ use serde_json::{json, Map, Value};
 use super::protocol::{self, Kind};
 use super::signature::{self, RestRequest};
 use super::Pusher;
-use crate::space::{app_key, pusher_frame, pusher_topic, Origin, Publish};
+use crate::space::{app_key, pusher_frame, pusher_topic, Channels, Origin, Publish};
 
 /// Most channels one trigger may name.
 pub const MAX_TRIGGER_CHANNELS: usize = 100;
@@ -32,6 +33,10 @@ fn json_response(status: u16, body: Value) -> Response {
 
 fn error(status: u16, message: impl std::fmt::Display) -> Response {
     json_response(status, json!({"error": message.to_string()}))
+}
+
+fn too_many_channels() -> Response {
+    error(429, "the server tracks too many channels")
 }
 
 /// `%XX` decoding of a path segment or query value (`+` stays `+`).
@@ -172,7 +177,11 @@ impl Pusher {
             Ok(t) => t,
             Err(response) => return response,
         };
-        match self.trigger(ctx, app, &trigger) {
+        let mut channels = self.space.lock();
+        if !self.fits(app, &mut channels, std::slice::from_ref(&trigger)) {
+            return too_many_channels();
+        }
+        match self.trigger(ctx, app, &mut channels, &trigger) {
             Ok(Some(channels)) => json_response(200, json!({"channels": channels})),
             Ok(None) => json_response(200, json!({})),
             Err(response) => response,
@@ -200,9 +209,13 @@ impl Pusher {
                 Err(response) => return response,
             }
         }
+        let mut channels = self.space.lock();
+        if !self.fits(app, &mut channels, &triggers) {
+            return too_many_channels();
+        }
         let mut answers = Vec::with_capacity(triggers.len());
         for trigger in &triggers {
-            match self.trigger(ctx, app, trigger) {
+            match self.trigger(ctx, app, &mut channels, trigger) {
                 // A batch event names one channel: its attributes, or {}.
                 Ok(channels) => answers.push(channels.and_then(|c| c.into_iter().next()).map_or(json!({}), |(_, v)| v)),
                 Err(response) => return response,
@@ -252,8 +265,28 @@ impl Pusher {
         Ok(Trigger { name: &event.name, data, channels, except, info })
     }
 
-    /// Publishes a checked event on each of its channels; with `info`, the channels' attributes.
-    fn trigger(&self, ctx: &mut Ctx<'_>, app: usize, t: &Trigger<'_>) -> Result<Option<Map<String, Value>>, Response> {
+    /// Whether every channel the checked events name can be tracked (user channels have no
+    /// history). Checked under the lock the publishes then hold, so a request is refused before
+    /// any of it is published, never half way (an SDK's retry would duplicate the published part).
+    fn fits(&self, app: usize, channels: &mut Channels, triggers: &[Trigger<'_>]) -> bool {
+        let keys: Vec<Cow<'_, str>> = triggers
+            .iter()
+            .flat_map(|t| &t.channels)
+            .filter(|c| Kind::of(c) != Kind::User)
+            .map(|c| app_key(app, c))
+            .collect();
+        channels.fits(keys.iter().map(AsRef::as_ref), Instant::now())
+    }
+
+    /// Publishes a checked event on each of its channels, under the history lock the caller
+    /// holds (after `fits`); with `info`, the channels' attributes.
+    fn trigger(
+        &self,
+        ctx: &mut Ctx<'_>,
+        app: usize,
+        channels: &mut Channels,
+        t: &Trigger<'_>,
+    ) -> Result<Option<Map<String, Value>>, Response> {
         let mut answer = Map::new();
         for channel in &t.channels {
             let key = app_key(app, channel);
@@ -275,9 +308,7 @@ impl Pusher {
                 user_id: None,
                 except: t.except,
             };
-            let mut channels = self.space.lock();
-            crate::space::publish_locked(&mut channels, ctx, publish)
-                .map_err(|_| error(429, "the server tracks too many channels"))?;
+            crate::space::publish_locked(channels, ctx, publish).map_err(|_| too_many_channels())?;
             if t.info.any() {
                 let attrs = self.attributes(channels.pusher_subscribers(&key), &key, channel, t.info);
                 answer.insert(channel.clone(), attrs);
