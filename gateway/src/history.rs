@@ -174,6 +174,11 @@ impl<T: Clone> History<T> {
         last
     }
 
+    /// The channel's native (`fanout.v1`) subscriptions now.
+    pub fn native_subscribers(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, |c| c.subscribers)
+    }
+
     /// The channel's Pusher subscriptions now.
     pub fn pusher_subscribers(&self, channel: &str) -> usize {
         self.channels.get(channel).map_or(0, |c| c.pusher)

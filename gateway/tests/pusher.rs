@@ -623,3 +623,32 @@ fn a_trigger_over_the_channel_limit_publishes_nothing() {
     send(&mut native, json!({"op": "subscribe", "channel": "a", "since": 0}));
     assert_eq!(recv(&mut native)["seq"], 1, "one publish in a's history");
 }
+
+#[test]
+fn a_native_resume_replays_pusher_events_published_with_no_native_subscriber() {
+    let server = start(1);
+    let addr = server.local_addr();
+    let (mut p, sp) = connect(addr);
+    subscribed(&mut p, &sp, "solo", None);
+    assert_eq!(trigger(addr, json!({"name": "one", "channel": "solo", "data": "{\"n\":1}"})).0, 200);
+    assert_eq!(trigger(addr, json!({"name": "two", "channel": "solo", "data": "plain"})).0, 200);
+    assert_eq!(recv(&mut p)["event"], "one");
+    let mut native = ws_connect(addr, "/");
+    send(&mut native, json!({"op": "subscribe", "channel": "solo", "since": 0}));
+    let reply = recv(&mut native);
+    assert_eq!(
+        (reply["op"].as_str(), reply["seq"].as_u64(), reply["recovered"].as_bool()),
+        (Some("subscribed"), Some(2), Some(true))
+    );
+    assert_eq!(
+        recv_native(&mut native),
+        json!({"op": "message", "channel": "solo", "seq": 1, "event": "one", "data": {"n": 1}})
+    );
+    assert_eq!(
+        recv_native(&mut native),
+        json!({"op": "message", "channel": "solo", "seq": 2, "event": "two", "data": "plain"})
+    );
+    // Live from now on.
+    assert_eq!(trigger(addr, json!({"name": "three", "channel": "solo", "data": "3"})).0, 200);
+    assert_eq!(recv_native(&mut native)["seq"], 3);
+}
