@@ -106,8 +106,11 @@ impl Pusher {
                 }
             }
             if new_member {
+                // A plain publish: this connection is not on the topic yet (its subscribe is
+                // queued after, and the library delivers a topic's pending frames before a new
+                // member joins), and `publish_except` would bypass the per-turn batch.
                 let added = protocol::member_added(name, &m.user_id, &m.user_info);
-                ctx.publish_except(&topic, Message::Text(added.into()), id);
+                ctx.publish(&topic, Message::Text(added.into()));
             }
             Self::send(ctx, id, protocol::presence_succeeded(name, state.members(&key)));
         } else {
@@ -154,19 +157,21 @@ impl Pusher {
         if let Some(pos) = s.channels.iter().position(|c| *c.name == *d.channel) {
             let sub = s.channels.swap_remove(pos);
             ctx.unsubscribe(id, &pusher_topic(&sub.key));
-            self.leave(ctx, id, app, &sub);
+            self.leave(ctx, app, &sub);
         }
     }
 
     /// Uncounts a subscription (unsubscribed, or its connection gone): `member_removed` to the
     /// others after the user's last connection, and the webhooks.
-    pub(super) fn leave(&self, ctx: &mut Ctx<'_>, id: ConnId, app: usize, sub: &Subscription) {
+    pub(super) fn leave(&self, ctx: &mut Ctx<'_>, app: usize, sub: &Subscription) {
         let mut channels = self.space.lock();
         let vacated = channels.leave(&sub.key, Instant::now());
         let removed = sub.member.as_deref().filter(|user| self.state().leave(&sub.key, user));
         if let Some(user) = removed {
             let frame = protocol::member_removed(&sub.name, user);
-            ctx.publish_except(&pusher_topic(&sub.key), Message::Text(frame.into()), id);
+            // A plain publish: the leaving connection is off the topic already (unsubscribed
+            // before this, queued in order on its worker, or closed).
+            ctx.publish(&pusher_topic(&sub.key), Message::Text(frame.into()));
         }
         // Queued under the lock, in the order decided under it (see `subscribe`).
         if let Some(user) = removed {

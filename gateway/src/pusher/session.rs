@@ -171,7 +171,7 @@ impl Pusher {
             return;
         };
         for sub in &s.channels {
-            self.leave(ctx, id, app, sub);
+            self.leave(ctx, app, sub);
         }
         let mut state = self.state();
         if let Some(user) = &s.user {
