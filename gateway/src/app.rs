@@ -202,12 +202,8 @@ impl Gateway {
 
     fn permissions_for(&self, request: &Request<'_>) -> Result<Permissions, Reject> {
         let config = &self.shared.config;
-        if !config.allowed_origins.is_empty() {
-            if let Some(origin) = request.header_str("origin") {
-                if !config.allowed_origins.iter().any(|o| o == origin) {
-                    return Err(Reject::new(403, "origin not allowed"));
-                }
-            }
+        if !http::origin_allowed(&config.allowed_origins, request) {
+            return Err(Reject::new(403, "origin not allowed"));
         }
         match (auth::token_from_request(request), &config.jwt_secret) {
             (Some(token), Some(secret)) => match auth::verify(token, secret) {

@@ -71,6 +71,13 @@ pub fn route(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Re
     }
 }
 
+/// Whether an upgrade's `Origin` is allowed by `allowed` (exact `scheme://host[:port]`
+/// entries): always when the list is empty or the request names no origin (not a browser). The
+/// one check both protocols' upgrades make.
+pub fn origin_allowed(allowed: &[String], request: &Request<'_>) -> bool {
+    allowed.is_empty() || request.header_str("origin").is_none_or(|origin| allowed.iter().any(|o| o == origin))
+}
+
 fn json_response(status: u16, body: serde_json::Value) -> Response {
     Response::new(status).header("Content-Type", "application/json").body(body.to_string())
 }

@@ -18,9 +18,10 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::protocol::{self, Kind};
+use super::session::user_topic;
 use super::signature::{self, RestRequest};
 use super::Pusher;
-use crate::space::{app_key, pusher_frame, pusher_topic, Channels, Origin, Publish};
+use crate::space::{app_key, pusher_frame, Channels, Origin, Publish};
 
 /// Most channels one trigger may name.
 pub const MAX_TRIGGER_CHANNELS: usize = 100;
@@ -39,26 +40,8 @@ fn too_many_channels() -> Response {
     error(429, "the server tracks too many channels")
 }
 
-/// `%XX` decoding of a path segment or query value (`+` stays `+`).
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn param(request: &Request<'_>, name: &str) -> Option<String> {
-    request.query_param(name).and_then(percent_decode)
+    request.query_param(name).and_then(signature::decode_component)
 }
 
 /// The `info` attributes asked for.
@@ -139,7 +122,8 @@ impl Pusher {
             return error(403, "application disabled");
         }
         let segments: Vec<&str> = route.split('/').collect();
-        let decoded = |s: &str| percent_decode(s).ok_or_else(|| error(400, "bad percent-encoding in the path"));
+        // The one decoder the signature check reads the query with: what the SDK signed is what is read.
+        let decoded = |s: &str| signature::decode_component(s).ok_or_else(|| error(400, "the path is not UTF-8"));
         match (request.method(), segments.as_slice()) {
             ("POST", ["events"]) => self.events(ctx, app, &body),
             ("POST", ["batch_events"]) => self.batch_events(ctx, app, &body),
@@ -289,16 +273,17 @@ impl Pusher {
     ) -> Result<Option<Map<String, Value>>, Response> {
         let mut answer = Map::new();
         for channel in &t.channels {
-            let key = app_key(app, channel);
-            if Kind::of(channel) == Kind::User {
+            if let Some(user) = channel.strip_prefix(protocol::USER_CHANNEL_PREFIX) {
                 // A user's channel: to that user's connections, no history.
                 let frame = Message::Text(pusher_frame(channel, t.name, t.data, None));
+                let topic = user_topic(app, user);
                 match t.except {
-                    Some(id) => ctx.publish_except(&pusher_topic(&key), frame, id),
-                    None => ctx.publish(&pusher_topic(&key), frame),
+                    Some(id) => ctx.publish_except(&topic, frame, id),
+                    None => ctx.publish(&topic, frame),
                 }
                 continue;
             }
+            let key = app_key(app, channel);
             let publish = Publish {
                 channel,
                 key: &key,
@@ -394,11 +379,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percent_decoding_and_info_lists() {
-        assert_eq!(percent_decode("presence-a%2Cb").as_deref(), Some("presence-a,b"));
-        assert_eq!(percent_decode("a%3D1+").as_deref(), Some("a=1+"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%2"), None);
+    fn info_lists() {
         assert_eq!(
             Info::parse(Some("user_count,subscription_count")),
             Ok(Info { user_count: true, subscription_count: true })
