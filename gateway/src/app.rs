@@ -56,6 +56,10 @@ pub struct GatewayConfig {
     /// Channels the gateway tracks at once (with history or subscribers). Default 100,000; past
     /// it, new channels are refused, so a client cannot grow memory by inventing names.
     pub max_channels: usize,
+    /// Channels one connection may be subscribed to at once (native or Pusher). Default 100;
+    /// past it, a subscribe is refused and the connection stays open, so one client cannot take
+    /// the `max_channels` every client shares.
+    pub max_channels_per_connection: usize,
     /// Pusher apps; none by default (then `/app/...` and `/apps/...` answer 404). The first one
     /// shares the native channel space.
     pub pusher_apps: Vec<AppConfig>,
@@ -71,6 +75,7 @@ impl Default for GatewayConfig {
             history_size: 100,
             history_ttl: Duration::from_secs(300),
             max_channels: 100_000,
+            max_channels_per_connection: 100,
             pusher_apps: Vec::new(),
         }
     }
@@ -97,6 +102,9 @@ impl GatewayConfig {
         }
         if self.max_channels == 0 {
             return Err("max_channels must be greater than 0".into());
+        }
+        if self.max_channels_per_connection == 0 {
+            return Err("max_channels_per_connection must be greater than 0".into());
         }
         pusher_apps::validate(&self.pusher_apps)
     }
@@ -139,6 +147,7 @@ pub fn start(mut server: Config, gateway: GatewayConfig) -> io::Result<ServerHan
         apps: gateway.pusher_apps.clone(),
         activity_timeout: activity_timeout(server.idle_timeout),
         allowed_origins: gateway.allowed_origins.clone(),
+        max_channels_per_connection: gateway.max_channels_per_connection,
     };
     let shared = Arc::new(Shared {
         anonymous: gateway.anonymous_allowed(server.listen),
@@ -196,12 +205,8 @@ impl Gateway {
 
     fn permissions_for(&self, request: &Request<'_>) -> Result<Permissions, Reject> {
         let config = &self.shared.config;
-        if !config.allowed_origins.is_empty() {
-            if let Some(origin) = request.header_str("origin") {
-                if !config.allowed_origins.iter().any(|o| o == origin) {
-                    return Err(Reject::new(403, "origin not allowed"));
-                }
-            }
+        if !http::origin_allowed(&config.allowed_origins, request) {
+            return Err(Reject::new(403, "origin not allowed"));
         }
         match (auth::token_from_request(request), &config.jwt_secret) {
             (Some(token), Some(secret)) => match auth::verify(token, secret) {
@@ -223,6 +228,11 @@ impl Gateway {
                 }
                 if session.channels.iter().any(|c| **c == *channel) {
                     return Err(OpError::new(rid, "already_subscribed", format!("already subscribed to {channel}")));
+                }
+                let cap = self.shared.config.max_channels_per_connection;
+                if session.channels.len() >= cap {
+                    let message = format!("this connection is on {cap} channels, the most it may be on");
+                    return Err(OpError::new(rid, "too_many_channels", message));
                 }
                 let mut history = self.history();
                 let resume = history

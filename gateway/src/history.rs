@@ -77,11 +77,17 @@ pub struct History<T> {
     epoch_base: String,
     /// Channels created so far (each takes the next number for its epoch).
     created: u64,
+    /// When the full table was last swept for dead channels (at most once per `SWEEP_EVERY`, so
+    /// a flood of refused new names does not scan every channel under the lock each time).
+    last_sweep: Option<Instant>,
 }
+
+/// The least time between two sweeps of the whole table.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl<T: Clone> History<T> {
     pub fn new(size: usize, ttl: Duration, max_channels: usize, epoch_base: String) -> Self {
-        History { channels: HashMap::new(), size, ttl, max_channels, epoch_base, created: 0 }
+        History { channels: HashMap::new(), size, ttl, max_channels, epoch_base, created: 0, last_sweep: None }
     }
 
     /// Assigns the next seq of `channel`, builds the entry for it and records it. `keep_last`
@@ -168,6 +174,11 @@ impl<T: Clone> History<T> {
         last
     }
 
+    /// The channel's native (`fanout.v1`) subscriptions now.
+    pub fn native_subscribers(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, |c| c.subscribers)
+    }
+
     /// The channel's Pusher subscriptions now.
     pub fn pusher_subscribers(&self, channel: &str) -> usize {
         self.channels.get(channel).map_or(0, |c| c.pusher)
@@ -196,14 +207,38 @@ impl<T: Clone> History<T> {
         self.channels.is_empty()
     }
 
+    /// Whether every channel of `keys` (repeats allowed) can be tracked now, those not tracked
+    /// yet included, so a caller can check a whole request before publishing any of it. The
+    /// answer holds while the caller keeps `&mut self`.
+    pub fn fits<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>, now: Instant) -> bool {
+        let mut new: Vec<&str> = keys.into_iter().filter(|k| !self.channels.contains_key(*k)).collect();
+        new.sort_unstable();
+        new.dedup();
+        if self.channels.len() + new.len() <= self.max_channels {
+            return true;
+        }
+        self.sweep_if_due(now);
+        let new = new.iter().filter(|k| !self.channels.contains_key(**k)).count();
+        self.channels.len() + new <= self.max_channels
+    }
+
+    /// Forgets every dead channel, at most once per `SWEEP_EVERY`.
+    fn sweep_if_due(&mut self, now: Instant) {
+        if self.last_sweep.is_some_and(|at| now.saturating_duration_since(at) < SWEEP_EVERY) {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let (size, ttl) = (self.size, self.ttl);
+        self.channels.retain(|_, c| {
+            prune(c, size, ttl, now);
+            !c.idle()
+        });
+    }
+
     fn channel(&mut self, name: &str, now: Instant) -> Result<&mut Channel<T>, TooManyChannels> {
         if !self.channels.contains_key(name) {
             if self.channels.len() >= self.max_channels {
-                let (size, ttl) = (self.size, self.ttl);
-                self.channels.retain(|_, c| {
-                    prune(c, size, ttl, now);
-                    !c.idle()
-                });
+                self.sweep_if_due(now);
                 if self.channels.len() >= self.max_channels {
                     return Err(TooManyChannels);
                 }
@@ -318,6 +353,29 @@ mod tests {
         h.unsubscribe("a", now);
         assert_eq!(h.len(), 1, "no subscribers and no history: forgotten");
         assert!(h.subscribe("c", None, None, now).is_ok());
+    }
+
+    #[test]
+    fn a_full_table_is_swept_at_most_once_a_second() {
+        let mut h: History<String> = History::new(10, Duration::from_secs(1), 2, "e".into());
+        let t0 = Instant::now();
+        publish(&mut h, "a", t0);
+        publish(&mut h, "b", t0);
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(h.subscribe("c", None, None, ms(500)), Err(TooManyChannels), "swept: nothing expired yet");
+        assert_eq!(h.subscribe("c", None, None, ms(1200)), Err(TooManyChannels), "a and b expired, but no sweep yet");
+        assert!(h.subscribe("c", None, None, ms(1500)).is_ok(), "a second after the last sweep: swept");
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn fits_counts_each_new_channel_once() {
+        let mut h: History<String> = History::new(0, Duration::from_secs(60), 3, "e".into());
+        let now = Instant::now();
+        h.subscribe("a", None, None, now).unwrap();
+        assert!(h.fits(["a", "b", "b", "c"], now), "a is tracked; b and c make 3");
+        assert!(!h.fits(["b", "c", "d"], now), "three new ones make 4");
+        assert_eq!(h.len(), 1, "fits creates nothing");
     }
 
     #[test]

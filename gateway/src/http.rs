@@ -71,6 +71,13 @@ pub fn route(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Re
     }
 }
 
+/// Whether an upgrade's `Origin` is allowed by `allowed` (exact `scheme://host[:port]`
+/// entries): always when the list is empty or the request names no origin (not a browser). The
+/// one check both protocols' upgrades make.
+pub fn origin_allowed(allowed: &[String], request: &Request<'_>) -> bool {
+    allowed.is_empty() || request.header_str("origin").is_none_or(|origin| allowed.iter().any(|o| o == origin))
+}
+
 fn json_response(status: u16, body: serde_json::Value) -> Response {
     Response::new(status).header("Content-Type", "application/json").body(body.to_string())
 }
@@ -115,8 +122,11 @@ fn stats(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Respon
             json!({"worker": w, "connections": s.connections, "handshakes": s.handshakes, "queued_bytes": s.queued_bytes})
         })
         .collect();
-    let top: Vec<serde_json::Value> =
-        ctx.top_topics(10).into_iter().map(|(channel, n)| json!({"channel": channel, "subscribers": n})).collect();
+    // Every topic: a channel's two topics may each be below the cut and their sum above it.
+    let top: Vec<serde_json::Value> = top_channels(ctx.top_topics(usize::MAX), 10)
+        .into_iter()
+        .map(|(channel, n)| json!({"channel": channel, "subscribers": n}))
+        .collect();
     json_response(
         200,
         json!({"workers": workers, "top_channels": top, "channels": gateway.channels(), "draining": ctx.draining()}),
@@ -147,6 +157,24 @@ fn publish(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Resp
     }
 }
 
+/// The `n` channels with the most subscribers, most first, from the library's topics: a
+/// channel's Pusher topic (`#p:C`) counts for `C` beside its native one, and internal topics
+/// (other apps' `#<app>:...`, users' `#server-to-user-...`, anything else `#`-prefixed) are not
+/// listed, so the answer names first-app and native channels only.
+fn top_channels(topics: Vec<(String, u64)>, n: usize) -> Vec<(String, u64)> {
+    let mut channels: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for (topic, subscribers) in topics {
+        let channel = topic.strip_prefix("#p:").unwrap_or(&topic);
+        if !channel.starts_with('#') {
+            *channels.entry(channel.to_owned()).or_default() += subscribers;
+        }
+    }
+    let mut top: Vec<(String, u64)> = channels.into_iter().collect();
+    top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top.truncate(n);
+    top
+}
+
 /// Compares secrets without an early exit, so timing does not reveal a matching prefix.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -154,7 +182,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, top_channels};
+
+    #[test]
+    fn top_channels_name_channels_not_topics() {
+        let topics =
+            [("#p:news", 3), ("news", 2), ("#p:#server-to-user-42", 9), ("#p:#1:news", 8), ("chat", 4), ("#p:a", 1)];
+        let topics = topics.iter().map(|&(t, n)| (t.to_owned(), n)).collect();
+        let top = top_channels(topics, 2);
+        assert_eq!(top, [("news".to_owned(), 5), ("chat".to_owned(), 4)]);
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_values() {

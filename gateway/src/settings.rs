@@ -150,6 +150,9 @@ settings! {
     /// Channels tracked at once; new ones are refused beyond it.
     #[arg(long, env = "FANOUT_MAX_CHANNELS", default_value_t = GatewayConfig::default().max_channels)]
     max_channels: usize,
+    /// Channels one connection may be subscribed to at once; further subscribes are refused.
+    #[arg(long, env = "FANOUT_MAX_CHANNELS_PER_CONNECTION", default_value_t = GatewayConfig::default().max_channels_per_connection)]
+    max_channels_per_connection: usize,
     /// Largest message (and frame, and HTTP publish body) in bytes.
     #[arg(long, env = "FANOUT_MAX_MESSAGE_SIZE", default_value_t = MAX_MESSAGE_SIZE)]
     max_message_size: usize,
@@ -244,6 +247,7 @@ impl ServeArgs {
             history_size: self.history_size,
             history_ttl: Duration::from_secs(self.history_ttl),
             max_channels: self.max_channels,
+            max_channels_per_connection: self.max_channels_per_connection,
             pusher_apps,
         };
         server.validate()?;

@@ -12,8 +12,9 @@
 //!   channel space) and for native clients; other apps' channels are keyed `#<app>:<name>`, so
 //!   apps never see each other's channels and native clients see none of theirs.
 //! - Each publish is serialised once per protocol and handed to `Ctx::publish` (or
-//!   `publish_except`) once: never per subscriber. The Pusher frame is not built while the
-//!   channel has no Pusher subscriber (a cache channel builds it later, for its replay).
+//!   `publish_except`) once: never per subscriber. A protocol's frame is not built, nor
+//!   published, while the channel has no subscriber of that protocol (the history keeps the
+//!   event: a native resume or a cache channel's replay builds the frame later).
 //! - The history lock is held from the seq until both frames are on the bus, so every worker
 //!   receives a channel's messages in seq order. Lock order: this lock first, then the Pusher
 //!   state's (`pusher::state`), never the other way round.
@@ -171,7 +172,8 @@ pub fn publish_locked(channels: &mut Channels, ctx: &mut Ctx<'_>, p: Publish<'_>
             pusher: OnceLock::new(),
         })
     })?;
-    if p.key == p.channel && protocol::validate_channel(p.channel).is_ok() {
+    // Only for native subscribers (a resume builds the frame from the history's event later).
+    if p.key == p.channel && channels.native_subscribers(p.key) > 0 && protocol::validate_channel(p.channel).is_ok() {
         ctx.publish(p.key, Message::Text(event.native_frame()));
     }
     if channels.pusher_subscribers(p.key) > 0 {

@@ -131,6 +131,30 @@ fn subscribe_publish_ack_message_unsubscribe() {
 }
 
 #[test]
+fn a_connection_over_its_channel_cap_gets_too_many_channels_and_stays_usable() {
+    let server = start(GatewayConfig { max_channels_per_connection: 2, ..GatewayConfig::default() });
+    let addr = server.local_addr();
+    let mut ws = connect(addr);
+    subscribe(&mut ws, "a");
+    subscribe(&mut ws, "b");
+    send(&mut ws, json!({"op": "subscribe", "channel": "c", "id": 3}));
+    let refused = recv(&mut ws);
+    assert_eq!(
+        (refused["op"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("too_many_channels")),
+        "{refused}"
+    );
+    assert_eq!(refused["id"], 3);
+    send(&mut ws, json!({"op": "unsubscribe", "channel": "a"}));
+    assert_eq!(recv(&mut ws)["op"], "unsubscribed");
+    subscribe(&mut ws, "c");
+    let mut other = connect(addr);
+    subscribe(&mut other, "d");
+    let (_, stats) = http(addr, "GET", "/api/stats", "", "");
+    assert_eq!(serde_json::from_str::<Value>(&stats).unwrap()["channels"], 3, "b, c and d: the refusal created none");
+}
+
+#[test]
 fn bad_requests_get_error_ops_and_the_connection_stays_usable() {
     let server = start(GatewayConfig::default());
     let mut c = connect(server.local_addr());

@@ -596,3 +596,80 @@ fn apps_have_their_own_channels() {
     let (_, list) = api(addr, "GET", "/apps/1/channels", &[], "");
     assert_eq!(list, json!({"channels": {"news": {}}}), "app 2's channel is not listed");
 }
+
+#[test]
+fn a_connection_over_its_channel_cap_is_refused_and_stays_open() {
+    let gateway =
+        GatewayConfig { pusher_apps: vec![app()], max_channels_per_connection: 2, ..GatewayConfig::default() };
+    let server = gateway::start(test_config(), gateway).unwrap();
+    let addr = server.local_addr();
+    let (mut ws, sid) = connect(addr);
+    subscribed(&mut ws, &sid, "a", None);
+    subscribed(&mut ws, &sid, "private-b", None);
+    subscribed(&mut ws, &sid, "a", None); // already on it: confirmed, not counted again
+    let refused = subscribe(&mut ws, &sid, "c", None);
+    assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+    assert_eq!((refused["channel"].as_str(), refused["data"]["type"].as_str()), (Some("c"), Some("LimitReached")));
+    send(&mut ws, json!({"event": "pusher:ping"}));
+    assert_eq!(recv(&mut ws)["event"], "pusher:pong", "the connection stays open");
+    // Leaving one makes room; other connections were never limited by this one.
+    send(&mut ws, json!({"event": "pusher:unsubscribe", "data": {"channel": "a"}}));
+    subscribed(&mut ws, &sid, "c", None);
+    let (mut other, so) = connect(addr);
+    subscribed(&mut other, &so, "d", None);
+    let (_, list) = api(addr, "GET", "/apps/1/channels", &[], "");
+    assert_eq!(list, json!({"channels": {"c": {}, "d": {}, "private-b": {}}}), "the refused subscribe created nothing");
+}
+
+#[test]
+fn a_trigger_over_the_channel_limit_publishes_nothing() {
+    let gateway = GatewayConfig { pusher_apps: vec![app()], max_channels: 2, ..GatewayConfig::default() };
+    let server = gateway::start(test_config(), gateway).unwrap();
+    let addr = server.local_addr();
+    let (mut ws, sid) = connect(addr);
+    subscribed(&mut ws, &sid, "a", None);
+    // a is tracked, b makes two, c would make three: refused before a is published.
+    let (status, body) = trigger(addr, json!({"name": "first", "channels": ["a", "b", "c"], "data": "1"}));
+    assert_eq!(status, 429, "{body}");
+    let batch = json!({"batch": [
+        {"name": "second", "channel": "a", "data": "2"},
+        {"name": "second", "channel": "b", "data": "2"},
+        {"name": "second", "channel": "c", "data": "2"},
+    ]});
+    let (status, body) = api(addr, "POST", "/apps/1/batch_events", &[], &batch.to_string());
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(trigger(addr, json!({"name": "third", "channels": ["a", "b"], "data": "3"})).0, 200, "within the limit");
+    assert_eq!(recv(&mut ws)["event"], "third", "nothing of the refused requests reached a");
+    let mut native = ws_connect(addr, "/");
+    send(&mut native, json!({"op": "subscribe", "channel": "a", "since": 0}));
+    assert_eq!(recv(&mut native)["seq"], 1, "one publish in a's history");
+}
+
+#[test]
+fn a_native_resume_replays_pusher_events_published_with_no_native_subscriber() {
+    let server = start(1);
+    let addr = server.local_addr();
+    let (mut p, sp) = connect(addr);
+    subscribed(&mut p, &sp, "solo", None);
+    assert_eq!(trigger(addr, json!({"name": "one", "channel": "solo", "data": "{\"n\":1}"})).0, 200);
+    assert_eq!(trigger(addr, json!({"name": "two", "channel": "solo", "data": "plain"})).0, 200);
+    assert_eq!(recv(&mut p)["event"], "one");
+    let mut native = ws_connect(addr, "/");
+    send(&mut native, json!({"op": "subscribe", "channel": "solo", "since": 0}));
+    let reply = recv(&mut native);
+    assert_eq!(
+        (reply["op"].as_str(), reply["seq"].as_u64(), reply["recovered"].as_bool()),
+        (Some("subscribed"), Some(2), Some(true))
+    );
+    assert_eq!(
+        recv_native(&mut native),
+        json!({"op": "message", "channel": "solo", "seq": 1, "event": "one", "data": {"n": 1}})
+    );
+    assert_eq!(
+        recv_native(&mut native),
+        json!({"op": "message", "channel": "solo", "seq": 2, "event": "two", "data": "plain"})
+    );
+    // Live from now on.
+    assert_eq!(trigger(addr, json!({"name": "three", "channel": "solo", "data": "3"})).0, 200);
+    assert_eq!(recv_native(&mut native)["seq"], 3);
+}

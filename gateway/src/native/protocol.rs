@@ -157,7 +157,8 @@ pub fn message(channel: &str, seq: u64, event: Option<&str>, data: &str, user_id
     Bytes::from(out)
 }
 
-/// `s` as a JSON string literal, quotes and escapes included.
+/// `s` as a JSON string literal, quotes and escapes included. The gateway's one encoder for it:
+/// the Pusher frames (`pusher::protocol`, `space`) use it too.
 pub(crate) fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string serialises")
 }

@@ -8,7 +8,9 @@
 //! already holds, nor preceded by a gap; a presence user gets `member_added` sent to the others
 //! on its first connection only and `member_removed` after its last, and the joining connection
 //! gets the member list (itself included), never a `member_added` about itself; a refused
-//! subscription changes no count.
+//! subscription changes no count; a channel's webhooks are queued under the history lock, so
+//! they leave in the order their decisions were made (no `channel_occupied` before the
+//! `channel_vacated` that preceded it).
 
 use std::time::Instant;
 
@@ -78,6 +80,10 @@ impl Pusher {
             };
             return Self::send(ctx, id, reply);
         }
+        if s.channels.len() >= self.max_channels_per_connection {
+            let message = format!("this connection is on {} channels, the most it may be on", s.channels.len());
+            return refuse(ctx, "LimitReached", &message, 403);
+        }
 
         let key = app_key(app, name).into_owned();
         let topic = pusher_topic(&key);
@@ -100,8 +106,11 @@ impl Pusher {
                 }
             }
             if new_member {
+                // A plain publish: this connection is not on the topic yet (its subscribe is
+                // queued after, and the library delivers a topic's pending frames before a new
+                // member joins), and `publish_except` would bypass the per-turn batch.
                 let added = protocol::member_added(name, &m.user_id, &m.user_info);
-                ctx.publish_except(&topic, Message::Text(added.into()), id);
+                ctx.publish(&topic, Message::Text(added.into()));
             }
             Self::send(ctx, id, protocol::presence_succeeded(name, state.members(&key)));
         } else {
@@ -115,8 +124,9 @@ impl Pusher {
         }
         // After the replay, under the lock: every later publish reaches this connection live.
         ctx.subscribe(id, &topic);
-        drop(channels);
-
+        // The webhooks are queued under the lock too (a channel send, cheap): the decisions were
+        // made under it, so another worker's `channel_vacated` cannot be queued after this
+        // `channel_occupied` when it was decided before.
         if joined.first {
             self.webhook(app, WebhookEvent::channel_occupied(name));
         }
@@ -126,6 +136,7 @@ impl Pusher {
         if let Some(m) = member.as_ref().filter(|_| new_member) {
             self.webhook(app, WebhookEvent::member_added(name, &m.user_id));
         }
+        drop(channels);
         s.channels.push(Subscription { name: name.into(), key: key.into(), member: member.map(|m| m.user_id.into()) });
     }
 
@@ -146,26 +157,29 @@ impl Pusher {
         if let Some(pos) = s.channels.iter().position(|c| *c.name == *d.channel) {
             let sub = s.channels.swap_remove(pos);
             ctx.unsubscribe(id, &pusher_topic(&sub.key));
-            self.leave(ctx, id, app, &sub);
+            self.leave(ctx, app, &sub);
         }
     }
 
     /// Uncounts a subscription (unsubscribed, or its connection gone): `member_removed` to the
     /// others after the user's last connection, and the webhooks.
-    pub(super) fn leave(&self, ctx: &mut Ctx<'_>, id: ConnId, app: usize, sub: &Subscription) {
+    pub(super) fn leave(&self, ctx: &mut Ctx<'_>, app: usize, sub: &Subscription) {
         let mut channels = self.space.lock();
         let vacated = channels.leave(&sub.key, Instant::now());
         let removed = sub.member.as_deref().filter(|user| self.state().leave(&sub.key, user));
         if let Some(user) = removed {
             let frame = protocol::member_removed(&sub.name, user);
-            ctx.publish_except(&pusher_topic(&sub.key), Message::Text(frame.into()), id);
+            // A plain publish: the leaving connection is off the topic already (unsubscribed
+            // before this, queued in order on its worker, or closed).
+            ctx.publish(&pusher_topic(&sub.key), Message::Text(frame.into()));
         }
-        drop(channels);
+        // Queued under the lock, in the order decided under it (see `subscribe`).
         if let Some(user) = removed {
             self.webhook(app, WebhookEvent::member_removed(&sub.name, user));
         }
         if vacated {
             self.webhook(app, WebhookEvent::channel_vacated(&sub.name));
         }
+        drop(channels);
     }
 }

@@ -61,6 +61,8 @@ pub struct Settings {
     pub activity_timeout: u64,
     /// Browser origins allowed to connect (exact `scheme://host[:port]`); empty allows any.
     pub allowed_origins: Vec<String>,
+    /// Channels one connection may be subscribed to at once.
+    pub max_channels_per_connection: usize,
 }
 
 /// One app as served: its settings and its webhook target.
@@ -77,6 +79,7 @@ pub struct Pusher {
     webhooks: Option<Webhooks>,
     activity_timeout: u64,
     allowed_origins: Vec<String>,
+    max_channels_per_connection: usize,
 }
 
 impl Pusher {
@@ -99,6 +102,7 @@ impl Pusher {
             webhooks,
             activity_timeout: settings.activity_timeout,
             allowed_origins: settings.allowed_origins,
+            max_channels_per_connection: settings.max_channels_per_connection,
         })
     }
 

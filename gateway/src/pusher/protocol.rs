@@ -6,7 +6,8 @@
 //! `ErrorCode`s. Invariants: in every server event but `pusher:error` (and the
 //! `pusher:subscription_error` pusher-js itself defines) `data` is a JSON-encoded string; names
 //! and messages are JSON-escaped, never pasted; a malformed frame is an error value, never a
-//! panic. Imports nothing else of this crate, and touches no connection or state.
+//! panic. Imports nothing else of this crate but `native::protocol::json_string` (one JSON
+//! string encoder for every frame; that module is a leaf), and touches no connection or state.
 
 use std::borrow::Cow;
 
@@ -15,6 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
+
+use crate::native::protocol::json_string;
 
 /// The protocol version served: 7, the one the protocol's documentation describes and every
 /// current client (pusher-js, the mobile SDKs) sends. Others get 4007.
@@ -225,10 +228,6 @@ pub fn parse_user_data(text: &str) -> Result<String, String> {
     Ok(id)
 }
 
-fn string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serialises")
-}
-
 /// `pusher:connection_established`, `data` a string.
 pub fn connection_established(socket_id: &str, activity_timeout: u64) -> String {
     let data = json!({"socket_id": socket_id, "activity_timeout": activity_timeout}).to_string();
@@ -250,7 +249,7 @@ pub const PING: &str = r#"{"event":"pusher:ping","data":"{}"}"#;
 
 /// `pusher_internal:subscription_succeeded` of a channel without members.
 pub fn subscription_succeeded(channel: &str) -> String {
-    format!(r#"{{"event":"pusher_internal:subscription_succeeded","channel":{},"data":"{{}}"}}"#, string(channel))
+    format!(r#"{{"event":"pusher_internal:subscription_succeeded","channel":{},"data":"{{}}"}}"#, json_string(channel))
 }
 
 /// `pusher_internal:subscription_succeeded` of a presence channel: its members, as
@@ -260,9 +259,9 @@ pub fn presence_succeeded<'a>(channel: &str, members: impl Iterator<Item = (&'a 
     for (id, info) in members {
         let sep = if count == 0 { "" } else { "," };
         ids.push_str(sep);
-        ids.push_str(&string(id));
+        ids.push_str(&json_string(id));
         hash.push_str(sep);
-        hash.push_str(&string(id));
+        hash.push_str(&json_string(id));
         hash.push(':');
         hash.push_str(info);
         count += 1;
@@ -280,7 +279,7 @@ pub fn subscription_error(channel: &str, kind: &str, message: &str, status: u16)
 
 /// `pusher_internal:member_added`, to the channel's other members.
 pub fn member_added(channel: &str, user_id: &str, user_info: &str) -> String {
-    let data = format!(r#"{{"user_id":{},"user_info":{user_info}}}"#, string(user_id));
+    let data = format!(r#"{{"user_id":{},"user_info":{user_info}}}"#, json_string(user_id));
     json!({"event": "pusher_internal:member_added", "channel": channel, "data": data}).to_string()
 }
 

@@ -9,7 +9,8 @@
 //! is published before the whole request is checked; an event's `data` string is forwarded to
 //! Pusher clients byte for byte, never re-serialised.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::borrow::Cow;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fanout::{Ctx, Message, Request, Response};
 use serde::Deserialize;
@@ -17,9 +18,10 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::protocol::{self, Kind};
+use super::session::user_topic;
 use super::signature::{self, RestRequest};
 use super::Pusher;
-use crate::space::{app_key, pusher_frame, pusher_topic, Origin, Publish};
+use crate::space::{app_key, pusher_frame, Channels, Origin, Publish};
 
 /// Most channels one trigger may name.
 pub const MAX_TRIGGER_CHANNELS: usize = 100;
@@ -34,26 +36,12 @@ fn error(status: u16, message: impl std::fmt::Display) -> Response {
     json_response(status, json!({"error": message.to_string()}))
 }
 
-/// `%XX` decoding of a path segment or query value (`+` stays `+`).
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+fn too_many_channels() -> Response {
+    error(429, "the server tracks too many channels")
 }
 
 fn param(request: &Request<'_>, name: &str) -> Option<String> {
-    request.query_param(name).and_then(percent_decode)
+    request.query_param(name).and_then(signature::decode_component)
 }
 
 /// The `info` attributes asked for.
@@ -134,7 +122,8 @@ impl Pusher {
             return error(403, "application disabled");
         }
         let segments: Vec<&str> = route.split('/').collect();
-        let decoded = |s: &str| percent_decode(s).ok_or_else(|| error(400, "bad percent-encoding in the path"));
+        // The one decoder the signature check reads the query with: what the SDK signed is what is read.
+        let decoded = |s: &str| signature::decode_component(s).ok_or_else(|| error(400, "the path is not UTF-8"));
         match (request.method(), segments.as_slice()) {
             ("POST", ["events"]) => self.events(ctx, app, &body),
             ("POST", ["batch_events"]) => self.batch_events(ctx, app, &body),
@@ -172,7 +161,11 @@ impl Pusher {
             Ok(t) => t,
             Err(response) => return response,
         };
-        match self.trigger(ctx, app, &trigger) {
+        let mut channels = self.space.lock();
+        if !self.fits(app, &mut channels, std::slice::from_ref(&trigger)) {
+            return too_many_channels();
+        }
+        match self.trigger(ctx, app, &mut channels, &trigger) {
             Ok(Some(channels)) => json_response(200, json!({"channels": channels})),
             Ok(None) => json_response(200, json!({})),
             Err(response) => response,
@@ -200,9 +193,13 @@ impl Pusher {
                 Err(response) => return response,
             }
         }
+        let mut channels = self.space.lock();
+        if !self.fits(app, &mut channels, &triggers) {
+            return too_many_channels();
+        }
         let mut answers = Vec::with_capacity(triggers.len());
         for trigger in &triggers {
-            match self.trigger(ctx, app, trigger) {
+            match self.trigger(ctx, app, &mut channels, trigger) {
                 // A batch event names one channel: its attributes, or {}.
                 Ok(channels) => answers.push(channels.and_then(|c| c.into_iter().next()).map_or(json!({}), |(_, v)| v)),
                 Err(response) => return response,
@@ -252,20 +249,41 @@ impl Pusher {
         Ok(Trigger { name: &event.name, data, channels, except, info })
     }
 
-    /// Publishes a checked event on each of its channels; with `info`, the channels' attributes.
-    fn trigger(&self, ctx: &mut Ctx<'_>, app: usize, t: &Trigger<'_>) -> Result<Option<Map<String, Value>>, Response> {
+    /// Whether every channel the checked events name can be tracked (user channels have no
+    /// history). Checked under the lock the publishes then hold, so a request is refused before
+    /// any of it is published, never half way (an SDK's retry would duplicate the published part).
+    fn fits(&self, app: usize, channels: &mut Channels, triggers: &[Trigger<'_>]) -> bool {
+        let keys: Vec<Cow<'_, str>> = triggers
+            .iter()
+            .flat_map(|t| &t.channels)
+            .filter(|c| Kind::of(c) != Kind::User)
+            .map(|c| app_key(app, c))
+            .collect();
+        channels.fits(keys.iter().map(AsRef::as_ref), Instant::now())
+    }
+
+    /// Publishes a checked event on each of its channels, under the history lock the caller
+    /// holds (after `fits`); with `info`, the channels' attributes.
+    fn trigger(
+        &self,
+        ctx: &mut Ctx<'_>,
+        app: usize,
+        channels: &mut Channels,
+        t: &Trigger<'_>,
+    ) -> Result<Option<Map<String, Value>>, Response> {
         let mut answer = Map::new();
         for channel in &t.channels {
-            let key = app_key(app, channel);
-            if Kind::of(channel) == Kind::User {
+            if let Some(user) = channel.strip_prefix(protocol::USER_CHANNEL_PREFIX) {
                 // A user's channel: to that user's connections, no history.
                 let frame = Message::Text(pusher_frame(channel, t.name, t.data, None));
+                let topic = user_topic(app, user);
                 match t.except {
-                    Some(id) => ctx.publish_except(&pusher_topic(&key), frame, id),
-                    None => ctx.publish(&pusher_topic(&key), frame),
+                    Some(id) => ctx.publish_except(&topic, frame, id),
+                    None => ctx.publish(&topic, frame),
                 }
                 continue;
             }
+            let key = app_key(app, channel);
             let publish = Publish {
                 channel,
                 key: &key,
@@ -275,9 +293,7 @@ impl Pusher {
                 user_id: None,
                 except: t.except,
             };
-            let mut channels = self.space.lock();
-            crate::space::publish_locked(&mut channels, ctx, publish)
-                .map_err(|_| error(429, "the server tracks too many channels"))?;
+            crate::space::publish_locked(channels, ctx, publish).map_err(|_| too_many_channels())?;
             if t.info.any() {
                 let attrs = self.attributes(channels.pusher_subscribers(&key), &key, channel, t.info);
                 answer.insert(channel.clone(), attrs);
@@ -363,11 +379,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percent_decoding_and_info_lists() {
-        assert_eq!(percent_decode("presence-a%2Cb").as_deref(), Some("presence-a,b"));
-        assert_eq!(percent_decode("a%3D1+").as_deref(), Some("a=1+"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%2"), None);
+    fn info_lists() {
         assert_eq!(
             Info::parse(Some("user_count,subscription_count")),
             Ok(Info { user_count: true, subscription_count: true })

@@ -17,7 +17,8 @@ use serde_json::value::RawValue;
 use super::protocol::{self, ErrorCode, Incoming, Kind};
 use super::webhook::WebhookEvent;
 use super::{signature, Pusher};
-use crate::native::protocol::MAX_EVENT_LEN;
+use crate::http::origin_allowed;
+use crate::native::protocol::validate_event;
 use crate::space::{app_key, pusher_topic, Origin, Publish};
 
 /// What the gateway keeps per Pusher connection.
@@ -120,12 +121,8 @@ impl Pusher {
         if !config.enabled {
             return refuse(ctx, ErrorCode::AppDisabled, "application disabled");
         }
-        if !self.allowed_origins.is_empty() {
-            if let Some(origin) = request.header_str("origin") {
-                if !self.allowed_origins.iter().any(|o| o == origin) {
-                    return refuse(ctx, ErrorCode::Unauthorized, "connection is unauthorized: origin not allowed");
-                }
-            }
+        if !origin_allowed(&self.allowed_origins, request) {
+            return refuse(ctx, ErrorCode::Unauthorized, "connection is unauthorized: origin not allowed");
         }
         if !self.state().connect(app, config.max_connections) {
             return refuse(ctx, ErrorCode::OverQuota, "application is over connection quota");
@@ -171,7 +168,7 @@ impl Pusher {
             return;
         };
         for sub in &s.channels {
-            self.leave(ctx, id, app, sub);
+            self.leave(ctx, app, sub);
         }
         let mut state = self.state();
         if let Some(user) = &s.user {
@@ -244,8 +241,8 @@ impl Pusher {
         let Some(sub) = s.channels.iter().find(|c| &*c.name == channel) else {
             return refuse(ctx, None, &format!("cannot send a client event: not subscribed to {channel}"));
         };
-        if name.chars().count() > MAX_EVENT_LEN {
-            return refuse(ctx, None, &format!("event names are at most {MAX_EVENT_LEN} characters"));
+        if let Err(e) = validate_event(name) {
+            return refuse(ctx, None, &e);
         }
         let data = frame.data.map_or("null", RawValue::get);
         if data.len() > config.max_event_size {

@@ -149,7 +149,7 @@ impl std::error::Error for RestAuthError {}
 /// Percent-decodes one query component the way form decoding does: `+` is a space, `%XX` a byte.
 /// A `%` not followed by two hex digits stays as it is (the Node SDK sends values unescaped, so a
 /// literal `%` must survive). `None` when the result is not UTF-8.
-fn decode_component(raw: &str) -> Option<String> {
+pub(super) fn decode_component(raw: &str) -> Option<String> {
     fn hex_val(b: u8) -> Option<u8> {
         (b as char).to_digit(16).map(|d| d as u8)
     }
