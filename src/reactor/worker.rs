@@ -277,9 +277,14 @@ impl<S: Service> Worker<S> {
         }
     }
 
-    /// True once a graceful stop has closed every connection or its window is over.
+    /// True once a graceful stop has closed every connection or its window is over. A worker
+    /// with nothing left keeps its listener while other workers still hold open WebSockets, so
+    /// health checks during the stop get their 503 rather than a refused connection (its
+    /// SO_REUSEPORT listener closing would reset whatever the kernel had queued on it).
     fn stop_finished(&self) -> bool {
-        self.stop.as_ref().is_some_and(|stop| self.conns.is_empty() || stop.is_over(self.now))
+        self.stop.as_ref().is_some_and(|stop| {
+            stop.is_over(self.now) || (self.conns.is_empty() && self.shared.admission.open_count() == 0)
+        })
     }
 }
 
