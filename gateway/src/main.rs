@@ -98,7 +98,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Config(ConfigCommand::Check { file })) => {
-            // Checked against the defaults alone: what the file says, whatever the environment.
+            // What `serve --config FILE` would run with here: the environment over the file.
             return match settings::check_file(&file) {
                 Ok(_) => {
                     println!("{}: ok", file.display());

@@ -277,16 +277,20 @@ impl FileConfig {
     }
 }
 
-/// `fanout config check FILE`: the settings the file alone gives (over the defaults and the
-/// environment, as if no flag were given), validated; the error names the file.
+/// `fanout config check FILE`: the settings `fanout serve --config FILE` would run with here
+/// (the file over the defaults, the `FANOUT_*` environment over the file, as `serve` applies
+/// them), validated; the error names the file.
 pub fn check_file(path: &Path) -> Result<(Config, GatewayConfig), String> {
     #[derive(clap::Parser)]
     struct Defaults {
         #[command(flatten)]
         serve: ServeArgs,
     }
-    let mut args = <Defaults as clap::Parser>::try_parse_from(["fanout"]).map_err(|e| e.to_string())?.serve;
-    FileConfig::read(path)?.apply(&mut args, |_| false);
+    let matches =
+        <Defaults as clap::CommandFactory>::command().try_get_matches_from(["fanout"]).map_err(|e| e.to_string())?;
+    let mut args = <Defaults as clap::FromArgMatches>::from_arg_matches(&matches).map_err(|e| e.to_string())?.serve;
+    let from_env = |id: &str| matches!(matches.value_source(id), Some(ValueSource::EnvVariable));
+    FileConfig::read(path)?.apply(&mut args, from_env);
     args.into_configs().map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -93,3 +93,16 @@ fn the_default_file_is_commented_complete_and_checks_ok() {
         assert!(help.contains(flag), "{flag} missing from serve --help");
     }
 }
+
+#[test]
+fn config_check_applies_the_environment_over_the_file_as_serve_does() {
+    let path = temp_file("check-env.toml", "max_channels = 5\n");
+    let run = |env: &[(&str, &str)]| {
+        let out =
+            fanout().args(["config", "check", path.to_str().unwrap()]).envs(env.iter().copied()).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert!(run(&[]).0, "the file alone is fine");
+    let (ok, said) = run(&[("FANOUT_MAX_CHANNELS", "0")]);
+    assert!(!ok && said.contains("max_channels"), "serve would take the environment's 0 and refuse: {said}");
+}
