@@ -12,6 +12,14 @@ if ! python3 -c 'import websockets, pytest' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 
+# The gateway's cluster tests (gateway/tests/cluster.rs) start Debian's redis-server on their own
+# ports. A failed install fails the run; the tests never skip.
+if ! command -v redis-server >/dev/null; then
+  echo "test.sh: installing redis-server" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+fi
+
 echo "== cargo test (debug; also builds the examples): library, gateway and load generator"
 cargo test --workspace
 
