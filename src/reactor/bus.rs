@@ -13,7 +13,9 @@
 //!   raised when a subscribe is requested (before its envelope is queued), so a publish that
 //!   comes after the request always reaches that worker.
 //! - A full inbox drops the envelope and counts it (`inbox_overflows`); nothing is lost silently.
-//!   A worker is woken only when its inbox goes from empty to non-empty.
+//!   A worker is woken only when its inbox goes from empty to non-empty, and never by itself;
+//!   a thread that is no worker calls with `from` = `NO_WORKER` (`shared.rs`), which matches no
+//!   worker, so it always wakes the target.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,7 +99,8 @@ impl Bus {
         }
     }
 
-    /// Queues an envelope for `worker`, waking it if `from` is another worker. A worker index
+    /// Queues an envelope for `worker`, waking it if `from` is another worker or none
+    /// (`NO_WORKER`). A worker index
     /// out of range (an id made up with `ConnId::from_parts`) names no connection: dropped.
     fn send(&self, from: usize, worker: usize, envelope: Envelope) {
         let Some(inbox) = self.inboxes.get(worker) else {

@@ -6,14 +6,14 @@
 //! touches a connection directly; sends and closes for this worker's connections are queued as
 //! commands and applied, in order, as soon as the callback returns; those for another worker's
 //! connections, and every subscribe, publish and broadcast, go to the bus at once, so that a
-//! caller holding its own lock (the gateway's history) orders them across workers.
+//! caller holding its own lock (the gateway's history) orders them across workers. The frame
+//! encoding and bus calls are `Shared`'s, which the server layer's `Remote` uses too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::bus::Envelope;
 use super::shared::Shared;
 use super::token::ConnId;
 use crate::metrics::Snapshot;
@@ -100,7 +100,7 @@ impl Io {
         if id.worker() == self.worker {
             self.commands.push(Command::Send { id, head, tail, ping });
         } else {
-            self.shared.bus.to_connection(self.worker, id, Envelope::Send { id, head, tail, ping });
+            self.shared.send_frame(self.worker, id, head, tail, ping);
         }
     }
 
@@ -116,15 +116,16 @@ impl Io {
     /// Encodes the frame once and hands it to every worker with subscribers of `topic`, except
     /// to the connection `except`.
     pub(crate) fn publish(&mut self, topic: &str, text: bool, payload: Bytes, except: Option<ConnId>) {
-        let (head, tail) = encode_data_frame(text, payload);
-        self.shared.bus.publish(self.worker, topic, head, tail, except);
-        self.shared.metrics[self.worker].publishes.add(1);
+        self.shared.publish(self.worker, topic, text, payload, except);
     }
 
     pub(crate) fn broadcast(&mut self, text: bool, payload: Bytes) {
-        let (head, tail) = encode_data_frame(text, payload);
-        self.shared.bus.broadcast(self.worker, head, tail);
-        self.shared.metrics[self.worker].publishes.add(1);
+        self.shared.broadcast(self.worker, text, payload);
+    }
+
+    /// What the server shares, for a handle that acts from any thread (`Remote`).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// True once the server has begun its graceful stop.
@@ -155,11 +156,10 @@ impl Io {
 
     /// Starts the close handshake of a connection of any worker.
     pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        let reason = reason.to_owned();
         if id.worker() == self.worker {
-            self.commands.push(Command::Close { id, code, reason });
+            self.commands.push(Command::Close { id, code, reason: reason.to_owned() });
         } else {
-            self.shared.bus.to_connection(self.worker, id, Envelope::Close { id, code, reason });
+            self.shared.close(self.worker, id, code, reason);
         }
     }
 }
