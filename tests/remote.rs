@@ -126,6 +126,35 @@ fn send_from_a_thread_reaches_one_connection_of_either_worker() {
 }
 
 #[test]
+fn send_subscribe_publish_from_one_thread_arrive_in_that_order() {
+    let (server, events) = start(2);
+    // Three clients, so two share a worker: `member` is subscribed from the start, `late`
+    // joins in the middle, and a publish made before that must reach only `member`.
+    let mut clients: Vec<(RawClient, ConnId)> = (0..3).map(|_| open(&server, &events, "/")).collect();
+    let (i, j) = [(0, 1), (0, 2), (1, 2)]
+        .into_iter()
+        .find(|&(i, j)| clients[i].1.worker() == clients[j].1.worker())
+        .expect("two of three share a worker");
+    let (mut late, late_id) = clients.remove(j);
+    let (mut member, member_id) = clients.remove(i);
+    let remote = server.remote();
+    thread::spawn(move || {
+        remote.subscribe(member_id, "t");
+        remote.publish("t", Message::Text("before".into()));
+        remote.send_text(late_id, "replay");
+        remote.subscribe(late_id, "t");
+        remote.publish("t", Message::Text("live".into()));
+        remote.unsubscribe(late_id, "t");
+        remote.publish("t", Message::Text("after".into()));
+        remote.send_text(late_id, "end");
+    })
+    .join()
+    .unwrap();
+    assert_eq!([text(&mut member), text(&mut member), text(&mut member)], ["before", "live", "after"]);
+    assert_eq!([text(&mut late), text(&mut late), text(&mut late)], ["replay", "live", "end"]);
+}
+
+#[test]
 fn close_from_a_thread_closes_with_its_code_and_draining_follows_the_stop() {
     let (server, events) = start(2);
     let ([(mut a, a_id), _b], _extra) = one_on_each_worker(&server, &events, "/");

@@ -1,12 +1,13 @@
 //! The unit-test harness of the reactor: a worker stepped by hand on the test's thread with one
 //! upgraded client, and the tests that need to see inside a connection (buffers it owns while
-//! idle, socket options it inherits, its size).
+//! idle, socket options it inherits, its size) or to fill the inbox before one turn applies it
+//! (the order of actions from outside the workers).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use mio::{Events, Poll, Waker};
 
 use super::admission::Admission;
@@ -14,13 +15,13 @@ use super::bus::Bus;
 use super::connection::Connection;
 use super::listener;
 use super::service::{Io, ServerClose, Service};
-use super::shared::Shared;
+use super::shared::{Shared, NO_WORKER};
 use super::token::{ConnId, WAKER};
 use super::worker::{Limits, Worker};
 use crate::config::Config;
 use crate::proto::client::client_request;
-use crate::proto::frame::{encode_masked_frame, OpCode};
-use crate::proto::{CloseCode, Request, Response, Upgrade};
+use crate::proto::frame::{encode_masked_frame, OpCode, Role};
+use crate::proto::{decode_frame, CloseCode, FrameRules, Request, Response, Status, Upgrade};
 
 struct Echo;
 
@@ -48,6 +49,8 @@ struct Harness {
     worker: Worker<Echo>,
     events: Events,
     client: TcpStream,
+    /// Bytes read from the server and not yet decoded.
+    received: BytesMut,
 }
 
 impl Harness {
@@ -67,7 +70,7 @@ impl Harness {
         let worker = Worker::new(poll, listener, Echo, limits, shared, 0).unwrap();
         let client = TcpStream::connect(addr).unwrap();
         client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-        let mut h = Harness { worker, events: Events::with_capacity(64), client };
+        let mut h = Harness { worker, events: Events::with_capacity(64), client, received: BytesMut::new() };
         let (request, _) = client_request("x", "/", [1; 16], &[], &[]);
         h.client.write_all(&request).unwrap();
         h.turn_until("upgrade", |w| w.metrics.handshakes.get() == 1);
@@ -96,6 +99,30 @@ impl Harness {
         let target = self.worker.metrics.bytes_in.get() + bytes.len() as u64;
         self.client.write_all(bytes).unwrap();
         self.turn_until("bytes read", |w| w.metrics.bytes_in.get() >= target);
+    }
+
+    /// The id of the one connection.
+    fn id(&self) -> ConnId {
+        let (slot, conn) = self.worker.conns.iter().next().expect("one connection");
+        self.worker.conn_id(slot, conn.generation)
+    }
+
+    /// The next `n` frames from the server: opcode and payload.
+    fn frames(&mut self, n: usize) -> Vec<(OpCode, Vec<u8>)> {
+        let rules = FrameRules { role: Role::Client, allowed_rsv: 0, max_frame_payload: 1 << 20 };
+        let mut out = Vec::new();
+        while out.len() < n {
+            match decode_frame(&mut self.received, &rules).expect("a valid frame") {
+                Status::Complete(f) => out.push((f.opcode, f.payload.to_vec())),
+                Status::Partial => {
+                    let mut chunk = [0u8; 4096];
+                    let got = self.client.read(&mut chunk).expect("read");
+                    assert!(got > 0, "the server closed after {} frames", out.len());
+                    self.received.extend_from_slice(&chunk[..got]);
+                }
+            }
+        }
+        out
     }
 
     fn read_echo(&mut self, len: usize) {
@@ -146,6 +173,30 @@ fn a_large_frame_in_progress_reads_into_its_own_buffer_then_releases_it() {
     h.send(&frame[100 * 1024..]);
     h.read_echo(payload.len() + 10);
     assert_owns_no_buffer(h.conn());
+}
+
+#[test]
+fn inbox_actions_from_outside_reach_a_connection_in_the_order_they_were_made() {
+    let mut h = Harness::new();
+    let id = h.id();
+    let shared = h.worker.shared.clone();
+    let text = |s: &'static str| Bytes::from_static(s.as_bytes());
+    // All queued before one turn applies them, so the end-of-turn batches are in play.
+    shared.send_data(NO_WORKER, id, true, text("replay"));
+    shared.bus.subscribe(NO_WORKER, id, "t");
+    shared.publish(NO_WORKER, "t", true, text("live"), None);
+    shared.send_data(NO_WORKER, id, true, text("direct"));
+    shared.publish(NO_WORKER, "t", true, text("last"), None);
+    shared.bus.unsubscribe(NO_WORKER, id, "t");
+    shared.publish(NO_WORKER, "t", true, text("not for it"), None);
+    shared.bus.subscribe(NO_WORKER, id, "t");
+    shared.publish(NO_WORKER, "t", true, text("before the close"), None);
+    shared.close(NO_WORKER, id, CloseCode::new(4000), "bye");
+    h.worker.turn(&mut h.events).unwrap();
+    let frames = h.frames(6);
+    let texts: Vec<&[u8]> = frames[..5].iter().map(|(_, p)| &p[..]).collect();
+    assert_eq!(texts, [&b"replay"[..], b"live", b"direct", b"last", b"before the close"]);
+    assert_eq!((frames[5].0, &frames[5].1[2..]), (OpCode::Close, &b"bye"[..]));
 }
 
 #[test]
