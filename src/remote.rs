@@ -2,12 +2,13 @@
 //! Redis client, a timer), where no callback and so no `Ctx` is at hand; and `Pending`, an HTTP
 //! response such a thread may give later.
 //!
-//! Owns: `Remote` and `Pending`. Must not: touch a worker's state; every action is an envelope in the target
-//! worker's inbox, applied at that worker's next turn, exactly as a callback's action for
-//! another worker's connection is. Invariants: the actions one thread makes reach each worker
-//! in the order they were made (an inbox is FIFO), interleaved with the callbacks' bus actions
-//! in the order they were enqueued; a remote publish is counted in no worker's `publishes`,
-//! because each counter has one writer, its worker.
+//! Owns: `Remote` and `Pending`. Must not: touch a worker's state; every action (a response
+//! too) is an envelope in the target worker's inbox, applied at that worker's next turn,
+//! exactly as a callback's action for another worker's connection is. Invariants: the actions
+//! one thread makes reach each worker in the order they were made (an inbox is FIFO),
+//! interleaved with the callbacks' bus actions in the order they were enqueued; a remote
+//! publish is counted in no worker's `publishes`, because each counter has one writer, its
+//! worker.
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,7 +29,9 @@ use crate::reactor::{ConnId, Deferred, Shared, NO_WORKER};
 /// made, interleaved with the callbacks' publishes, subscribes and cross-worker sends in the
 /// order they were enqueued. A thread that sends a connection the history it missed, then
 /// subscribes it, then publishes, has that connection receive the history first and the
-/// publish after it; a subscribe takes effect between the publishes before and after it.
+/// publish after it. A subscribe or unsubscribe takes effect between the publishes before and
+/// after it, and a send or close reaches its connection after what was published before it to
+/// the connection's topics.
 ///
 /// A publish made here is not counted in `Snapshot::publishes` (each worker's counters have
 /// one writer, the worker); its deliveries are.

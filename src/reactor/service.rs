@@ -2,12 +2,13 @@
 //! implements around the application's `Handler`, and `Io`, the outbox a callback acts through.
 //!
 //! Owns: `Service`, `Io` and `Command` (the worker applies the commands: `worker.rs`), and
-//! `Deferred`, a plain HTTP request's response owed for later. A leaf: it knows no worker. Invariants: a callback never
-//! touches a connection directly; sends and closes for this worker's connections are queued as
-//! commands and applied, in order, as soon as the callback returns; those for another worker's
-//! connections, and every subscribe, publish and broadcast, go to the bus at once, so that a
-//! caller holding its own lock (the gateway's history) orders them across workers. The frame
-//! encoding and bus calls are `Shared`'s, which the server layer's `Remote` uses too.
+//! `Deferred`, a plain HTTP request's response owed for later. A leaf: it knows no worker.
+//! Invariants: a callback never touches a connection directly; sends and closes for this
+//! worker's connections are queued as commands and applied, in order, as soon as the callback
+//! returns; those for another worker's connections, and every subscribe, publish and broadcast,
+//! go to the bus at once, so that a caller holding its own lock (the gateway's history) orders
+//! them across workers. The frame encoding and bus calls are `Shared`'s, which the server
+//! layer's `Remote` uses too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -20,7 +20,8 @@ use crate::proto::frame::encode_data_frame;
 use crate::proto::CloseCode;
 
 /// The `from` of the bus calls made by a thread that is no worker (a `Remote`, a deferred HTTP
-/// response, which any thread may send). It equals no worker index, so the bus always wakes the target worker.
+/// response, which any thread may send). It equals no worker index, so the bus always wakes the
+/// target worker.
 pub(crate) const NO_WORKER: usize = usize::MAX;
 
 /// What the workers of one server share with each other and with the handle that started them.
