@@ -43,7 +43,7 @@ pub mod server;
 struct ReadmeDoctests;
 
 pub use config::{Config, SlowConsumerPolicy};
-pub use remote::Remote;
+pub use remote::{Pending, Remote};
 pub use server::{
     CloseCode, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerClose, ServerHandle,
     ShutdownTrigger,

@@ -1,20 +1,23 @@
 //! `Remote`: acting on a running server from any thread (an application's own I/O thread, a
-//! Redis client, a timer), where no callback and so no `Ctx` is at hand.
+//! Redis client, a timer), where no callback and so no `Ctx` is at hand; and `Pending`, an HTTP
+//! response such a thread may give later.
 //!
-//! Owns: `Remote`. Must not: touch a worker's state; every action is an envelope in the target
-//! worker's inbox, applied at that worker's next turn, exactly as a callback's action for
-//! another worker's connection is. Invariants: the actions one thread makes reach each worker
-//! in the order they were made (an inbox is FIFO), interleaved with the callbacks' bus actions
-//! in the order they were enqueued; a remote publish is counted in no worker's `publishes`,
-//! because each counter has one writer, its worker.
+//! Owns: `Remote` and `Pending`. Must not: touch a worker's state; every action (a response
+//! too) is an envelope in the target worker's inbox, applied at that worker's next turn,
+//! exactly as a callback's action for another worker's connection is. Invariants: the actions
+//! one thread makes reach each worker in the order they were made (an inbox is FIFO),
+//! interleaved with the callbacks' bus actions in the order they were enqueued; a remote
+//! publish is counted in no worker's `publishes`, because each counter has one writer, its
+//! worker.
 
+use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::message::Message;
-use crate::proto::CloseCode;
-use crate::reactor::{ConnId, Shared, NO_WORKER};
+use crate::proto::{CloseCode, Response};
+use crate::reactor::{ConnId, Deferred, Shared, NO_WORKER};
 
 /// Acts on a running server from any thread: `Send + Sync + Clone`, cheap to clone (one
 /// reference count). Made by `ServerHandle::remote` or, inside a callback, `Ctx::remote`.
@@ -26,7 +29,9 @@ use crate::reactor::{ConnId, Shared, NO_WORKER};
 /// made, interleaved with the callbacks' publishes, subscribes and cross-worker sends in the
 /// order they were enqueued. A thread that sends a connection the history it missed, then
 /// subscribes it, then publishes, has that connection receive the history first and the
-/// publish after it; a subscribe takes effect between the publishes before and after it.
+/// publish after it. A subscribe or unsubscribe takes effect between the publishes before and
+/// after it, and a send or close reaches its connection after what was published before it to
+/// the connection's topics.
 ///
 /// A publish made here is not counted in `Snapshot::publishes` (each worker's counters have
 /// one writer, the worker); its deliveries are.
@@ -96,5 +101,37 @@ impl Remote {
     /// The number of worker threads (a `ConnId`'s `worker()` is below it).
     pub fn workers(&self) -> usize {
         self.shared.workers()
+    }
+}
+
+/// The HTTP response owed to a client whose request `Handler::on_request` deferred
+/// (`Ctx::defer`). `Send`: answer it from any thread, or inside the same callback.
+///
+/// The response goes to the connection's worker through its inbox and is written if the client
+/// is still connected and waiting (within `Config::handshake_timeout` of the request; after
+/// that the connection was closed without a response, and a late answer is dropped). Dropping
+/// a `Pending` unanswered sends `500` with the text "no response", so a client never hangs. A
+/// `Pending` from `Ctx::defer` called anywhere but `on_request` owes nothing: `respond` and
+/// dropping it do nothing.
+pub struct Pending {
+    deferred: Deferred,
+}
+
+impl Pending {
+    pub(crate) fn new(deferred: Deferred) -> Pending {
+        Pending { deferred }
+    }
+
+    /// Sends `response` to the client (encoded here, on the calling thread, with the
+    /// keep-alive the request asked for). A kept-alive connection then reads its next request,
+    /// including any the client sent while it waited.
+    pub fn respond(self, response: Response) {
+        self.deferred.respond(&response);
+    }
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").field("owed", &self.deferred.is_owed()).finish()
     }
 }

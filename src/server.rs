@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::metrics::{self, Snapshot};
 use crate::proto;
 use crate::reactor::{self, Io, Running, Service, Shared};
-use crate::remote::Remote;
+use crate::remote::{Pending, Remote};
 
 pub use crate::message::Message;
 pub use crate::proto::{CloseCode, Response};
@@ -175,6 +175,17 @@ impl Ctx<'_> {
         Remote::new(self.io.shared().clone())
     }
 
+    /// Answers the plain HTTP request of this `Handler::on_request` call later: the returned
+    /// `Pending` takes the response, from this callback or from any thread (after I/O the
+    /// event loop must not wait for). The `Response` that `on_request` returns is then
+    /// discarded. The client waits at most `Config::handshake_timeout`; requests it pipelines
+    /// meanwhile are answered after this one, in order. Only the first call in `on_request`
+    /// defers; a second call, or one from any other callback, returns a `Pending` that owes
+    /// nothing and whose `respond` does nothing.
+    pub fn defer(&mut self) -> Pending {
+        Pending::new(self.io.defer())
+    }
+
     /// Index of the worker running this callback.
     pub fn worker(&self) -> usize {
         self.io.worker_index()
@@ -222,6 +233,9 @@ pub trait Handler: 'static {
     }
 
     /// A plain HTTP request on the same port. The default answers 426 Upgrade Required.
+    ///
+    /// To answer later (after work on another thread), call `ctx.defer()` and answer through
+    /// the `Pending` it returns; the `Response` returned here is then discarded.
     fn on_request(&mut self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
         let _ = (ctx, request);
         Response::text(426, "this endpoint speaks WebSocket")

@@ -1,26 +1,37 @@
 //! Acting on a running server from threads that are no worker: `Remote` (publish, send, close,
-//! subscribe by `ConnId`, in the order one thread made them).
+//! subscribe by `ConnId`, in the order one thread made them), and HTTP responses deferred by
+//! `on_request` and given later from another thread (`Ctx::defer`, `Pending`).
 
 mod common;
 
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use common::*;
-use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Remote, Request, Server, ServerHandle};
+use fanout::{
+    CloseCode, Config, ConnId, Ctx, Handler, Message, Pending, Reject, Remote, Request, Response, Server, ServerHandle,
+};
 
 /// What the handler saw, for the test to wait on.
 #[derive(Debug, PartialEq, Eq)]
 enum Event {
     Open(ConnId),
     Close(ConnId, u16, String),
+    /// A plain request was deferred (its target).
+    Deferred(String),
 }
 
 /// Subscribes a connection to `T` when it opens on `/sub/T`; on the message `later`, hands its
-/// `Remote` to a thread of its own that answers `from a thread`.
+/// `Remote` to a thread of its own that answers `from a thread`. Plain requests are deferred:
+/// `/defer` is answered by a thread of its own with the next text the test releases, `/drop`
+/// is dropped by one, `/now` is answered at once through its `Pending`, and `/hold` hands its
+/// `Pending` to the test.
 struct App {
     events: mpsc::Sender<Event>,
+    release: Arc<Mutex<mpsc::Receiver<String>>>,
+    held: mpsc::Sender<Pending>,
 }
 
 impl Handler for App {
@@ -44,15 +55,68 @@ impl Handler for App {
     fn on_close(&mut self, _: &mut Ctx<'_>, id: ConnId, _: (), code: CloseCode, reason: &str) {
         let _ = self.events.send(Event::Close(id, code.get(), reason.to_owned()));
     }
+
+    fn on_request(&mut self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
+        let pending = ctx.defer();
+        match request.path() {
+            "/defer" => {
+                let release = self.release.clone();
+                thread::spawn(move || {
+                    let body = release.lock().unwrap().recv().expect("the test releases it");
+                    pending.respond(Response::text(200, body));
+                });
+            }
+            "/drop" => drop(thread::spawn(move || drop(pending))),
+            "/now" => pending.respond(Response::text(200, "at once")),
+            _ => self.held.send(pending).unwrap(),
+        }
+        let _ = self.events.send(Event::Deferred(request.target().to_owned()));
+        Response::text(404, "discarded, since the request was deferred")
+    }
+}
+
+/// A running `App` and the test's ends of its channels.
+struct Test {
+    server: ServerHandle,
+    events: mpsc::Receiver<Event>,
+    release: mpsc::Sender<String>,
+    held: mpsc::Receiver<Pending>,
+}
+
+fn start_with(config: Config) -> Test {
+    let (events_tx, events) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let (held_tx, held) = mpsc::channel();
+    let channels = Mutex::new((events_tx, held_tx));
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let server = Server::new(config)
+        .start(move || {
+            let (events, held) = channels.lock().unwrap().clone();
+            App { events, release: release_rx.clone(), held }
+        })
+        .expect("server starts");
+    Test { server, events, release, held }
 }
 
 fn start(workers: usize) -> (ServerHandle, mpsc::Receiver<Event>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let server = Server::new(Config { workers, ..test_config() })
-        .start(move || App { events: tx.lock().unwrap().clone() })
-        .expect("server starts");
-    (server, rx)
+    let t = start_with(Config { workers, ..test_config() });
+    // Nothing here makes plain requests, so the other channels may close.
+    (t.server, t.events)
+}
+
+impl Test {
+    /// Waits until the handler has deferred the request for `target`.
+    fn deferred(&self, target: &str) {
+        match self.events.recv_timeout(IO_TIMEOUT).expect("a deferred request") {
+            Event::Deferred(t) => assert_eq!(t, target),
+            other => panic!("expected {target} to be deferred, got {other:?}"),
+        }
+    }
+}
+
+/// The body of an HTTP response.
+fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").expect("a head").1
 }
 
 /// Upgrades a client to `path` and returns it with the id its `on_open` saw (the 101 goes out
@@ -86,9 +150,11 @@ fn one_on_each_worker(server: &ServerHandle, events: &mpsc::Receiver<Event>, pat
 }
 
 #[test]
-fn remote_is_send_sync_and_clone() {
-    fn check<T: Send + Sync + Clone + 'static>() {}
-    check::<Remote>();
+fn remote_is_send_sync_and_clone_and_pending_is_send() {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    fn sent<T: Send + 'static>() {}
+    shared::<Remote>();
+    sent::<Pending>();
 }
 
 #[test]
@@ -168,4 +234,60 @@ fn close_from_a_thread_closes_with_its_code_and_draining_follows_the_stop() {
     assert!(!remote.draining());
     server.shutdown();
     assert!(remote.draining());
+}
+
+#[test]
+fn a_deferred_response_comes_from_another_thread_when_released() {
+    let t = start_with(Config { workers: 2, ..test_config() });
+    let mut c = RawClient::connect_tcp(t.server.local_addr());
+    c.send_raw(b"GET /defer?n=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    t.deferred("/defer?n=1");
+    t.release.send("released".into()).unwrap();
+    let response = String::from_utf8(c.read_to_eof()).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("Connection: close"), "{response}");
+    assert_eq!(body(&response), "released");
+    assert_eq!(t.server.stats().http_deferred, 1);
+}
+
+#[test]
+fn pipelined_requests_on_one_connection_are_answered_in_order() {
+    let t = start_with(Config { workers: 2, ..test_config() });
+    let mut c = RawClient::connect_tcp(t.server.local_addr());
+    c.send_raw(b"GET /defer?n=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /defer?n=2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    t.deferred("/defer?n=1");
+    // The second request waits, unparsed, until the first is answered.
+    assert!(t.events.try_recv().is_err(), "the second request was read before the first was answered");
+    t.release.send("one".into()).unwrap();
+    let first = c.read_head();
+    assert!(first.starts_with("HTTP/1.1 200") && first.contains("keep-alive"), "{first}");
+    assert_eq!(body(&first), "one");
+    t.deferred("/defer?n=2");
+    t.release.send("two".into()).unwrap();
+    assert_eq!(body(&c.read_head()), "two");
+    // Still kept alive: a third request on the same connection.
+    c.send_raw(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(body(&c.read_head()), "at once");
+}
+
+#[test]
+fn a_pending_dropped_unanswered_sends_500() {
+    let t = start_with(Config { workers: 2, ..test_config() });
+    let response = http_exchange(t.server.local_addr(), b"GET /drop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 500"), "{response}");
+    assert_eq!(body(&response), "no response");
+}
+
+#[test]
+fn a_deferred_request_not_answered_in_time_is_closed_and_a_late_answer_dropped() {
+    let t = start_with(Config { workers: 1, handshake_timeout: Duration::from_millis(300), ..test_config() });
+    let mut c = RawClient::connect_tcp(t.server.local_addr());
+    c.send_raw(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    let pending = t.held.recv_timeout(IO_TIMEOUT).expect("the handler hands over its Pending");
+    assert!(c.read_to_eof().is_empty(), "closed without a response");
+    wait_until("the timeout counted", IO_TIMEOUT, || t.server.stats().http_deferred_timeouts == 1);
+    pending.respond(Response::text(200, "too late")); // dropped by the worker; nothing breaks
+                                                      // The server still answers.
+    let response = http_exchange(t.server.local_addr(), b"GET /now HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(body(&response), "at once");
 }

@@ -62,6 +62,12 @@ pub(crate) enum Envelope {
         id: ConnId,
         topic: Arc<str>,
     },
+    /// The deferred answer to the plain HTTP request connection `id` is waiting on (encoded
+    /// with the request's keep-alive), from the thread that answered it.
+    Respond {
+        id: ConnId,
+        response: Bytes,
+    },
     Unsubscribe {
         id: ConnId,
         topic: Arc<str>,
@@ -142,7 +148,8 @@ impl Bus {
         workers.len()
     }
 
-    /// Hands an envelope for one connection (a `Send` or `Close`) to the connection's worker.
+    /// Hands an envelope for one connection (a `Send`, `Close` or `Respond`) to the
+    /// connection's worker.
     pub(crate) fn to_connection(&self, from: usize, id: ConnId, envelope: Envelope) {
         self.send(from, id.worker(), envelope);
     }
@@ -269,6 +276,7 @@ mod tests {
                 Envelope::Broadcast { .. } => "bcast".into(),
                 Envelope::Send { .. } => "send".into(),
                 Envelope::Close { .. } => "close".into(),
+                Envelope::Respond { .. } => "respond".into(),
                 Envelope::Subscribe { topic, .. } => format!("sub {topic}"),
                 Envelope::Unsubscribe { topic, .. } => format!("unsub {topic}"),
             })

@@ -1,7 +1,8 @@
 //! Publish delivery: what other workers (and this one's callbacks) sent through the bus, and
 //! the per-turn batches that carry published frames to subscribers.
 //!
-//! Owns: applying the inbox (publishes, and sends and closes other workers asked for) and
+//! Owns: applying the inbox (publishes, and sends, closes and deferred HTTP responses other
+//! threads asked for) and
 //! `deliver_published`. Invariants: the frames published to one
 //! topic in a turn reach each subscriber as clones of the same `Bytes` (no copy per
 //! subscriber); a subscribe takes effect between the publishes before and after it, never in
@@ -82,6 +83,7 @@ impl<S: Service> Worker<S> {
                     self.deliver_pending_to(id);
                     self.close_conn(id, code, &reason);
                 }
+                Envelope::Respond { id, response } => self.respond_deferred(id, response),
                 Envelope::Subscribe { id, topic } => {
                     let open = get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open);
                     if open {

@@ -19,7 +19,9 @@ use crate::metrics::{self, Snapshot, WorkerMetrics};
 use crate::proto::frame::encode_data_frame;
 use crate::proto::CloseCode;
 
-/// The `from` of the bus calls made by a thread that is no worker (a `Remote`). It equals no worker index, so the bus always wakes the target worker.
+/// The `from` of the bus calls made by a thread that is no worker (a `Remote`, a deferred HTTP
+/// response, which any thread may send). It equals no worker index, so the bus always wakes the
+/// target worker.
 pub(crate) const NO_WORKER: usize = usize::MAX;
 
 /// What the workers of one server share with each other and with the handle that started them.
@@ -75,6 +77,11 @@ impl Shared {
         let (head, tail) = encode_data_frame(text, payload);
         self.bus.broadcast(from, head, tail);
         self.count_publish(from);
+    }
+
+    /// The deferred HTTP response owed to connection `id`, through its worker's inbox.
+    pub(crate) fn respond(&self, id: ConnId, response: Bytes) {
+        self.bus.to_connection(NO_WORKER, id, Envelope::Respond { id, response });
     }
 
     fn count_publish(&self, from: usize) {
