@@ -6,6 +6,7 @@
 //!            |                                                    |
 //!            v                                                    |
 //!   server.rs  (public API: Server, Handler, Ctx)  <- config.rs   |
+//!   remote.rs  (Remote: acting from any thread)                   |
 //!            |                                                    |
 //!   reactor/   (mio loop per worker, slab, write queues,          |
 //!            |  deadlines, admission, the bus between workers)    |
@@ -28,10 +29,12 @@
 #![deny(missing_docs)]
 
 pub mod config;
+mod message;
 pub mod metrics;
 pub mod proto;
 pub mod pubsub;
 mod reactor;
+pub mod remote;
 pub mod server;
 
 /// The README, whose Rust examples compile as doctests, so the one users copy first stays true.
@@ -40,6 +43,7 @@ pub mod server;
 struct ReadmeDoctests;
 
 pub use config::{Config, SlowConsumerPolicy};
+pub use remote::{Pending, Remote};
 pub use server::{
     CloseCode, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerClose, ServerHandle,
     ShutdownTrigger,

@@ -83,6 +83,10 @@ metrics! {
     rejected_pending_handshakes,
     /// Plain HTTP requests answered.
     http_requests,
+    /// Plain HTTP requests whose handler deferred its response (`Ctx::defer`).
+    http_deferred,
+    /// Deferred responses that had not come when the handshake timeout ended the connection.
+    http_deferred_timeouts,
     /// Messages received (after reassembly).
     messages_in,
     /// Frames queued for sending.

@@ -204,6 +204,23 @@ impl Topics {
         }
     }
 
+    /// Delivers what the topics `member` is in have pending now, to all their members, so
+    /// that bytes queued for `member` right after (a direct send, a close) follow the frames
+    /// published to its topics before them. Costs nothing while no topic has pending frames.
+    pub fn deliver_member(&mut self, member: Member, mut deliver: impl FnMut(Member, &Bytes)) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let Some(mine) = self.memberships.get(&member) else {
+            return;
+        };
+        for membership in mine {
+            if let Some(t) = self.topics[membership.topic as usize].as_mut() {
+                t.deliver(&mut deliver);
+            }
+        }
+    }
+
     /// Hands a frame (its `head` and `tail`, either possibly empty) at once to every member of
     /// `name` except `except`, after what the topic has pending (so order holds), and returns how
     /// many members it reached. For the rare publish that must skip one member (its sender); the
@@ -340,6 +357,23 @@ mod tests {
         t.subscribe(2, "news");
         t.publish("news", b"", &Bytes::from_static(b"late"), LARGE);
         assert_eq!(published(&mut t), vec![(1, b"late".to_vec()), (2, b"late".to_vec())]);
+    }
+
+    #[test]
+    fn deliver_member_flushes_only_the_member_s_own_topics() {
+        let mut t = Topics::new();
+        t.subscribe(1, "mine");
+        t.subscribe(2, "mine");
+        t.subscribe(2, "other");
+        let mut got = Vec::new();
+        t.deliver_member(1, |m, b| got.push((m, b.to_vec())));
+        assert!(got.is_empty(), "nothing pending, nothing delivered");
+        t.publish("mine", b"", &Bytes::from_static(b"m"), LARGE);
+        t.publish("other", b"", &Bytes::from_static(b"o"), LARGE);
+        t.deliver_member(1, |m, b| got.push((m, b.to_vec())));
+        got.sort();
+        assert_eq!(got, vec![(1, b"m".to_vec()), (2, b"m".to_vec())], "all of 'mine', none of 'other'");
+        assert_eq!(published(&mut t), vec![(2, b"o".to_vec())], "the rest waits for the turn's end");
     }
 
     #[test]

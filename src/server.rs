@@ -1,4 +1,5 @@
-//! The public API: `Server` to start, `Handler` to implement, `Ctx` to act.
+//! The public API: `Server` to start, `Handler` to implement, `Ctx` to act (and, from other
+//! threads, `Remote`, in remote.rs).
 //!
 //! Owns: the application-facing types and the adapter from `Handler` to the reactor's
 //! `Service`. Must not: expose a mio type or any reactor internal. One handler instance runs per
@@ -16,48 +17,11 @@ use crate::config::Config;
 use crate::metrics::{self, Snapshot};
 use crate::proto;
 use crate::reactor::{self, Io, Running, Service, Shared};
+use crate::remote::{Pending, Remote};
 
+pub use crate::message::Message;
 pub use crate::proto::{CloseCode, Response};
 pub use crate::reactor::{ConnId, ServerClose};
-
-/// A complete message from a client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
-    /// Text, already validated as UTF-8.
-    Text(Bytes),
-    /// Binary data.
-    Binary(Bytes),
-}
-
-impl Message {
-    /// True for a text message.
-    pub fn is_text(&self) -> bool {
-        matches!(self, Message::Text(_))
-    }
-
-    /// The text of a text message.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            // Validated on receipt; checking again keeps this crate free of `unsafe` here.
-            Message::Text(b) => std::str::from_utf8(b).ok(),
-            Message::Binary(_) => None,
-        }
-    }
-
-    /// The payload, text or binary.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Message::Text(b) | Message::Binary(b) => b,
-        }
-    }
-
-    /// The payload, without copying.
-    pub fn into_bytes(self) -> Bytes {
-        match self {
-            Message::Text(b) | Message::Binary(b) => b,
-        }
-    }
-}
 
 /// Refuses an upgrade with an HTTP status and a reason (sent as the body).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +169,23 @@ impl Ctx<'_> {
         metrics::prometheus(&self.io.worker_stats(), &all)
     }
 
+    /// A handle for acting on the server from another thread: hand it to a thread the handler
+    /// starts. Its actions go through the workers' inboxes; see `Remote` for their order.
+    pub fn remote(&self) -> Remote {
+        Remote::new(self.io.shared().clone())
+    }
+
+    /// Answers the plain HTTP request of this `Handler::on_request` call later: the returned
+    /// `Pending` takes the response, from this callback or from any thread (after I/O the
+    /// event loop must not wait for). The `Response` that `on_request` returns is then
+    /// discarded. The client waits at most `Config::handshake_timeout`; requests it pipelines
+    /// meanwhile are answered after this one, in order. Only the first call in `on_request`
+    /// defers; a second call, or one from any other callback, returns a `Pending` that owes
+    /// nothing and whose `respond` does nothing.
+    pub fn defer(&mut self) -> Pending {
+        Pending::new(self.io.defer())
+    }
+
     /// Index of the worker running this callback.
     pub fn worker(&self) -> usize {
         self.io.worker_index()
@@ -252,6 +233,9 @@ pub trait Handler: 'static {
     }
 
     /// A plain HTTP request on the same port. The default answers 426 Upgrade Required.
+    ///
+    /// To answer later (after work on another thread), call `ctx.defer()` and answer through
+    /// the `Pending` it returns; the `Response` returned here is then discarded.
     fn on_request(&mut self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
         let _ = (ctx, request);
         Response::text(426, "this endpoint speaks WebSocket")
@@ -376,6 +360,12 @@ impl ServerHandle {
             }
         }
         result
+    }
+
+    /// A handle for acting on the running server from any thread: send to, close, subscribe
+    /// and unsubscribe connections, publish and broadcast.
+    pub fn remote(&self) -> Remote {
+        Remote::new(self.running().shared.clone())
     }
 
     /// A handle another thread (a signal handler) can use to call `shutdown`.

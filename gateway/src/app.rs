@@ -23,6 +23,7 @@ use fanout::{
 };
 use serde_json::value::RawValue;
 
+use crate::cluster::{self, Cluster};
 use crate::history::{History, TooManyChannels};
 use crate::http;
 use crate::native::auth::{self, Permissions};
@@ -63,6 +64,8 @@ pub struct GatewayConfig {
     /// Pusher apps; none by default (then `/app/...` and `/apps/...` answer 404). The first one
     /// shares the native channel space.
     pub pusher_apps: Vec<AppConfig>,
+    /// The Redis engine (`--redis-url`); None: one process, everything in memory.
+    pub redis: Option<cluster::Settings>,
 }
 
 impl Default for GatewayConfig {
@@ -77,6 +80,7 @@ impl Default for GatewayConfig {
             max_channels: 100_000,
             max_channels_per_connection: 100,
             pusher_apps: Vec::new(),
+            redis: None,
         }
     }
 }
@@ -106,6 +110,9 @@ impl GatewayConfig {
         if self.max_channels_per_connection == 0 {
             return Err("max_channels_per_connection must be greater than 0".into());
         }
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
+        }
         pusher_apps::validate(&self.pusher_apps)
     }
 }
@@ -116,6 +123,8 @@ struct Shared {
     anonymous: bool,
     space: Arc<Space>,
     pusher: Option<Pusher>,
+    /// The Redis engine: with it, seq, history and delivery go through Redis (`crate::cluster`).
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// The fanout application.
@@ -143,19 +152,34 @@ pub fn start(mut server: Config, gateway: GatewayConfig) -> io::Result<ServerHan
     }
     let history = History::new(gateway.history_size, gateway.history_ttl, gateway.max_channels, new_epoch());
     let space = Arc::new(Space::new(history));
+    let (cluster, engine) = match gateway.redis.clone() {
+        Some(settings) => {
+            let (cluster, engine) = Cluster::new(settings);
+            (Some(Arc::new(cluster)), Some(engine))
+        }
+        None => (None, None),
+    };
     let settings = pusher::Settings {
         apps: gateway.pusher_apps.clone(),
         activity_timeout: activity_timeout(server.idle_timeout),
         allowed_origins: gateway.allowed_origins.clone(),
         max_channels_per_connection: gateway.max_channels_per_connection,
+        cluster: cluster.clone(),
     };
     let shared = Arc::new(Shared {
         anonymous: gateway.anonymous_allowed(server.listen),
         config: gateway,
         pusher: Pusher::new(settings, space.clone()),
         space,
+        cluster: cluster.clone(),
     });
-    Server::new(server).start(move || Gateway { shared: shared.clone() })
+    let cluster_handle = cluster;
+    let handle = Server::new(server).start(move || Gateway { shared: shared.clone() })?;
+    if let (Some(engine), Some(cluster)) = (engine, &cluster_handle) {
+        // It ends by itself once the handlers, and with them every `Cluster` handle, are gone.
+        engine.start(cluster, handle.remote())?;
+    }
+    Ok(handle)
 }
 
 /// The `activity_timeout` Pusher clients are told: half the idle timeout, so a client pings
@@ -226,13 +250,24 @@ impl Gateway {
                 if !session.permissions.may_subscribe(&channel) {
                     return Err(OpError::new(rid, "forbidden", format!("not allowed to subscribe to {channel}")));
                 }
-                if session.channels.iter().any(|c| **c == *channel) {
+                let again = session.channels.iter().any(|c| **c == *channel);
+                if let (Some(cluster), true) = (&self.shared.cluster, again) {
+                    // The first join may have been refused (Redis went away): joins are idempotent.
+                    self.join(cluster, id, rid, channel, since, epoch);
+                    return Ok(());
+                }
+                if again {
                     return Err(OpError::new(rid, "already_subscribed", format!("already subscribed to {channel}")));
                 }
                 let cap = self.shared.config.max_channels_per_connection;
                 if session.channels.len() >= cap {
                     let message = format!("this connection is on {cap} channels, the most it may be on");
                     return Err(OpError::new(rid, "too_many_channels", message));
+                }
+                if let Some(cluster) = &self.shared.cluster {
+                    self.join(cluster, id, rid, channel.clone(), since, epoch);
+                    session.channels.push(channel.into());
+                    return Ok(());
                 }
                 let mut history = self.history();
                 let resume = history
@@ -254,8 +289,13 @@ impl Gateway {
             Op::Unsubscribe { channel } => {
                 if let Some(pos) = session.channels.iter().position(|c| **c == *channel) {
                     session.channels.swap_remove(pos);
-                    ctx.unsubscribe(id, &channel);
-                    self.history().unsubscribe(&channel, Instant::now());
+                    match &self.shared.cluster {
+                        Some(cluster) => cluster.leave(id, &channel, false, None),
+                        None => {
+                            ctx.unsubscribe(id, &channel);
+                            self.history().unsubscribe(&channel, Instant::now());
+                        }
+                    }
                 }
                 ctx.send_text(id, &protocol::unsubscribed(&channel));
             }
@@ -263,13 +303,57 @@ impl Gateway {
                 if !session.permissions.may_publish(&channel) {
                     return Err(OpError::new(rid, "forbidden", format!("not allowed to publish to {channel}")));
                 }
+                if let Some(cluster) = &self.shared.cluster {
+                    let (remote, reply_id) = (ctx.remote(), rid.map(|r| r.get().to_owned()));
+                    let done: cluster::PublishDone = Box::new(move |result| match result {
+                        Ok(seq) => remote.send_text(id, &protocol::ack(reply_id.as_deref(), seq)),
+                        Err(e) => {
+                            remote.send_text(id, &OpError::new(None, "unavailable", e.0).with_id(reply_id).to_json())
+                        }
+                    });
+                    cluster.publish_native(&channel, event.as_deref(), data, done);
+                    return Ok(());
+                }
                 let seq = self
                     .publish(ctx, &channel, event.as_deref(), data)
                     .map_err(|_| OpError::new(rid, "too_many_channels", "the server tracks too many channels"))?;
-                ctx.send_text(id, &protocol::ack(rid, seq));
+                ctx.send_text(id, &protocol::ack(rid.map(RawValue::get), seq));
             }
         }
         Ok(())
+    }
+}
+
+impl Gateway {
+    /// A native subscribe through the Redis engine: the reply, the replay and the topic come
+    /// once this node receives the channel from Redis.
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &self,
+        cluster: &Cluster,
+        id: ConnId,
+        rid: Option<&RawValue>,
+        channel: String,
+        since: Option<u64>,
+        epoch: Option<String>,
+    ) {
+        let reply_id = rid.map(|r| r.get().to_owned());
+        let name = channel.clone();
+        let done: cluster::JoinDone = Box::new(move |remote, result| match result {
+            Ok(joined) => {
+                let recovered = since.map(|_| joined.recovered);
+                remote.send_text(id, &protocol::subscribed(&name, joined.seq, &joined.epoch, recovered));
+                for event in joined.replay {
+                    remote.send(id, Message::Text(event.native_frame()));
+                }
+                true
+            }
+            Err(e) => {
+                remote.send_text(id, &OpError::new(None, "unavailable", e.0).with_id(reply_id).to_json());
+                false
+            }
+        });
+        cluster.join(id, &channel, &channel, cluster::Side::Native { since, epoch }, done);
     }
 }
 
@@ -311,6 +395,12 @@ impl Handler for Gateway {
     fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, session: Session, _: CloseCode, _: &str) {
         match session {
             Session::Native(session) => {
+                if let Some(cluster) = &self.shared.cluster {
+                    for channel in &session.channels {
+                        cluster.leave(id, channel, false, None);
+                    }
+                    return;
+                }
                 let now = Instant::now();
                 let mut history = self.history();
                 for channel in &session.channels {
@@ -377,7 +467,13 @@ impl http::Api for Gateway {
     }
 
     fn extra_metrics(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
-        self.shared.pusher.as_ref().map(Pusher::metrics).unwrap_or_default()
+        let mut lines = self.shared.pusher.as_ref().map(Pusher::metrics).unwrap_or_default();
+        lines.extend(self.shared.cluster.as_ref().map(|c| c.metrics()).unwrap_or_default());
+        lines
+    }
+
+    fn cluster(&self) -> Option<&Cluster> {
+        self.shared.cluster.as_deref()
     }
 }
 

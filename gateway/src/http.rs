@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use crate::cluster::{Cluster, PublishDone};
 use crate::history::TooManyChannels;
 use crate::native::{auth, protocol};
 
@@ -40,6 +41,9 @@ pub trait Api {
     fn pusher_api(&self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Option<Response>;
     /// Extra `/metrics` lines: (name, help, type, value).
     fn extra_metrics(&self) -> Vec<(&'static str, &'static str, &'static str, u64)>;
+    /// The Redis engine, when the gateway runs in a cluster: publishes go through it and are
+    /// answered once Redis has numbered them.
+    fn cluster(&self) -> Option<&Cluster>;
 }
 
 /// Answers one plain HTTP request.
@@ -49,8 +53,7 @@ pub fn route(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Re
             .header("Content-Type", "text/html; charset=utf-8")
             .header("Cache-Control", "no-cache")
             .body(DEMO_HTML),
-        ("GET" | "HEAD", "/healthz") if ctx.draining() => json_response(503, json!({"status": "draining"})),
-        ("GET" | "HEAD", "/healthz") => json_response(200, json!({"status": "ok"})),
+        ("GET" | "HEAD", "/healthz") => health(gateway, ctx),
         ("POST", "/api/publish") => publish(gateway, ctx, request),
         (_, path) if path.starts_with("/apps/") => match gateway.pusher_api(ctx, request) {
             Some(response) => response,
@@ -69,6 +72,19 @@ pub fn route(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Re
         }
         _ => json_response(404, json!({"error": "not found"})),
     }
+}
+
+/// 200 `{"status":"ok"}`; 503 while draining, or while the Redis link is down (`"redis":"down"`)
+/// so that a load balancer sends new clients to another node.
+fn health(gateway: &impl Api, ctx: &Ctx<'_>) -> Response {
+    let status = if ctx.draining() { "draining" } else { "ok" };
+    let mut body = json!({"status": status});
+    let mut healthy = !ctx.draining();
+    if let Some(cluster) = gateway.cluster() {
+        body["redis"] = if cluster.up() { "up" } else { "down" }.into();
+        healthy &= cluster.up();
+    }
+    json_response(if healthy { 200 } else { 503 }, body)
 }
 
 /// Whether an upgrade's `Origin` is allowed by `allowed` (exact `scheme://host[:port]`
@@ -150,6 +166,18 @@ fn publish(gateway: &impl Api, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Resp
     }
     if let Err(reason) = body.event.as_deref().map_or(Ok(()), protocol::validate_event) {
         return bad_request(reason);
+    }
+    if let Some(cluster) = gateway.cluster() {
+        // Answered once Redis has numbered it (or refused it, at once when Redis is down).
+        let pending = ctx.defer();
+        let done: PublishDone = Box::new(move |result| {
+            pending.respond(match result {
+                Ok(seq) => json_response(200, json!({"seq": seq})),
+                Err(e) => e.response(),
+            })
+        });
+        cluster.publish_native(&body.channel, body.event.as_deref(), body.data, done);
+        return Response::new(202); // not sent: the deferred answer is
     }
     match gateway.publish(ctx, &body.channel, body.event.as_deref(), body.data) {
         Ok(seq) => json_response(200, json!({"seq": seq})),

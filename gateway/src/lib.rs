@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cluster;
 pub mod history;
 pub mod http;
 pub mod native;

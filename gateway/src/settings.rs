@@ -21,6 +21,7 @@ use clap::ArgMatches;
 use fanout::{Config, SlowConsumerPolicy};
 
 use crate::app::GatewayConfig;
+use crate::cluster::Settings;
 use crate::pusher::apps::{AppConfig, PusherFile};
 
 /// The gateway's default largest message: 64 KiB, not the library's 1 MiB, because anyone
@@ -192,6 +193,30 @@ settings! {
     /// Pusher app secret (signs channel auth, API requests and webhooks).
     #[arg(long, env = "FANOUT_PUSHER_APP_SECRET", hide_env_values = true)]
     pusher_app_secret: Option<String>,
+    /// Redis URL, redis://[:PASSWORD@]HOST:PORT[/DB]: the nodes given the same one form a cluster
+    /// (shared seq, history, presence); unset, everything stays in this process.
+    #[arg(long, env = "FANOUT_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Prefix of the cluster's Redis keys and channels, so that clusters can share one Redis.
+    #[arg(long, env = "FANOUT_REDIS_PREFIX", default_value_t = Settings::new("").prefix)]
+    redis_prefix: String,
+    /// Comma-separated Redis channel patterns to publish Laravel broadcasts from (PSUBSCRIBE),
+    /// e.g. laravel_database_*.
+    #[arg(long, env = "FANOUT_REDIS_INGEST", value_delimiter = ',', default_value = "")]
+    redis_ingest: Vec<String>,
+    /// Removed from the front of an ingested Redis channel's name to give the channel (Laravel's
+    /// connection prefix, e.g. laravel_database_).
+    #[arg(long, env = "FANOUT_REDIS_INGEST_STRIP")]
+    redis_ingest_strip: Option<String>,
+    /// Seconds the ingest lease lasts unrenewed: the longest ingest gap when its holder dies.
+    #[arg(long, env = "FANOUT_REDIS_INGEST_LEASE", default_value_t = Settings::new("").lease.as_secs())]
+    redis_ingest_lease: u64,
+    /// Seconds of silence after which the other nodes take a node for dead.
+    #[arg(long, env = "FANOUT_REDIS_NODE_TIMEOUT", default_value_t = Settings::new("").node_timeout.as_secs())]
+    redis_node_timeout: u64,
+    /// Publishes and subscribes waiting for Redis at most; more are refused at once.
+    #[arg(long, env = "FANOUT_REDIS_QUEUE", default_value_t = Settings::new("").queue)]
+    redis_queue: usize,
     file_only {
         /// `[pusher]`: `[[pusher.apps]]` tables, one per Pusher app (id, key, secret,
         /// client_events, max_connections, max_presence_members, max_event_size, webhook_url,
@@ -249,6 +274,18 @@ impl ServeArgs {
             max_channels: self.max_channels,
             max_channels_per_connection: self.max_channels_per_connection,
             pusher_apps,
+            redis: self.redis_url.map(|url| Settings {
+                prefix: self.redis_prefix,
+                ingest: self.redis_ingest.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
+                ingest_strip: self.redis_ingest_strip,
+                lease: Duration::from_secs(self.redis_ingest_lease),
+                node_timeout: Duration::from_secs(self.redis_node_timeout),
+                queue: self.redis_queue,
+                history_size: self.history_size,
+                history_ttl: Duration::from_secs(self.history_ttl),
+                max_message: self.max_message_size,
+                ..Settings::new(&url)
+            }),
         };
         server.validate()?;
         gateway.validate(server.listen)?;
@@ -309,7 +346,7 @@ pub fn default_file() -> String {
         let defaults: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
         let value = match (id, defaults.first()) {
             ("allow_anonymous", _) => "false".to_string(),
-            ("allowed_origins", _) => "[]".to_string(),
+            ("allowed_origins" | "redis_ingest", _) => "[]".to_string(),
             (_, Some(d)) if d.parse::<u64>().is_ok() => d.clone(),
             (_, Some(d)) => format!("{d:?}"),
             ("workers", None) => "2    # default: the CPUs available".to_string(),

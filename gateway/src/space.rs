@@ -66,6 +66,27 @@ pub struct Event {
 }
 
 impl Event {
+    /// The publish numbered `seq` on `channel` (its frames are built on first use).
+    pub fn new(
+        channel: &str,
+        seq: u64,
+        name: Option<&str>,
+        data: &str,
+        origin: Origin,
+        user_id: Option<&str>,
+    ) -> Event {
+        Event {
+            channel: channel.into(),
+            seq,
+            name: name.map(Into::into),
+            data: data.into(),
+            origin,
+            user_id: user_id.map(Into::into),
+            native: OnceLock::new(),
+            pusher: OnceLock::new(),
+        }
+    }
+
     /// The channel's seq of this publish.
     pub fn seq(&self) -> u64 {
         self.seq
@@ -161,16 +182,7 @@ impl Space {
 /// `Space::publish` for a caller that already holds the lock.
 pub fn publish_locked(channels: &mut Channels, ctx: &mut Ctx<'_>, p: Publish<'_>) -> Result<u64, TooManyChannels> {
     let (seq, event) = channels.publish(p.key, Instant::now(), is_cache_channel(p.channel), |seq| {
-        Arc::new(Event {
-            channel: p.channel.into(),
-            seq,
-            name: p.event.map(Into::into),
-            data: p.data.into(),
-            origin: p.origin,
-            user_id: p.user_id.map(Into::into),
-            native: OnceLock::new(),
-            pusher: OnceLock::new(),
-        })
+        Arc::new(Event::new(p.channel, seq, p.event, p.data, p.origin, p.user_id))
     })?;
     // Only for native subscribers (a resume builds the frame from the history's event later).
     if p.key == p.channel && channels.native_subscribers(p.key) > 0 && protocol::validate_channel(p.channel).is_ok() {
@@ -194,6 +206,14 @@ pub fn app_key(app: usize, name: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(format!("#{app}:{name}"))
     }
+}
+
+/// The app and channel name of key `key` (the inverse of `app_key`).
+pub fn split_key(key: &str) -> (usize, &str) {
+    key.strip_prefix('#')
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(app, name)| Some((app.parse().ok()?, name)))
+        .unwrap_or((0, key))
 }
 
 /// The library topic of a channel's Pusher subscribers.
@@ -222,16 +242,7 @@ mod tests {
     use super::*;
 
     fn event(origin: Origin, name: Option<&str>, data: &str, user_id: Option<&str>) -> Event {
-        Event {
-            channel: "news".into(),
-            seq: 4,
-            name: name.map(Into::into),
-            data: data.into(),
-            origin,
-            user_id: user_id.map(Into::into),
-            native: OnceLock::new(),
-            pusher: OnceLock::new(),
-        }
+        Event::new("news", 4, name, data, origin, user_id)
     }
 
     fn text(b: Bytes) -> String {
@@ -290,6 +301,7 @@ mod tests {
     fn keys_and_cache_channels() {
         assert_eq!(app_key(0, "news"), "news");
         assert_eq!(app_key(2, "news"), "#2:news");
+        assert_eq!((split_key("#2:news"), split_key("news")), ((2, "news"), (0, "news")));
         assert_eq!(pusher_topic("news"), "#p:news");
         for name in ["cache-a", "private-cache-a", "presence-cache-a", "private-encrypted-cache-a"] {
             assert!(is_cache_channel(name), "{name}");

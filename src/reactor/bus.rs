@@ -13,7 +13,9 @@
 //!   raised when a subscribe is requested (before its envelope is queued), so a publish that
 //!   comes after the request always reaches that worker.
 //! - A full inbox drops the envelope and counts it (`inbox_overflows`); nothing is lost silently.
-//!   A worker is woken only when its inbox goes from empty to non-empty.
+//!   A worker is woken only when its inbox goes from empty to non-empty, and never by itself;
+//!   a thread that is no worker calls with `from` = `NO_WORKER` (`shared.rs`), which matches no
+//!   worker, so it always wakes the target.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,6 +62,12 @@ pub(crate) enum Envelope {
         id: ConnId,
         topic: Arc<str>,
     },
+    /// The deferred answer to the plain HTTP request connection `id` is waiting on (encoded
+    /// with the request's keep-alive), from the thread that answered it.
+    Respond {
+        id: ConnId,
+        response: Bytes,
+    },
     Unsubscribe {
         id: ConnId,
         topic: Arc<str>,
@@ -97,7 +105,8 @@ impl Bus {
         }
     }
 
-    /// Queues an envelope for `worker`, waking it if `from` is another worker. A worker index
+    /// Queues an envelope for `worker`, waking it if `from` is another worker or none
+    /// (`NO_WORKER`). A worker index
     /// out of range (an id made up with `ConnId::from_parts`) names no connection: dropped.
     fn send(&self, from: usize, worker: usize, envelope: Envelope) {
         let Some(inbox) = self.inboxes.get(worker) else {
@@ -139,7 +148,8 @@ impl Bus {
         workers.len()
     }
 
-    /// Hands an envelope for one connection (a `Send` or `Close`) to the connection's worker.
+    /// Hands an envelope for one connection (a `Send`, `Close` or `Respond`) to the
+    /// connection's worker.
     pub(crate) fn to_connection(&self, from: usize, id: ConnId, envelope: Envelope) {
         self.send(from, id.worker(), envelope);
     }
@@ -266,6 +276,7 @@ mod tests {
                 Envelope::Broadcast { .. } => "bcast".into(),
                 Envelope::Send { .. } => "send".into(),
                 Envelope::Close { .. } => "close".into(),
+                Envelope::Respond { .. } => "respond".into(),
                 Envelope::Subscribe { topic, .. } => format!("sub {topic}"),
                 Envelope::Unsubscribe { topic, .. } => format!("unsub {topic}"),
             })

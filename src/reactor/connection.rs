@@ -17,7 +17,7 @@ use crate::proto::Receiver;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Reading an HTTP request: an upgrade, or a plain request (several on a kept-alive
-    /// connection).
+    /// connection), or waiting for the deferred response to one (`Connection::awaiting`).
     Handshake,
     /// WebSocket frames flow both ways.
     Open,
@@ -43,6 +43,11 @@ pub(crate) struct Connection<S> {
     pub(crate) ping_sent: bool,
     /// `100 Continue` was sent for the HTTP request being read.
     pub(crate) continue_sent: bool,
+    /// In the HTTP phase, the handler deferred its response to the last request and it has
+    /// not arrived yet: what the client sends meanwhile is kept unparsed in `rbuf`.
+    pub(crate) awaiting: bool,
+    /// The request whose response is awaited asked for keep-alive.
+    pub(crate) keep_alive: bool,
     /// When the current phase's timeout (or the idle ping) is due.
     pub(crate) deadline: Tick,
     /// The tick of the wheel entry responsible for this connection (0: none).
@@ -63,6 +68,8 @@ impl<S> Connection<S> {
             wants_write: false,
             ping_sent: false,
             continue_sent: false,
+            awaiting: false,
+            keep_alive: false,
             deadline: 0,
             timer_at: 0,
             rbuf: ReadBuf::default(),

@@ -9,7 +9,10 @@
 
 use std::mem;
 
+use bytes::Bytes;
+
 use super::connection::Phase;
+use super::read_buf::ReadBuf;
 use super::service::ServerClose;
 use super::service::Service;
 use super::timer::Tick;
@@ -58,6 +61,13 @@ impl<S: Service> Worker<S> {
             return;
         };
         match conn.phase {
+            Phase::Handshake if conn.awaiting => {
+                // The deferred response did not come in time. Closed without a response: the
+                // handler may still answer, and its answer is then dropped.
+                self.metrics.http_deferred_timeouts.add(1);
+                conn.rbuf = ReadBuf::default();
+                self.finish_with(id, Bytes::new());
+            }
             Phase::Handshake => {
                 self.metrics.handshake_failures.add(1);
                 self.metrics.handshake_timeouts.add(1);

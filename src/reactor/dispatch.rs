@@ -27,6 +27,10 @@ impl<S: Service> Worker<S> {
                 break;
             };
             let more = match conn.phase {
+                Phase::Handshake if conn.awaiting => {
+                    self.hold(id, &mut data);
+                    false
+                }
                 Phase::Handshake => self.receive_request(id, &mut data),
                 Phase::Open | Phase::CloseSent => self.receive_frames(id, &mut data),
                 Phase::Lingering | Phase::HalfClosed => {

@@ -1,28 +1,34 @@
 //! The unit-test harness of the reactor: a worker stepped by hand on the test's thread with one
 //! upgraded client, and the tests that need to see inside a connection (buffers it owns while
-//! idle, socket options it inherits, its size).
+//! idle, socket options it inherits, its size) or to fill the inbox before one turn applies it
+//! (the order of actions from outside the workers), and deferred HTTP responses.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use mio::{Events, Poll, Waker};
 
 use super::admission::Admission;
 use super::bus::Bus;
 use super::connection::Connection;
 use super::listener;
-use super::service::{Io, ServerClose, Service};
-use super::shared::Shared;
+use super::service::{Deferred, Io, ServerClose, Service};
+use super::shared::{Shared, NO_WORKER};
 use super::token::{ConnId, WAKER};
 use super::worker::{Limits, Worker};
 use crate::config::Config;
 use crate::proto::client::client_request;
-use crate::proto::frame::{encode_masked_frame, OpCode};
-use crate::proto::{CloseCode, Request, Response, Upgrade};
+use crate::proto::frame::{encode_masked_frame, OpCode, Role};
+use crate::proto::{decode_frame, CloseCode, FrameRules, Request, Response, Status, Upgrade};
 
-struct Echo;
+/// Echoes messages. Plain requests: `/defer` keeps its `Deferred` for the test, `/drop` drops
+/// it at once, `/now` answers through it at once; any other path gets a 404 naming the path.
+#[derive(Default)]
+struct Echo {
+    deferred: Vec<Deferred>,
+}
 
 impl Service for Echo {
     type Session = ();
@@ -39,8 +45,14 @@ impl Service for Echo {
     fn closing(&mut self, _: &(), why: ServerClose) -> (CloseCode, &'static str) {
         why.default_close()
     }
-    fn request(&mut self, _: &mut Io, _: &Request, _: SocketAddr) -> Response {
-        Response::new(404)
+    fn request(&mut self, io: &mut Io, request: &Request, _: SocketAddr) -> Response {
+        match request.path() {
+            "/defer" => self.deferred.push(io.defer()),
+            "/drop" => drop(io.defer()),
+            "/now" => io.defer().respond(&Response::text(200, "now")),
+            path => return Response::text(404, path.to_owned()),
+        }
+        Response::text(200, "discarded: the answer was deferred")
     }
 }
 
@@ -48,11 +60,27 @@ struct Harness {
     worker: Worker<Echo>,
     events: Events,
     client: TcpStream,
+    addr: SocketAddr,
+    /// Bytes read from the server and not yet decoded.
+    received: BytesMut,
 }
 
 impl Harness {
     /// A worker stepped by hand on this thread, and one upgraded client.
     fn new() -> Harness {
+        let mut h = Harness::http();
+        let (request, _) = client_request("x", "/", [1; 16], &[], &[]);
+        h.client.write_all(&request).unwrap();
+        h.turn_until("upgrade", |w| w.metrics.handshakes.get() == 1);
+        let mut response = [0u8; 512];
+        let n = h.client.read(&mut response).unwrap();
+        assert!(response[..n].starts_with(b"HTTP/1.1 101"));
+        h
+    }
+
+    /// A worker stepped by hand on this thread, and one client connected (and accepted) but
+    /// still in its HTTP phase.
+    fn http() -> Harness {
         let listener = listener::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = Limits::new(&Config::default());
@@ -64,17 +92,17 @@ impl Harness {
             admission: Admission::new(config.max_connections, config.max_connections_per_ip),
             metrics: vec![Arc::default()],
         });
-        let worker = Worker::new(poll, listener, Echo, limits, shared, 0).unwrap();
+        let worker = Worker::new(poll, listener, Echo::default(), limits, shared, 0).unwrap();
+        let client = Harness::connect(addr);
+        let mut h = Harness { worker, events: Events::with_capacity(64), client, addr, received: BytesMut::new() };
+        h.turn_until("accept", |w| w.conns.len() == 1);
+        h
+    }
+
+    fn connect(addr: SocketAddr) -> TcpStream {
         let client = TcpStream::connect(addr).unwrap();
         client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-        let mut h = Harness { worker, events: Events::with_capacity(64), client };
-        let (request, _) = client_request("x", "/", [1; 16], &[], &[]);
-        h.client.write_all(&request).unwrap();
-        h.turn_until("upgrade", |w| w.metrics.handshakes.get() == 1);
-        let mut response = [0u8; 512];
-        let n = h.client.read(&mut response).unwrap();
-        assert!(response[..n].starts_with(b"HTTP/1.1 101"));
-        h
+        client
     }
 
     fn turn_until(&mut self, what: &str, cond: impl Fn(&Worker<Echo>) -> bool) {
@@ -96,6 +124,61 @@ impl Harness {
         let target = self.worker.metrics.bytes_in.get() + bytes.len() as u64;
         self.client.write_all(bytes).unwrap();
         self.turn_until("bytes read", |w| w.metrics.bytes_in.get() >= target);
+    }
+
+    /// The id of the one connection.
+    fn id(&self) -> ConnId {
+        let (slot, conn) = self.worker.conns.iter().next().expect("one connection");
+        self.worker.conn_id(slot, conn.generation)
+    }
+
+    /// The next `n` frames from the server: opcode and payload.
+    fn frames(&mut self, n: usize) -> Vec<(OpCode, Vec<u8>)> {
+        let rules = FrameRules { role: Role::Client, allowed_rsv: 0, max_frame_payload: 1 << 20 };
+        let mut out = Vec::new();
+        while out.len() < n {
+            match decode_frame(&mut self.received, &rules).expect("a valid frame") {
+                Status::Complete(f) => out.push((f.opcode, f.payload.to_vec())),
+                Status::Partial => assert!(self.fill(), "the server closed after {} frames", out.len()),
+            }
+        }
+        out
+    }
+
+    /// Reads more bytes from the server into `received`; false at EOF.
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        let got = self.client.read(&mut chunk).expect("read");
+        self.received.extend_from_slice(&chunk[..got]);
+        got > 0
+    }
+
+    /// The next HTTP response (head and its `Content-Length` body) as text, stepping the
+    /// worker until it has written it.
+    fn response(&mut self) -> String {
+        for _ in 0..200 {
+            if let Some(end) = self.received.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.received[..end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if self.received.len() >= end + 4 + len {
+                    return String::from_utf8_lossy(&self.received.split_to(end + 4 + len)).into_owned();
+                }
+            }
+            self.worker.turn(&mut self.events).unwrap();
+            self.client.set_nonblocking(true).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.client.read(&mut chunk) {
+                Ok(0) => panic!("the server closed instead of answering"),
+                Ok(n) => self.received.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            self.client.set_nonblocking(false).unwrap();
+        }
+        panic!("no response");
     }
 
     fn read_echo(&mut self, len: usize) {
@@ -146,6 +229,125 @@ fn a_large_frame_in_progress_reads_into_its_own_buffer_then_releases_it() {
     h.send(&frame[100 * 1024..]);
     h.read_echo(payload.len() + 10);
     assert_owns_no_buffer(h.conn());
+}
+
+#[test]
+fn inbox_actions_from_outside_reach_a_connection_in_the_order_they_were_made() {
+    let mut h = Harness::new();
+    let id = h.id();
+    let shared = h.worker.shared.clone();
+    let text = |s: &'static str| Bytes::from_static(s.as_bytes());
+    // All queued before one turn applies them, so the end-of-turn batches are in play.
+    shared.send_data(NO_WORKER, id, true, text("replay"));
+    shared.bus.subscribe(NO_WORKER, id, "t");
+    shared.publish(NO_WORKER, "t", true, text("live"), None);
+    shared.send_data(NO_WORKER, id, true, text("direct"));
+    shared.publish(NO_WORKER, "t", true, text("last"), None);
+    shared.bus.unsubscribe(NO_WORKER, id, "t");
+    shared.publish(NO_WORKER, "t", true, text("not for it"), None);
+    shared.bus.subscribe(NO_WORKER, id, "t");
+    shared.publish(NO_WORKER, "t", true, text("before the close"), None);
+    shared.close(NO_WORKER, id, CloseCode::new(4000), "bye");
+    h.worker.turn(&mut h.events).unwrap();
+    let frames = h.frames(6);
+    let texts: Vec<&[u8]> = frames[..5].iter().map(|(_, p)| &p[..]).collect();
+    assert_eq!(texts, [&b"replay"[..], b"live", b"direct", b"last", b"before the close"]);
+    assert_eq!((frames[5].0, &frames[5].1[2..]), (OpCode::Close, &b"bye"[..]));
+}
+
+const DEFER: &[u8] = b"GET /defer HTTP/1.1\r\nHost: x\r\n\r\n";
+
+impl Harness {
+    /// The `Deferred` of the oldest `/defer` request not yet taken.
+    fn take_deferred(&mut self) -> Deferred {
+        assert!(!self.worker.service.deferred.is_empty(), "no deferred request");
+        self.worker.service.deferred.remove(0)
+    }
+}
+
+#[test]
+fn a_deferred_response_is_written_when_another_thread_answers() {
+    let mut h = Harness::http();
+    h.send(DEFER);
+    assert!(h.conn().awaiting, "waiting for its answer");
+    assert!(h.conn().wq.is_empty(), "the response on_request returned is discarded");
+    assert_eq!(h.worker.metrics.http_deferred.get(), 1);
+    let deferred = h.take_deferred();
+    std::thread::spawn(move || deferred.respond(&Response::text(200, "later"))).join().unwrap();
+    h.turn_until("the answer is applied", |w| w.conns.iter().all(|(_, c)| !c.awaiting));
+    let response = h.response();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("keep-alive") && response.ends_with("\r\n\r\nlater"), "{response}");
+    // Kept alive: the next request is read and answered as usual.
+    h.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(h.response().ends_with("/next"));
+}
+
+#[test]
+fn a_pipelined_request_waits_for_the_deferred_answer_before_it() {
+    let mut h = Harness::http();
+    let second = b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n";
+    h.send(&[DEFER, &second[..], DEFER].concat());
+    assert_eq!(h.worker.metrics.http_requests.get(), 1, "the others wait, unparsed");
+    assert_eq!(h.conn().rbuf.filled(), second.len() + DEFER.len());
+    h.take_deferred().respond(&Response::text(200, "first"));
+    h.turn_until("the next deferred request", |w| w.metrics.http_requests.get() == 3);
+    assert!(h.conn().awaiting && h.conn().rbuf.is_empty());
+    h.take_deferred().respond(&Response::text(200, "third"));
+    let bodies: Vec<String> = (0..3).map(|_| h.response().rsplit("\r\n\r\n").next().unwrap().to_owned()).collect();
+    assert_eq!(bodies, ["first", "/second", "third"]);
+}
+
+#[test]
+fn a_deferred_response_dropped_unanswered_sends_500() {
+    let mut h = Harness::http();
+    h.send(b"GET /drop HTTP/1.1\r\nHost: x\r\n\r\n");
+    let response = h.response();
+    assert!(response.starts_with("HTTP/1.1 500") && response.ends_with("no response"), "{response}");
+    // Dropped later, on another thread, too.
+    h.send(DEFER);
+    let deferred = h.take_deferred();
+    std::thread::spawn(move || drop(deferred)).join().unwrap();
+    assert!(h.response().starts_with("HTTP/1.1 500"));
+    // Answered inside the callback: it still goes through the inbox, and out.
+    h.send(b"GET /now HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(h.response().ends_with("\r\n\r\nnow"));
+}
+
+#[test]
+fn a_response_for_a_connection_that_closed_is_dropped() {
+    let mut h = Harness::http();
+    h.send(DEFER);
+    let stale = h.take_deferred();
+    let old = h.id();
+    h.client.shutdown(Shutdown::Both).unwrap();
+    h.turn_until("the old connection leaves", |w| w.conns.is_empty());
+    h.client = Harness::connect(h.addr);
+    h.turn_until("accept", |w| w.conns.len() == 1);
+    let new = h.id();
+    assert_eq!((new.slot, new == old), (old.slot, false), "same slot, another connection");
+    h.send(DEFER);
+    stale.respond(&Response::text(200, "stale"));
+    h.worker.turn(&mut h.events).unwrap();
+    assert!(h.conn().awaiting && h.conn().wq.is_empty(), "not for this connection");
+    h.take_deferred().respond(&Response::text(200, "fresh"));
+    assert!(h.response().ends_with("\r\n\r\nfresh"));
+}
+
+#[test]
+fn too_much_sent_while_awaiting_closes_the_connection() {
+    let mut h = Harness::http();
+    h.send(DEFER);
+    let deferred = h.take_deferred();
+    let max = Config::default().max_request_bytes;
+    h.client.write_all(&vec![b'x'; max + 1]).unwrap();
+    h.turn_until("the connection is dropped", |w| w.conns.is_empty());
+    deferred.respond(&Response::text(200, "too late"));
+    h.worker.turn(&mut h.events).unwrap();
+    let mut rest = Vec::new();
+    // EOF, or a reset if the close found bytes still unread: either way, no response.
+    let _ = h.client.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed without a response: {rest:?}");
 }
 
 #[test]

@@ -9,12 +9,14 @@
 //! - `worker.rs`: `Worker` (`Poll` + `Slab<Connection>` + listener + `Waker`), its settings, the loop.
 //! - `service.rs`: the callback API the server layer implements, and `Io`, the outbox of commands.
 //! - `accept.rs`: accepting until WouldBlock, and admission (total, per IP, pending handshakes).
-//! - `upgrade.rs`: the HTTP phase: the upgrade, plain requests, keep-alive, 100-continue.
+//! - `upgrade.rs`: the HTTP phase: the upgrade, plain requests, keep-alive, 100-continue,
+//!   deferred responses (the `Respond` envelope).
 //! - `read.rs`: reads into the worker's buffer; `dispatch.rs`: bytes to proto, events to the service.
 //! - `close.rs`: every way a connection ends. `deadline.rs`: its timeouts. `stop.rs`: graceful stop.
 //! - `publish.rs`: the inbox and the per-turn batches to subscribers. `flush.rs`: queueing and writes.
 //! - `bus.rs`: inboxes between workers and topic interest, nothing else. `admission.rs`: the
-//!   server-wide connection counts. `shared.rs`: what all workers share.
+//!   server-wide connection counts. `shared.rs`: what all workers share, and the bus actions
+//!   (frame encoded once, then the bus) that `Io` and the server layer's `Remote` both use.
 //!
 //! Leaves first, so no file imports one that imports it back: `worker.rs` uses only the leaf
 //! files (`service.rs`, `stop.rs`, `bus.rs`, `shared.rs`, state and buffer types); the duty files
@@ -65,8 +67,8 @@ use crate::config::Config;
 use admission::Admission;
 use bus::Bus;
 pub use service::ServerClose;
-pub(crate) use service::{Io, Service};
-pub(crate) use shared::Shared;
+pub(crate) use service::{Deferred, Io, Service};
+pub(crate) use shared::{Shared, NO_WORKER};
 pub use token::ConnId;
 use token::WAKER;
 use worker::{Limits, Worker};

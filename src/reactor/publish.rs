@@ -1,13 +1,17 @@
 //! Publish delivery: what other workers (and this one's callbacks) sent through the bus, and
 //! the per-turn batches that carry published frames to subscribers.
 //!
-//! Owns: applying the inbox (publishes, and sends and closes other workers asked for) and
+//! Owns: applying the inbox (publishes, and sends, closes and deferred HTTP responses other
+//! threads asked for) and
 //! `deliver_published`. Invariants: the frames published to one
 //! topic in a turn reach each subscriber as clones of the same `Bytes` (no copy per
 //! subscriber); a subscribe takes effect between the publishes before and after it, never in
 //! the middle of a batch; a subscriber over its queue cap is dropped from or closed after the
 //! delivery, never during it; a publish that skips one connection (its sender) is delivered at
-//! once, after the topic's pending batch, so order per topic still holds.
+//! once, after the topic's pending batch, so order per topic still holds. What a connection
+//! receives follows the inbox's order: a send or close from the inbox first delivers what its
+//! connection's topics have pending, and an unsubscribe takes effect between the publishes
+//! before and after it, as a subscribe does.
 
 use std::mem;
 
@@ -71,8 +75,15 @@ impl<S: Service> Worker<S> {
                     self.publish_except(&topic, &head, &tail, except);
                 }
                 Envelope::Broadcast { head, tail } => self.broadcast.push(&head, &tail, SHARE_THRESHOLD),
-                Envelope::Send { id, head, tail, ping } => self.queue_send(id, head, tail, ping),
-                Envelope::Close { id, code, reason } => self.close_conn(id, code, &reason),
+                Envelope::Send { id, head, tail, ping } => {
+                    self.deliver_pending_to(id);
+                    self.queue_send(id, head, tail, ping);
+                }
+                Envelope::Close { id, code, reason } => {
+                    self.deliver_pending_to(id);
+                    self.close_conn(id, code, &reason);
+                }
+                Envelope::Respond { id, response } => self.respond_deferred(id, response),
                 Envelope::Subscribe { id, topic } => {
                     let open = get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Open);
                     if open {
@@ -85,7 +96,12 @@ impl<S: Service> Worker<S> {
                     }
                 }
                 Envelope::Unsubscribe { id, topic } => {
-                    if get(&mut self.conns, id).is_some() && self.topics.unsubscribe(id.slot, &topic) {
+                    if get(&mut self.conns, id).is_none() {
+                        continue;
+                    }
+                    // Frames published before this unsubscribe still reach the member.
+                    self.deliver_published(Some(&topic));
+                    if self.topics.unsubscribe(id.slot, &topic) {
                         self.shared.bus.uncount(self.index, &topic);
                     }
                 }
@@ -106,6 +122,28 @@ impl<S: Service> Worker<S> {
             }
         });
         self.metrics.deliveries.add(reached as u64);
+        for id in mem::take(&mut self.slow) {
+            self.slow_consumer(id);
+        }
+    }
+
+    /// Delivers now what was published before to the topics connection `id` is in (and the
+    /// broadcast batch), so a send or close that follows those publishes in the inbox reaches
+    /// the connection after them. Other topics keep their end-of-turn batch.
+    fn deliver_pending_to(&mut self, id: ConnId) {
+        if get(&mut self.conns, id).is_none() {
+            return;
+        }
+        if !self.broadcast.is_empty() {
+            return self.deliver_published(None);
+        }
+        let Worker { topics, conns, dirty, slow, limits, metrics, index, .. } = self;
+        let mut delivery = Delivery { dirty, slow, limits, metrics, worker: *index as u16 };
+        topics.deliver_member(id.slot, |member, bytes| {
+            if let Some(conn) = conns.get_mut(member as usize) {
+                delivery.queue(member, conn, bytes);
+            }
+        });
         for id in mem::take(&mut self.slow) {
             self.slow_consumer(id);
         }

@@ -99,7 +99,7 @@ impl<S: Service> Worker<S> {
 
     /// Puts the read buffer back: unconsumed bytes belong to the connection, the rest of the
     /// block to whoever owned it.
-    fn stash(&mut self, id: ConnId, mut buf: ReadBuf, own: bool) {
+    pub(super) fn stash(&mut self, id: ConnId, mut buf: ReadBuf, own: bool) {
         let Some(conn) = get(&mut self.conns, id) else {
             drop(buf.take_filled());
             if !own {

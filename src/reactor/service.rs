@@ -1,19 +1,20 @@
 //! The callback API between the loop and the layer above it: `Service`, which the server layer
 //! implements around the application's `Handler`, and `Io`, the outbox a callback acts through.
 //!
-//! Owns: `Service`, `Io` and `Command` (the worker applies the commands: `worker.rs`). A leaf: it
-//! knows no worker. Invariants: a callback never
-//! touches a connection directly; sends and closes for this worker's connections are queued as
-//! commands and applied, in order, as soon as the callback returns; those for another worker's
-//! connections, and every subscribe, publish and broadcast, go to the bus at once, so that a
-//! caller holding its own lock (the gateway's history) orders them across workers.
+//! Owns: `Service`, `Io` and `Command` (the worker applies the commands: `worker.rs`), and
+//! `Deferred`, a plain HTTP request's response owed for later. A leaf: it knows no worker.
+//! Invariants: a callback never touches a connection directly; sends and closes for this
+//! worker's connections are queued as commands and applied, in order, as soon as the callback
+//! returns; those for another worker's connections, and every subscribe, publish and broadcast,
+//! go to the bus at once, so that a caller holding its own lock (the gateway's history) orders
+//! them across workers. The frame encoding and bus calls are `Shared`'s, which the server
+//! layer's `Remote` uses too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::bus::Envelope;
 use super::shared::Shared;
 use super::token::ConnId;
 use crate::metrics::Snapshot;
@@ -36,7 +37,8 @@ pub(crate) trait Service: 'static {
     fn message(&mut self, io: &mut Io, id: ConnId, session: &mut Self::Session, text: bool, payload: Bytes);
     /// The connection left the open state (close frame either way, error, EOF, timeout).
     fn close(&mut self, io: &mut Io, id: ConnId, session: Self::Session, code: CloseCode, reason: &str);
-    /// A plain HTTP request on the WebSocket port.
+    /// A plain HTTP request on the WebSocket port. If the callback called `Io::defer`, the
+    /// returned response is discarded and the answer comes later through the `Deferred`.
     fn request(&mut self, io: &mut Io, request: &Request, peer: SocketAddr) -> Response;
     /// The open connection has been silent for half the idle timeout: say something that makes
     /// a live peer answer (a ping, or the application protocol's own ping).
@@ -79,6 +81,54 @@ pub(crate) struct Io {
     pub(super) commands: Vec<Command>,
     pub(super) shared: Arc<Shared>,
     pub(super) worker: usize,
+    /// The plain HTTP request being answered (its connection, whether it asked for
+    /// keep-alive), set only around `Service::request`; `defer` takes it.
+    pub(super) request: Option<(ConnId, bool)>,
+    /// `defer` was called for that request.
+    pub(super) deferred: bool,
+}
+
+/// An HTTP response owed to a connection waiting in its HTTP phase (`Io::defer`). Answered at
+/// most once, from any thread; dropped unanswered, it sends `500` "no response", so a client
+/// never waits for nothing. One made outside `Service::request` owes nothing and does nothing.
+pub(crate) struct Deferred {
+    owed: Option<Owed>,
+}
+
+struct Owed {
+    shared: Arc<Shared>,
+    id: ConnId,
+    keep_alive: bool,
+}
+
+impl Owed {
+    fn send(self, response: &Response) {
+        // Encoded here, on the answering thread; the worker only queues the bytes.
+        self.shared.respond(self.id, response.encode(self.keep_alive));
+    }
+}
+
+impl Deferred {
+    /// Sends the response to the connection's worker, which writes it if the connection still
+    /// waits for it.
+    pub(crate) fn respond(mut self, response: &Response) {
+        if let Some(owed) = self.owed.take() {
+            owed.send(response);
+        }
+    }
+
+    /// True when this owes a response (made inside `Service::request`, not answered yet).
+    pub(crate) fn is_owed(&self) -> bool {
+        self.owed.is_some()
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if let Some(owed) = self.owed.take() {
+            owed.send(&Response::text(500, "no response"));
+        }
+    }
 }
 
 impl Io {
@@ -100,7 +150,7 @@ impl Io {
         if id.worker() == self.worker {
             self.commands.push(Command::Send { id, head, tail, ping });
         } else {
-            self.shared.bus.to_connection(self.worker, id, Envelope::Send { id, head, tail, ping });
+            self.shared.send_frame(self.worker, id, head, tail, ping);
         }
     }
 
@@ -116,15 +166,27 @@ impl Io {
     /// Encodes the frame once and hands it to every worker with subscribers of `topic`, except
     /// to the connection `except`.
     pub(crate) fn publish(&mut self, topic: &str, text: bool, payload: Bytes, except: Option<ConnId>) {
-        let (head, tail) = encode_data_frame(text, payload);
-        self.shared.bus.publish(self.worker, topic, head, tail, except);
-        self.shared.metrics[self.worker].publishes.add(1);
+        self.shared.publish(self.worker, topic, text, payload, except);
     }
 
     pub(crate) fn broadcast(&mut self, text: bool, payload: Bytes) {
-        let (head, tail) = encode_data_frame(text, payload);
-        self.shared.bus.broadcast(self.worker, head, tail);
-        self.shared.metrics[self.worker].publishes.add(1);
+        self.shared.broadcast(self.worker, text, payload);
+    }
+
+    /// What the server shares, for a handle that acts from any thread (`Remote`).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Answers the plain HTTP request of this `Service::request` call later, through the
+    /// returned `Deferred` (the first call only; any other call, or one from another callback,
+    /// gets a `Deferred` that owes nothing).
+    pub(crate) fn defer(&mut self) -> Deferred {
+        let Some((id, keep_alive)) = self.request.take() else {
+            return Deferred { owed: None };
+        };
+        self.deferred = true;
+        Deferred { owed: Some(Owed { shared: self.shared.clone(), id, keep_alive }) }
     }
 
     /// True once the server has begun its graceful stop.
@@ -155,11 +217,10 @@ impl Io {
 
     /// Starts the close handshake of a connection of any worker.
     pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        let reason = reason.to_owned();
         if id.worker() == self.worker {
-            self.commands.push(Command::Close { id, code, reason });
+            self.commands.push(Command::Close { id, code, reason: reason.to_owned() });
         } else {
-            self.shared.bus.to_connection(self.worker, id, Envelope::Close { id, code, reason });
+            self.shared.close(self.worker, id, code, reason);
         }
     }
 }

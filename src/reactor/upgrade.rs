@@ -1,15 +1,23 @@
 //! The HTTP phase of a connection: the upgrade to WebSocket and plain HTTP requests on the same
 //! port (kept alive when the client asks, `100 Continue` when it waits for one).
 //!
-//! Owns: acting on `proto`'s parse of a request. Must not: parse HTTP itself. Invariants: a
-//! connection is admitted (counted) before the application sees its upgrade and released if the
-//! application refuses it; every refusal is an HTTP response with a reason, then the close; a
-//! kept-alive connection gets the handshake deadline again for its next request.
+//! Owns: acting on `proto`'s parse of a request, and deferred responses (`Ctx::defer`). Must
+//! not: parse HTTP itself. Invariants: a connection is admitted (counted) before the
+//! application sees its upgrade and released if the application refuses it; every refusal is
+//! an HTTP response with a reason, then the close; a kept-alive connection gets the handshake
+//! deadline again for its next request. A connection awaiting a deferred response stays in the
+//! HTTP phase under the handshake deadline and parses nothing: what arrives meanwhile waits
+//! unparsed in its own buffer (at most `max_request_bytes`) and is read once the response is
+//! queued, so pipelined requests are answered in order; a response for a connection that
+//! closed, or that no longer awaits one, is dropped.
+
+use std::mem;
 
 use bytes::{Bytes, BytesMut};
 
 use super::connection::Phase;
 use super::flush::over_cap;
+use super::read_buf::ReadBuf;
 use super::service::Service;
 use super::token::ConnId;
 use super::worker::{get, Worker};
@@ -106,10 +114,20 @@ impl<S: Service> Worker<S> {
             return false;
         };
         self.metrics.http_requests.add(1);
+        let asked_keep_alive = request.keep_alive();
+        self.io.request = Some((id, asked_keep_alive));
         let response = self.service.request(&mut self.io, &request, peer);
+        self.io.request = None;
+        let deferred = mem::take(&mut self.io.deferred);
         self.apply_commands();
+        if deferred {
+            // `response` is discarded: the answer comes through the `Deferred`. Going on
+            // reading lets `hold` keep whatever follows.
+            self.await_response(id, asked_keep_alive);
+            return true;
+        }
         let max_queued = self.limits.max_queued;
-        let keep_alive = request.keep_alive()
+        let keep_alive = asked_keep_alive
             && get(&mut self.conns, id).is_some_and(|c| c.phase == Phase::Handshake && !over_cap(c, 0, max_queued));
         if !keep_alive {
             self.finish_with(id, response.encode(false));
@@ -126,5 +144,63 @@ impl<S: Service> Worker<S> {
         let at = self.now + self.limits.handshake_ticks;
         self.set_deadline(id, at);
         true
+    }
+
+    /// The handler deferred its response: the connection waits for it under the handshake
+    /// deadline, which also bounds how long the client waits.
+    fn await_response(&mut self, id: ConnId, keep_alive: bool) {
+        self.metrics.http_deferred.add(1);
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        conn.awaiting = true;
+        conn.keep_alive = keep_alive;
+        let at = self.now + self.limits.handshake_ticks;
+        self.set_deadline(id, at);
+    }
+
+    /// Keeps the bytes that arrive while a deferred response is awaited (a pipelined request)
+    /// unparsed: they are read once the response is out, so requests are answered in order.
+    /// Past `max_request_bytes` the connection is dropped; a response is owed, so no error
+    /// response can go out ahead of it.
+    pub(super) fn hold(&mut self, id: ConnId, data: &mut BytesMut) {
+        if data.len() > self.limits.http.max_request_bytes {
+            log::debug!("connection {id}: {} bytes sent while its response was awaited", data.len());
+            data.clear();
+            self.remove(id);
+        }
+    }
+
+    /// A deferred response arrived (`Envelope::Respond`). It is written if connection `id` is
+    /// still the one that asked and still waits for it; otherwise (closed, timed out) dropped.
+    pub(super) fn respond_deferred(&mut self, id: ConnId, response: Bytes) {
+        let max_queued = self.limits.max_queued;
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
+        if conn.phase != Phase::Handshake || !conn.awaiting {
+            return;
+        }
+        conn.awaiting = false;
+        if !conn.keep_alive || over_cap(conn, 0, max_queued) {
+            // Requests sent after this one are never answered. Over the cap, a response that
+            // says keep-alive is followed by the close, which HTTP/1.1 allows after any
+            // response (RFC 9112 §9.6).
+            conn.rbuf = ReadBuf::default();
+            self.finish_with(id, response);
+            return;
+        }
+        conn.wq.push(response, &self.metrics.queued_bytes);
+        conn.continue_sent = false;
+        let mut held = mem::take(&mut conn.rbuf);
+        self.mark_dirty(id);
+        let at = self.now + self.limits.handshake_ticks;
+        self.set_deadline(id, at);
+        // The requests that arrived meanwhile, answered now and in order (one may be deferred
+        // in turn, or be an upgrade).
+        if !held.is_empty() {
+            self.process(id, &mut held);
+        }
+        self.stash(id, held, true);
     }
 }

@@ -132,7 +132,7 @@ impl<S: Service> Worker<S> {
             broadcast: Batch::default(),
             slow: Vec::new(),
             service,
-            io: Io { commands: Vec::new(), shared: shared.clone(), worker: index },
+            io: Io { commands: Vec::new(), shared: shared.clone(), worker: index, request: None, deferred: false },
             rbuf: ReadBuf::default(),
             dirty: Vec::new(),
             read_again: Vec::new(),

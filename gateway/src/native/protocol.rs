@@ -94,6 +94,12 @@ impl OpError {
         OpError { id: id.map(|r| r.get().to_owned()), code, message: message.into() }
     }
 
+    /// The same error answering request `id` (raw JSON, as `id` was sent).
+    pub fn with_id(mut self, id: Option<String>) -> Self {
+        self.id = id;
+        self
+    }
+
     pub fn to_json(&self) -> String {
         let mut v = json!({"op": "error", "code": self.code, "message": self.message});
         if let Some(id) = &self.id {
@@ -176,9 +182,10 @@ pub fn unsubscribed(channel: &str) -> String {
     json!({"op": "unsubscribed", "channel": channel}).to_string()
 }
 
-pub fn ack(id: Option<&RawValue>, seq: u64) -> String {
+/// `{"op":"ack","id":ID,"seq":N}`; `id` is raw JSON as the request sent it.
+pub fn ack(id: Option<&str>, seq: u64) -> String {
     match id {
-        Some(id) => format!(r#"{{"op":"ack","id":{},"seq":{seq}}}"#, id.get()),
+        Some(id) => format!(r#"{{"op":"ack","id":{id},"seq":{seq}}}"#),
         None => format!(r#"{{"op":"ack","seq":{seq}}}"#),
     }
 }
@@ -245,6 +252,6 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&subscribed("news", 0, "k", None)).unwrap();
         assert!(v.get("recovered").is_none());
         let id = RawValue::from_string("7".into()).unwrap();
-        assert_eq!(ack(Some(&id), 21), r#"{"op":"ack","id":7,"seq":21}"#);
+        assert_eq!(ack(Some(id.get()), 21), r#"{"op":"ack","id":7,"seq":21}"#);
     }
 }

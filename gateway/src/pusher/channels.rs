@@ -21,6 +21,7 @@ use super::protocol::{self, Kind, SubscribeData};
 use super::session::{PusherSession, Subscription};
 use super::webhook::WebhookEvent;
 use super::{signature, Pusher};
+use crate::cluster::{Cluster, JoinDone, Member, Side};
 use crate::space::{app_key, is_cache_channel, pusher_topic};
 
 impl Pusher {
@@ -71,6 +72,11 @@ impl Pusher {
                 }
             }
         }
+        if let (Some(cluster), Some(sub)) = (&self.cluster, s.channels.iter().find(|c| &*c.name == name)) {
+            // Joins are idempotent; the first may have been refused (Redis went away).
+            let member = member.map(|m| Member { user: m.user_id, info: m.user_info });
+            return self.join_cluster(cluster, id, app, name, &sub.key.clone(), member);
+        }
         if s.channels.iter().any(|c| &*c.name == name) {
             // Already on it: confirm again without counting twice.
             let key = app_key(app, name);
@@ -86,6 +92,13 @@ impl Pusher {
         }
 
         let key = app_key(app, name).into_owned();
+        if let Some(cluster) = &self.cluster {
+            let member = member.map(|m| Member { user: m.user_id, info: m.user_info });
+            self.join_cluster(cluster, id, app, name, &key, member.clone());
+            let member = member.map(|m| m.user.into());
+            s.channels.push(Subscription { name: name.into(), key: key.into(), member });
+            return;
+        }
         let topic = pusher_topic(&key);
         let cache = is_cache_channel(name);
         let now = Instant::now();
@@ -140,6 +153,51 @@ impl Pusher {
         s.channels.push(Subscription { name: name.into(), key: key.into(), member: member.map(|m| m.user_id.into()) });
     }
 
+    /// A subscription through the Redis engine: counted over the cluster, then confirmed (with
+    /// the members of a presence channel, or a cache channel's last event) once this node
+    /// receives the channel from Redis.
+    fn join_cluster(
+        &self,
+        cluster: &Cluster,
+        id: ConnId,
+        app: usize,
+        channel: &str,
+        key: &str,
+        member: Option<Member>,
+    ) {
+        let (name, cache, presence) = (channel.to_owned(), is_cache_channel(channel), member.is_some());
+        let max_members = self.apps[app].config.max_presence_members;
+        let done: JoinDone = Box::new(move |remote, result| match result {
+            Ok(joined) if joined.full => {
+                let message = format!("presence channel is full ({max_members} members)");
+                remote.send_text(id, &protocol::subscription_error(&name, "LimitReached", &message, 403));
+                false
+            }
+            Ok(joined) => {
+                let reply = if presence {
+                    protocol::presence_succeeded(
+                        &name,
+                        joined.members.iter().map(|m| (m.user.as_str(), m.info.as_str())),
+                    )
+                } else {
+                    protocol::subscription_succeeded(&name)
+                };
+                remote.send_text(id, &reply);
+                match joined.replay.last().filter(|_| cache) {
+                    Some(last) => remote.send(id, Message::Text(last.pusher_frame())),
+                    None if cache => remote.send_text(id, &protocol::cache_miss(&name)),
+                    None => {}
+                }
+                true
+            }
+            Err(e) => {
+                remote.send_text(id, &protocol::subscription_error(&name, "Unavailable", &e.0, 503));
+                false
+            }
+        });
+        cluster.join(id, key, channel, Side::Pusher { member, max_members }, done);
+    }
+
     /// `pusher:unsubscribe`: leaves the channel (no reply, as in Pusher); unknown channels are
     /// ignored.
     pub(super) fn unsubscribe(
@@ -156,14 +214,19 @@ impl Pusher {
         };
         if let Some(pos) = s.channels.iter().position(|c| *c.name == *d.channel) {
             let sub = s.channels.swap_remove(pos);
-            ctx.unsubscribe(id, &pusher_topic(&sub.key));
-            self.leave(ctx, app, &sub);
+            if self.cluster.is_none() {
+                ctx.unsubscribe(id, &pusher_topic(&sub.key));
+            }
+            self.leave(ctx, id, app, &sub);
         }
     }
 
     /// Uncounts a subscription (unsubscribed, or its connection gone): `member_removed` to the
     /// others after the user's last connection, and the webhooks.
-    pub(super) fn leave(&self, ctx: &mut Ctx<'_>, app: usize, sub: &Subscription) {
+    pub(super) fn leave(&self, ctx: &mut Ctx<'_>, id: ConnId, app: usize, sub: &Subscription) {
+        if let Some(cluster) = &self.cluster {
+            return cluster.leave(id, &sub.key, true, sub.member.as_deref());
+        }
         let mut channels = self.space.lock();
         let vacated = channels.leave(&sub.key, Instant::now());
         let removed = sub.member.as_deref().filter(|user| self.state().leave(&sub.key, user));

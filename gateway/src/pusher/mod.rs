@@ -47,7 +47,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use fanout::{ConnId, Ctx, Message};
 
-use crate::space::Space;
+use crate::cluster::{Cluster, Happened};
+use crate::space::{split_key, Space};
 use apps::AppConfig;
 use state::State;
 use webhook::{WebhookEvent, WebhookSettings, WebhookTarget, Webhooks};
@@ -63,6 +64,8 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// Channels one connection may be subscribed to at once.
     pub max_channels_per_connection: usize,
+    /// The Redis engine, in a cluster: publishes and subscriptions go through it.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// One app as served: its settings and its webhook target.
@@ -80,6 +83,7 @@ pub struct Pusher {
     activity_timeout: u64,
     allowed_origins: Vec<String>,
     max_channels_per_connection: usize,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Pusher {
@@ -95,6 +99,28 @@ impl Pusher {
             .map(|config| App { webhook: config.webhook_target().map(Arc::new), config })
             .collect();
         let webhooks = apps.iter().any(|a| a.webhook.is_some()).then(|| Webhooks::start(WebhookSettings::default()));
+        if let (Some(cluster), Some(webhooks)) = (&settings.cluster, &webhooks) {
+            // In a cluster, the engine tells which node decided a change: that one sends it.
+            let (targets, webhooks) = (apps.iter().map(|a| a.webhook.clone()).collect::<Vec<_>>(), webhooks.clone());
+            cluster.on_change(Box::new(move |what| {
+                let (key, event) = match &what {
+                    Happened::Occupied { key } => (key, None),
+                    Happened::Vacated { key } => (key, None),
+                    Happened::MemberAdded { key, user } | Happened::MemberRemoved { key, user } => (key, Some(user)),
+                };
+                let (app, name) = split_key(key);
+                let event = match (&what, event) {
+                    (Happened::Occupied { .. }, _) => WebhookEvent::channel_occupied(name),
+                    (Happened::Vacated { .. }, _) => WebhookEvent::channel_vacated(name),
+                    (Happened::MemberAdded { .. }, Some(user)) => WebhookEvent::member_added(name, user),
+                    (_, Some(user)) => WebhookEvent::member_removed(name, user),
+                    (_, None) => return,
+                };
+                if let Some(Some(target)) = targets.get(app) {
+                    webhooks.send(target, event);
+                }
+            }));
+        }
         Some(Pusher {
             state: Mutex::new(State::new(apps.len())),
             apps,
@@ -103,6 +129,7 @@ impl Pusher {
             activity_timeout: settings.activity_timeout,
             allowed_origins: settings.allowed_origins,
             max_channels_per_connection: settings.max_channels_per_connection,
+            cluster: settings.cluster,
         })
     }
 
@@ -158,6 +185,11 @@ impl Pusher {
             ctx.close(id, code.close_code(), message);
         }
         conns.len()
+    }
+
+    /// This node's number in `socket_id`s (0 without a cluster).
+    fn node(&self) -> u32 {
+        self.cluster.as_ref().map_or(0, |c| c.node())
     }
 
     /// Sends to one connection.

@@ -126,20 +126,23 @@ pub fn validate_user_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `socket_id` of a connection: "A.B", as the server SDKs require (`^\d+\.\d+$`).
-pub fn socket_id(id: ConnId) -> String {
+/// The `socket_id` of connection `id` on cluster node `node` (0 without a cluster): "A.B", as
+/// the server SDKs require (`^\d+\.\d+$`), A the worker and slot, B the node and the slot's
+/// generation, so that in a cluster a `socket_id` names one connection of one node.
+pub fn socket_id(id: ConnId, node: u32) -> String {
     let (high, low) = id.to_parts();
-    format!("{high}.{low}")
+    format!("{high}.{}", (u64::from(node) << 32) | u64::from(low))
 }
 
-/// The connection a `socket_id` names (None when it is not "A.B" with A and B numbers).
-pub fn parse_socket_id(s: &str) -> Option<ConnId> {
+/// The node and connection a `socket_id` names (None when it is not "A.B" with A and B numbers).
+pub fn parse_socket_id(s: &str) -> Option<(u32, ConnId)> {
     let (high, low) = s.split_once('.')?;
     let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
     if !digits(high) || !digits(low) {
         return None;
     }
-    Some(ConnId::from_parts(high.parse().ok()?, low.parse().ok()?))
+    let low: u64 = low.parse().ok()?;
+    Some(((low >> 32) as u32, ConnId::from_parts(high.parse().ok()?, low as u32)))
 }
 
 /// A frame from a client.
@@ -327,10 +330,12 @@ mod tests {
     #[test]
     fn socket_ids_round_trip_and_look_like_the_sdks_want() {
         let id = ConnId::from_parts((1 << 32) | 5, 9);
-        let s = socket_id(id);
+        let s = socket_id(id, 0);
         assert!(s.split('.').count() == 2 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.'), "{s}");
-        assert_eq!(parse_socket_id(&s), Some(id));
-        for bad in ["", "1", "1.", ".1", "1.2.3", "a.1", "-1.2", "1.99999999999"] {
+        assert_eq!(parse_socket_id(&s), Some((0, id)));
+        let s = socket_id(id, 0xdead_beef);
+        assert_eq!(parse_socket_id(&s), Some((0xdead_beef, id)), "{s}: the node travels with it");
+        for bad in ["", "1", "1.", ".1", "1.2.3", "a.1", "-1.2", "1.99999999999999999999"] {
             assert_eq!(parse_socket_id(bad), None, "{bad}");
         }
     }

@@ -12,7 +12,10 @@
 use std::borrow::Cow;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use fanout::{Ctx, Message, Request, Response};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fanout::{Ctx, Message, Pending, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -21,7 +24,45 @@ use super::protocol::{self, Kind};
 use super::session::user_topic;
 use super::signature::{self, RestRequest};
 use super::Pusher;
+use crate::cluster::{Cluster, Query, Unavailable};
 use crate::space::{app_key, pusher_frame, Channels, Origin, Publish};
+
+/// The publishes of one API request in a cluster, answered once all are numbered.
+struct Tally {
+    left: AtomicUsize,
+    refused: Mutex<Option<Unavailable>>,
+    pending: Mutex<Option<Pending>>,
+}
+
+impl Tally {
+    fn done(&self, refused: Option<Unavailable>) {
+        if let Some(e) = refused {
+            self.refused.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+        }
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(pending) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                pending.respond(match refused {
+                    None => json_response(200, json!({})),
+                    Some(e) => e.response(),
+                });
+            }
+        }
+    }
+}
+
+/// A channel's attributes from its counts: `subscription_count` and, on presence channels,
+/// `user_count` (`users` is asked only then).
+fn attributes(info: Info, channel: &str, subscriptions: u64, users: impl FnOnce() -> u64) -> Value {
+    let mut attrs = Map::new();
+    if info.subscription_count {
+        attrs.insert("subscription_count".into(), subscriptions.into());
+    }
+    if info.user_count && Kind::of(channel) == Kind::Presence {
+        attrs.insert("user_count".into(), users().into());
+    }
+    Value::Object(attrs)
+}
 
 /// Most channels one trigger may name.
 pub const MAX_TRIGGER_CHANNELS: usize = 100;
@@ -96,7 +137,10 @@ struct Trigger<'a> {
     name: &'a str,
     data: &'a str,
     channels: Vec<String>,
+    /// The `socket_id` left out, when it is a connection of this node.
     except: Option<fanout::ConnId>,
+    /// The `socket_id` left out, as given (in a cluster, any node's).
+    socket: Option<&'a str>,
     info: Info,
 }
 
@@ -127,13 +171,13 @@ impl Pusher {
         match (request.method(), segments.as_slice()) {
             ("POST", ["events"]) => self.events(ctx, app, &body),
             ("POST", ["batch_events"]) => self.batch_events(ctx, app, &body),
-            ("GET", ["channels"]) => self.channels(app, request),
+            ("GET", ["channels"]) => self.channels(ctx, app, request),
             ("GET", ["channels", name]) => match decoded(name) {
-                Ok(name) => self.channel(app, &name, request),
+                Ok(name) => self.channel(ctx, app, &name, request),
                 Err(response) => response,
             },
             ("GET", ["channels", name, "users"]) => match decoded(name) {
-                Ok(name) => self.users(app, &name),
+                Ok(name) => self.users(ctx, app, &name),
                 Err(response) => response,
             },
             ("POST", ["users", user, "terminate_connections"]) => match decoded(user) {
@@ -161,6 +205,9 @@ impl Pusher {
             Ok(t) => t,
             Err(response) => return response,
         };
+        if let Some(cluster) = &self.cluster {
+            return self.trigger_cluster(ctx, cluster, app, std::slice::from_ref(&trigger));
+        }
         let mut channels = self.space.lock();
         if !self.fits(app, &mut channels, std::slice::from_ref(&trigger)) {
             return too_many_channels();
@@ -192,6 +239,9 @@ impl Pusher {
                 Ok(t) => triggers.push(t),
                 Err(response) => return response,
             }
+        }
+        if let Some(cluster) = &self.cluster {
+            return self.trigger_cluster(ctx, cluster, app, &triggers);
         }
         let mut channels = self.space.lock();
         if !self.fits(app, &mut channels, &triggers) {
@@ -242,11 +292,14 @@ impl Pusher {
         let except = match event.socket_id.as_deref() {
             None => None,
             Some(s) => {
-                Some(protocol::parse_socket_id(s).ok_or_else(|| error(400, format_args!("bad socket_id {s:?}")))?)
+                let (node, id) =
+                    protocol::parse_socket_id(s).ok_or_else(|| error(400, format_args!("bad socket_id {s:?}")))?;
+                // Another node's connection is not here: nobody to leave out on this one.
+                (node == self.node()).then_some(id)
             }
         };
         let info = Info::parse(event.info.as_deref()).map_err(|e| error(400, e))?;
-        Ok(Trigger { name: &event.name, data, channels, except, info })
+        Ok(Trigger { name: &event.name, data, channels, except, socket: event.socket_id.as_deref(), info })
     }
 
     /// Whether every channel the checked events name can be tracked (user channels have no
@@ -302,20 +355,72 @@ impl Pusher {
         Ok(t.info.any().then_some(answer))
     }
 
+    /// Publishes checked events through the Redis engine. The answer is deferred until Redis
+    /// has numbered every one: `{}`, or 503 when any was refused (Redis down, queue full). The
+    /// `info` attributes are not answered in a cluster (they would need every node's counts).
+    fn trigger_cluster(&self, ctx: &mut Ctx<'_>, cluster: &Cluster, app: usize, triggers: &[Trigger<'_>]) -> Response {
+        let tally = Arc::new(Tally {
+            left: AtomicUsize::new(triggers.iter().map(|t| t.channels.len()).sum()),
+            refused: Mutex::new(None),
+            pending: Mutex::new(Some(ctx.defer())),
+        });
+        for t in triggers {
+            for channel in &t.channels {
+                if let Some(user) = channel.strip_prefix(protocol::USER_CHANNEL_PREFIX) {
+                    // A user's channel: this node's connections of that user, no seq.
+                    let frame = Message::Text(pusher_frame(channel, t.name, t.data, None));
+                    let topic = user_topic(app, user);
+                    match t.except {
+                        Some(id) => ctx.publish_except(&topic, frame, id),
+                        None => ctx.publish(&topic, frame),
+                    }
+                    tally.done(None);
+                    continue;
+                }
+                let key = app_key(app, channel);
+                let publish = Publish {
+                    channel,
+                    key: &key,
+                    event: Some(t.name),
+                    data: t.data,
+                    origin: Origin::Pusher,
+                    user_id: None,
+                    except: t.except,
+                };
+                let tally = tally.clone();
+                cluster.publish_space(&publish, t.socket, Box::new(move |result| tally.done(result.err())));
+            }
+        }
+        Response::new(202) // not sent: the deferred answer is
+    }
+
     /// A channel's attributes: `subscription_count` and, on presence channels, `user_count`.
     fn attributes(&self, subscribers: usize, key: &str, channel: &str, info: Info) -> Value {
-        let mut attrs = Map::new();
-        if info.subscription_count {
-            attrs.insert("subscription_count".into(), subscribers.into());
-        }
-        if info.user_count && Kind::of(channel) == Kind::Presence {
-            attrs.insert("user_count".into(), self.state().user_count(key).into());
-        }
-        Value::Object(attrs)
+        attributes(info, channel, subscribers as u64, || self.state().user_count(key) as u64)
+    }
+
+    /// Answers a channel query from Redis (in a cluster): deferred until Redis has answered.
+    fn ask(
+        ctx: &mut Ctx<'_>,
+        cluster: &Cluster,
+        query: Query,
+        answer: impl FnOnce(Vec<(String, u64, u64)>) -> Response + Send + 'static,
+    ) -> Response {
+        let pending = ctx.defer();
+        cluster.query(
+            query,
+            Box::new(move |rows| {
+                pending.respond(match rows {
+                    Ok(rows) => answer(rows),
+                    Err(e) => e.response(),
+                })
+            }),
+        );
+        Response::new(202) // not sent: the deferred answer is
     }
 
     /// `GET /apps/{id}/channels`: the occupied channels, by prefix, with attributes.
-    fn channels(&self, app: usize, request: &Request<'_>) -> Response {
+    fn channels(&self, ctx: &mut Ctx<'_>, app: usize, request: &Request<'_>) -> Response {
         let prefix = param(request, "filter_by_prefix").unwrap_or_default();
         let info = match Info::parse(param(request, "info").as_deref()) {
             Ok(info) => info,
@@ -326,6 +431,19 @@ impl Pusher {
         }
         let key_prefix = app_key(app, &prefix).into_owned();
         let strip = key_prefix.len() - prefix.len();
+        if let Some(cluster) = &self.cluster {
+            return Self::ask(ctx, cluster, Query::Occupied(key_prefix), move |rows| {
+                let mut answer = Map::new();
+                for (key, subscriptions, users) in rows {
+                    if app == 0 && key.starts_with('#') {
+                        continue; // another app's channel
+                    }
+                    let name = &key[strip..];
+                    answer.insert(name.to_owned(), attributes(info, name, subscriptions, || users));
+                }
+                json_response(200, json!({"channels": answer}))
+            });
+        }
         let channels = self.space.lock();
         let mut answer = Map::new();
         for (key, subscribers) in channels.pusher_occupied(&key_prefix) {
@@ -339,7 +457,7 @@ impl Pusher {
     }
 
     /// `GET /apps/{id}/channels/{name}`: `occupied` and the attributes asked for.
-    fn channel(&self, app: usize, name: &str, request: &Request<'_>) -> Response {
+    fn channel(&self, ctx: &mut Ctx<'_>, app: usize, name: &str, request: &Request<'_>) -> Response {
         if let Err(e) = protocol::validate_channel(name) {
             return error(400, e);
         }
@@ -351,6 +469,19 @@ impl Pusher {
             return error(400, "user_count is only for presence channels");
         }
         let key = app_key(app, name);
+        if let Some(cluster) = &self.cluster {
+            let name = name.to_owned();
+            return Self::ask(ctx, cluster, Query::Channel(key.into_owned()), move |rows| {
+                let (subscriptions, users) = rows.first().map_or((0, 0), |r| (r.1, r.2));
+                let mut answer = json!({"occupied": subscriptions > 0});
+                if let (Value::Object(a), Value::Object(attrs)) =
+                    (&mut answer, attributes(info, &name, subscriptions, || users))
+                {
+                    a.extend(attrs);
+                }
+                json_response(200, answer)
+            });
+        }
         let subscribers = self.space.lock().pusher_subscribers(&key);
         let mut answer = json!({"occupied": subscribers > 0});
         if let (Value::Object(a), Value::Object(attrs)) = (&mut answer, self.attributes(subscribers, &key, name, info))
@@ -361,7 +492,7 @@ impl Pusher {
     }
 
     /// `GET /apps/{id}/channels/{name}/users`: a presence channel's users.
-    fn users(&self, app: usize, name: &str) -> Response {
+    fn users(&self, ctx: &mut Ctx<'_>, app: usize, name: &str) -> Response {
         if let Err(e) = protocol::validate_channel(name) {
             return error(400, e);
         }
@@ -369,6 +500,12 @@ impl Pusher {
             return error(400, "users are only listed for presence channels");
         }
         let key = app_key(app, name);
+        if let Some(cluster) = &self.cluster {
+            return Self::ask(ctx, cluster, Query::Users(key.into_owned()), |rows| {
+                let users: Vec<Value> = rows.into_iter().map(|(id, _, _)| json!({"id": id})).collect();
+                json_response(200, json!({"users": users}))
+            });
+        }
         let users: Vec<Value> = self.state().members(&key).map(|(id, _)| json!({"id": id})).collect();
         json_response(200, json!({"users": users}))
     }

@@ -85,7 +85,7 @@ impl Pusher {
     /// app, the origin and the app's quota, then sends `pusher:connection_established`. A
     /// refusal is sent as `pusher:error` and a close with its code, on an accepted upgrade.
     pub fn open(&self, ctx: &mut Ctx<'_>, id: ConnId, request: &Request<'_>) -> PusherSession {
-        let socket_id: Box<str> = protocol::socket_id(id).into();
+        let socket_id: Box<str> = protocol::socket_id(id, self.node()).into();
         let refuse = |ctx: &mut Ctx<'_>, code: ErrorCode, message: &str| {
             Self::send(ctx, id, protocol::error(Some(code.code()), message));
             ctx.close(id, code.close_code(), message);
@@ -168,7 +168,7 @@ impl Pusher {
             return;
         };
         for sub in &s.channels {
-            self.leave(ctx, app, sub);
+            self.leave(ctx, id, app, sub);
         }
         let mut state = self.state();
         if let Some(user) = &s.user {
@@ -252,19 +252,29 @@ impl Pusher {
             let message = format!("client event rejected: over {} per second", config.client_event_rate);
             return refuse(ctx, Some(ErrorCode::ClientEventRateLimit.code()), &message);
         }
-        let published = self.space.publish(
-            ctx,
-            Publish {
-                channel,
-                key: &sub.key,
-                event: Some(name),
-                data,
-                origin: Origin::Pusher,
-                user_id: sub.member.as_deref(),
-                except: Some(id),
-            },
-        );
-        if published.is_err() {
+        let publish = Publish {
+            channel,
+            key: &sub.key,
+            event: Some(name),
+            data,
+            origin: Origin::Pusher,
+            user_id: sub.member.as_deref(),
+            except: Some(id),
+        };
+        if let Some(cluster) = &self.cluster {
+            let (remote, channel_name) = (ctx.remote(), channel.to_owned());
+            cluster.publish_space(
+                &publish,
+                Some(&s.socket_id),
+                Box::new(move |result| {
+                    if let Err(e) = result {
+                        let text =
+                            protocol::channel_error(&channel_name, None, &format!("client event not sent: {}", e.0));
+                        remote.send_text(id, &text);
+                    }
+                }),
+            );
+        } else if self.space.publish(ctx, publish).is_err() {
             return refuse(ctx, None, "the server tracks too many channels");
         }
         let data = serde_json::from_str::<String>(data).unwrap_or_else(|_| data.to_owned());

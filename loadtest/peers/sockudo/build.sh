@@ -12,7 +12,9 @@
 #
 # The build directory (./target/build) is kept, so a second run, with nothing changed, does no
 # work. The first build took about 22 minutes on a shared 2-core machine.
-# Environment: SOCKUDO_VERSION [5.2.0], JOBS (cargo -j) [cargo's default].
+# Environment: SOCKUDO_VERSION [5.2.0], JOBS (cargo -j) [cargo's default], SOCKUDO_FEATURES
+# [local]. `SOCKUDO_FEATURES=local,redis` builds the variant with the Redis adapter (the cluster
+# comparison, loadtest/scripts/cluster.sh) into ./target/redis/bin/sockudo, beside the default one.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,5 +35,8 @@ if ((${#missing[@]})); then
     exit 1
 fi
 
+features=${SOCKUDO_FEATURES:-local}
+root="$here/target"
+[[ $features == local ]] || root="$here/target/${features#local,}"
 CARGO_TARGET_DIR="$here/target/build" cargo install sockudo --version "$version" --locked \
-    --no-default-features --features local --root "$here/target" "${jobs[@]}"
+    --no-default-features --features "$features" --root "$root" "${jobs[@]}"
