@@ -6,13 +6,15 @@
 //! once, in order, with one seq; an interleaved publish storm from three nodes; the
 //! subscribe-then-publish race across nodes (both protocols); resume across nodes; `kill -9` of
 //! a node under load (its clients resume elsewhere with nothing lost or duplicated, its presence
-//! members are removed within `--redis-node-timeout`); Redis killed and restarted under load
-//! (health, metrics, 503 and `unavailable` answers, subscriptions restored with a fresh
-//! `subscribed` in the new epoch); Redis unreachable at start; a full `--redis-queue`; FLUSHALL
-//! (epoch change for resumes and live subscribers); the Laravel ingest (both protocols, exactly
-//! once with every node ingesting, malformed messages counted, lease takeover after `kill -9`
-//! of the holder); presence as the union over nodes; `--redis-prefix` isolation; the settings
-//! from the environment and the file; and no change at all without `--redis-url`.
+//! members are removed within `--redis-node-timeout`), and a graceful stop (members removed at
+//! once); Redis killed and restarted under load (health, metrics, 503 and `unavailable`
+//! answers, subscriptions restored with a fresh `subscribed` in the new epoch); Redis
+//! unreachable at start; a full `--redis-queue`; FLUSHALL (resumes on any node are not
+//! recovered, live subscribers hear of the new epoch first); the Laravel ingest (both
+//! protocols, exactly once with every node ingesting, malformed messages counted, lease
+//! takeover after `kill -9` of the holder); presence as the union over nodes; `--redis-prefix`
+//! isolation; the settings from the environment and the file (and the URL's database); and no
+//! change at all without `--redis-url`.
 //!
 //! Helpers: `cluster/redis.rs` (a throwaway `redis-server`, raw RESP), `cluster/node.rs` (a
 //! `fanout` child and its HTTP side), `cluster/clients.rs` (native and Pusher clients).
@@ -601,10 +603,10 @@ fn a_full_redis_queue_answers_at_once_with_errors() {
 }
 
 #[test]
-fn after_flushall_resumes_are_not_recovered_and_live_subscribers_get_the_new_epoch_first() {
+fn after_flushall_a_resume_is_not_recovered_and_live_subscribers_get_the_new_epoch_first() {
     let redis = Redis::start();
-    let nodes = cluster(&redis, 2, &[]);
-    let (a, b) = (&nodes[0], &nodes[1]);
+    let nodes = cluster(&redis, 3, &[]);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let mut live_a = Native::connect(a.addr);
     let old = epoch(&live_a.subscribe("ep"));
     let mut away = Native::connect(a.addr);
@@ -616,7 +618,7 @@ fn after_flushall_resumes_are_not_recovered_and_live_subscribers_get_the_new_epo
     drop(away);
     assert_eq!(a.publish_seq("ep", json!(4)), 4);
     assert_eq!(a.publish_seq("ep", json!(5)), 5);
-    // Resume on the other node: exactly the missed messages.
+    // Resume on another node: exactly the missed messages.
     let mut live_b = Native::connect(b.addr);
     let reply = live_b.resume("ep", 3, &old);
     assert_eq!((reply["recovered"].as_bool(), reply["seq"].as_u64()), (Some(true), Some(5)), "{reply}");
@@ -626,7 +628,8 @@ fn after_flushall_resumes_are_not_recovered_and_live_subscribers_get_the_new_epo
         assert_eq!(live_a.message()["seq"], i);
     }
     redis.flushall();
-    let mut late = Native::connect(b.addr);
+    // On C, where nobody is subscribed to the channel, a resume finds the history gone.
+    let mut late = Native::connect(c.addr);
     let reply = late.resume("ep", 5, &old);
     assert_eq!(reply["recovered"], false, "Redis lost the history: {reply}");
     let new = epoch(&reply);
@@ -646,10 +649,30 @@ fn after_flushall_resumes_are_not_recovered_and_live_subscribers_get_the_new_epo
     let m = late.message();
     assert_eq!((m["seq"].as_u64(), &m["data"]), (Some(seq), &json!("new")), "the resumed client is live");
     // The new epoch resumes across nodes like the old one did.
-    let mut again = Native::connect(a.addr);
+    let mut again = Native::connect(b.addr);
     let reply = again.resume("ep", seq - 1, &new);
     assert_eq!((reply["recovered"].as_bool(), epoch(&reply)), (Some(true), new), "{reply}");
     assert_eq!(again.message()["data"], "new");
+}
+
+#[test]
+fn after_flushall_a_resume_on_a_node_with_live_subscribers_is_not_recovered_either() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 2, &[]);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut live = Native::connect(b.addr);
+    let old = epoch(&live.subscribe("ep"));
+    for i in 1..=3 {
+        assert_eq!(a.publish_seq("ep", json!(i)), i);
+        assert_eq!(live.message()["seq"], i);
+    }
+    redis.flushall();
+    // B still has the channel live (and its recent messages in memory), but Redis lost them:
+    // the contract says a resume after the loss is not a recovery, whatever node answers it.
+    let mut late = Native::connect(b.addr);
+    let reply = late.resume("ep", 2, &old);
+    assert_eq!(reply["recovered"], false, "Redis lost the history: {reply}");
+    assert_ne!(epoch(&reply), old, "{reply}");
 }
 
 /// The flags of an ingesting node: Laravel's Redis broadcaster with its default prefix, and a
@@ -833,6 +856,25 @@ fn presence_members_are_the_union_over_nodes_and_changes_reach_every_node_within
     expect(&mut dave_b, "dave on B", "member_removed", removed("alice"));
     let mut eve_a = Pusher::connect(a.addr);
     assert_eq!(ids(&eve_a.subscribe(ch, Some(&member("eve")))), ["carol", "dave", "eve"]);
+}
+
+#[test]
+fn a_node_stopped_gracefully_takes_its_presence_members_out_at_once() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 2, &["--drain-window", "1"]);
+    let mut watcher = Pusher::connect(nodes[0].addr);
+    watcher.subscribe("presence-bye", Some(r#"{"user_id":"watcher"}"#));
+    let mut leaving = Pusher::connect(nodes[1].addr);
+    assert_eq!(ids(&leaving.subscribe("presence-bye", Some(r#"{"user_id":"leaving"}"#))), ["leaving", "watcher"]);
+    let added = pusher_event(&mut watcher, PRESENCE_WITHIN, "member_added");
+    assert_eq!(added["event"], "pusher_internal:member_added", "{added}");
+    nodes[1].signal("TERM");
+    // Closed within the drain window, then the change reaches the other node like any other;
+    // the node timeout (30 s by default) is only for nodes that die without a goodbye.
+    let within = Duration::from_secs(1) + PRESENCE_WITHIN;
+    let removed = pusher_event(&mut watcher, within, "member_removed after a graceful stop");
+    assert_eq!(removed["event"], "pusher_internal:member_removed", "{removed}");
+    assert_eq!(data(&removed), json!({"user_id": "leaving"}));
 }
 
 #[test]

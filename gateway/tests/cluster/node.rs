@@ -70,6 +70,13 @@ impl Node {
         }
     }
 
+    /// Sends signal `name` (`TERM`: a graceful stop) to the node.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.lock().unwrap().as_ref().expect("the node runs").0.id().to_string();
+        let status = Command::new("kill").args(["-s", name, &pid]).status().unwrap();
+        assert!(status.success(), "kill -s {name} {pid}");
+    }
+
     /// One HTTP request on a fresh connection: status and body.
     pub fn http(&self, method: &str, target: &str, headers: &str, body: &str) -> (u16, String) {
         let request = format!(
