@@ -4,13 +4,14 @@
 //! Covers: every input on one node (native WebSocket publish, `POST /api/publish`, the Pusher
 //! HTTP API, a Pusher client event) reaching native and Pusher subscribers on the other nodes
 //! once, in order, with one seq; an interleaved publish storm from three nodes; the
-//! subscribe-then-publish race across nodes (both protocols); resume across nodes; `kill -9` of
-//! a node under load (its clients resume elsewhere with nothing lost or duplicated, its presence
-//! members are removed within `--redis-node-timeout`), and a graceful stop (members removed at
-//! once); Redis killed and restarted under load (health, metrics, 503 and `unavailable`
-//! answers, subscriptions restored with a fresh `subscribed` in the new epoch); Redis
-//! unreachable at start; a full `--redis-queue`; FLUSHALL (resumes on any node are not
-//! recovered, live subscribers hear of the new epoch first); the Laravel ingest (both
+//! subscribe-then-publish race across nodes (both protocols); joins with `since:0` on other
+//! nodes while the channel is busy; `socket_id` exclusion across nodes; resume across nodes;
+//! `kill -9` of a node under load (its clients resume elsewhere with nothing lost or
+//! duplicated, its presence members are removed within `--redis-node-timeout`), and a graceful
+//! stop (members removed at once); Redis killed and restarted under load (health, metrics, 503
+//! and `unavailable` answers, subscriptions restored with a fresh `subscribed` in the new
+//! epoch); Redis unreachable at start; a full `--redis-queue`; FLUSHALL (resumes on any node
+//! are not recovered, live subscribers hear of the new epoch first); the Laravel ingest (both
 //! protocols, exactly once with every node ingesting, malformed messages counted, lease
 //! takeover after `kill -9` of the holder); presence as the union over nodes; `--redis-prefix`
 //! isolation; the settings from the environment and the file (and the URL's database); and no
@@ -225,6 +226,77 @@ fn a_publish_right_after_pusher_subscription_succeeded_on_another_node_always_ar
         assert_eq!(e, json!({"event": "message", "channel": ch, "data": i.to_string()}), "round {i}");
         subscriber.send(json!({"event": "pusher:unsubscribe", "data": {"channel": ch}}));
     }
+}
+
+#[test]
+fn joining_with_since_0_on_other_nodes_while_publishes_stream_gives_no_gap_and_no_duplicate() {
+    const CHANNELS: usize = 20;
+    const ROUNDS: u64 = 150;
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 3, &["--history-size", "500"]);
+    let a = nodes[0].addr;
+    let (progress, ticks) = std::sync::mpsc::channel();
+    // Rounds of one pipelined publish per channel on A, each round acked before the next, so
+    // that the joins below land while the channels' messages stream in.
+    let publisher = std::thread::spawn(move || {
+        let mut p = Native::connect(a);
+        for round in 0..ROUNDS {
+            for ch in 0..CHANNELS {
+                p.0.write(json!({"op": "publish", "channel": format!("s-{ch}"), "data": round}));
+            }
+            p.0.flush();
+            for _ in 0..CHANNELS {
+                assert_eq!(p.0.recv()["op"], "ack");
+            }
+            if round % 6 == 0 {
+                let _ = progress.send(());
+            }
+        }
+    });
+    // Channel k gets its joiners on B and C at tick k: each join is the first on its node for
+    // that channel, so its subscription is set up in Redis while the channel is busy.
+    let mut joiners = Vec::new();
+    for ch in 0..CHANNELS {
+        ticks.recv().expect("the publisher runs long enough for every join");
+        for node in &nodes[1..] {
+            let mut s = Native::connect(node.addr);
+            s.0.send(json!({"op": "subscribe", "channel": format!("s-{ch}"), "since": 0}));
+            joiners.push((ch, node.addr, s));
+        }
+    }
+    publisher.join().unwrap();
+    for (ch, addr, mut s) in joiners {
+        let reply = s.0.recv();
+        assert_eq!((reply["op"].as_str(), reply["recovered"].as_bool()), (Some("subscribed"), Some(true)), "{reply}");
+        for seq in 1..=ROUNDS {
+            let m = s.message();
+            assert_eq!(m["seq"].as_u64(), Some(seq), "s-{ch} on {addr}: a gap or a duplicate (joined at {reply})");
+            assert_eq!(m["data"].as_u64(), Some(seq - 1));
+        }
+    }
+}
+
+#[test]
+fn a_trigger_excludes_its_socket_id_on_whichever_node_that_socket_is() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 3, &[]);
+    let mut excluded = Pusher::connect(nodes[1].addr);
+    let mut beside = Pusher::connect(nodes[1].addr);
+    let mut far = Pusher::connect(nodes[2].addr);
+    for p in [&mut excluded, &mut beside, &mut far] {
+        p.subscribe("news", None);
+    }
+    let mut native = Native::connect(nodes[2].addr);
+    native.subscribe("news");
+    let body = json!({"name": "not-you", "channel": "news", "data": "1", "socket_id": excluded.socket_id});
+    assert_eq!(nodes[0].trigger(body).0, 200);
+    assert_eq!(nodes[0].trigger(json!({"name": "everyone", "channel": "news", "data": "2"})).0, 200);
+    assert_eq!(excluded.recv()["event"], "everyone", "the socket named by socket_id, on another node, got it");
+    for p in [&mut beside, &mut far] {
+        assert_eq!(p.recv()["event"], "not-you");
+        assert_eq!(p.recv()["event"], "everyone");
+    }
+    assert_eq!(native.message()["event"], "not-you");
 }
 
 /// What a subscriber of the kill test saw: seqs and data in arrival order, and how often it had
