@@ -655,11 +655,13 @@ impl Engine {
             };
             let (occupied, added) = (number(counted.first()) == 1, number(counted.get(1)));
             let text = |v: &redis::Value| redis::from_redis_value_ref::<String>(v).unwrap_or_default();
-            let members: Vec<super::Member> = counted[2.min(counted.len())..]
+            let mut members: Vec<super::Member> = counted[2.min(counted.len())..]
                 .chunks(2)
                 .filter(|pair| pair.len() == 2)
                 .map(|pair| super::Member { user: text(&pair[0]), info: text(&pair[1]) })
                 .collect();
+            members.sort_unstable_by(|a, b| a.user.cmp(&b.user)); // stable answers, as one node gives
+
             let mut channels = engine.channels.borrow_mut();
             let still = channels.get_mut(key.as_str()).and_then(|c| {
                 let joined = (again && c.pusher.contains(&w.conn)) || c.joining.remove(&w.conn);
