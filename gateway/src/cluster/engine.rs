@@ -101,6 +101,8 @@ enum Subscription {
     Subscribe(Vec<Box<str>>),
     Unsubscribe(Vec<Box<str>>),
     Ingest(bool),
+    /// The link is gone: the task ends.
+    Stop,
 }
 
 struct Engine {
@@ -119,6 +121,9 @@ struct Engine {
     housekeeping: Cell<bool>,
     /// The current link's `Linked::generation`.
     generation: Cell<u64>,
+    /// Pusher leaves made while the link was down (key, name, member): undone in Redis when it
+    /// is back, so no member outlives its connection.
+    to_uncount: RefCell<Vec<(String, String, Option<String>)>>,
 }
 
 /// Why `serve` returned.
@@ -150,6 +155,7 @@ pub(super) fn run(starter: Starter, remote: Remote) {
         last_malformed_log: Cell::new(None),
         housekeeping: Cell::new(false),
         generation: Cell::new(0),
+        to_uncount: RefCell::new(Vec::new()),
     });
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, engine.run(rx));
@@ -231,6 +237,25 @@ impl Engine {
         self.link.up.store(true, Ordering::Release);
         let every = (self.settings.lease / 3).min(Duration::from_secs(1));
         let mut tick = tokio::time::interval(every);
+        let ended = self.turn(&link, &mut stream, rx, &mut lost_rx, &mut tick).await;
+        // The sink task ends with its link (it holds a sender of its own queue).
+        let _ = link.subscriptions.send(Subscription::Stop);
+        ended
+    }
+
+    /// `serve`'s loop.
+    async fn turn(
+        self: &Rc<Self>,
+        link: &Linked,
+        stream: &mut redis::aio::PubSubStream,
+        rx: &mut mpsc::UnboundedReceiver<Request>,
+        lost_rx: &mut mpsc::UnboundedReceiver<String>,
+        tick: &mut tokio::time::Interval,
+    ) -> Ended {
+        let link = link.clone();
+        for (key, name, user) in self.to_uncount.take() {
+            self.uncount(&link, &key, &name, user.as_deref());
+        }
         loop {
             self.flush(&link);
             tokio::select! {
@@ -313,6 +338,7 @@ impl Engine {
                 Subscription::Ingest(false) => {
                     tokio::time::timeout(TIMEOUT, sink.punsubscribe(&self.settings.ingest)).await
                 }
+                Subscription::Stop => return,
             };
             match result {
                 Ok(Ok(())) => {}
@@ -540,8 +566,15 @@ impl Engine {
                     if members.remove(&conn) {
                         let topic = if pusher { pusher_topic(&key) } else { key.to_string() };
                         self.remote.unsubscribe(conn, &topic);
-                        if let (true, Some(link)) = (pusher, link) {
-                            self.uncount(link, &key, &channel.name, member.as_deref());
+                        match (pusher, link) {
+                            (true, Some(link)) => self.uncount(link, &key, &channel.name, member.as_deref()),
+                            // Undone in Redis once the link is back.
+                            (true, None) => self.to_uncount.borrow_mut().push((
+                                key.to_string(),
+                                channel.name.to_string(),
+                                member.map(Into::into),
+                            )),
+                            _ => {}
                         }
                     }
                 }
@@ -655,11 +688,13 @@ impl Engine {
             };
             let (occupied, added) = (number(counted.first()) == 1, number(counted.get(1)));
             let text = |v: &redis::Value| redis::from_redis_value_ref::<String>(v).unwrap_or_default();
-            let members: Vec<super::Member> = counted[2.min(counted.len())..]
+            let mut members: Vec<super::Member> = counted[2.min(counted.len())..]
                 .chunks(2)
                 .filter(|pair| pair.len() == 2)
                 .map(|pair| super::Member { user: text(&pair[0]), info: text(&pair[1]) })
                 .collect();
+            members.sort_unstable_by(|a, b| a.user.cmp(&b.user)); // stable answers, as one node gives
+
             let mut channels = engine.channels.borrow_mut();
             let still = channels.get_mut(key.as_str()).and_then(|c| {
                 let joined = (again && c.pusher.contains(&w.conn)) || c.joining.remove(&w.conn);

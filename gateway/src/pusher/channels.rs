@@ -167,6 +167,7 @@ impl Pusher {
     ) {
         let (name, cache, presence) = (channel.to_owned(), is_cache_channel(channel), member.is_some());
         let max_members = self.apps[app].config.max_presence_members;
+        let cache_miss_hook = self.webhooks.clone().zip(self.apps[app].webhook.clone());
         let done: JoinDone = Box::new(move |remote, result| match result {
             Ok(joined) if joined.full => {
                 let message = format!("presence channel is full ({max_members} members)");
@@ -185,7 +186,12 @@ impl Pusher {
                 remote.send_text(id, &reply);
                 match joined.replay.last().filter(|_| cache) {
                     Some(last) => remote.send(id, Message::Text(last.pusher_frame())),
-                    None if cache => remote.send_text(id, &protocol::cache_miss(&name)),
+                    None if cache => {
+                        remote.send_text(id, &protocol::cache_miss(&name));
+                        if let Some((webhooks, target)) = &cache_miss_hook {
+                            webhooks.send(target, WebhookEvent::cache_miss(&name));
+                        }
+                    }
                     None => {}
                 }
                 true
