@@ -320,6 +320,17 @@ fn publish_until(node: &Node, channel: &str, tag: &str, stop: &AtomicBool, log: 
     }
 }
 
+/// Raises its flag when dropped. Made first in a `thread::scope`, it stops the scope's helper
+/// threads when the test's own thread panics there, instead of the scope waiting for them
+/// forever.
+struct RaiseOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for RaiseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// One answer to an HTTP publish.
 struct Answer {
     sent: Instant,
@@ -345,13 +356,14 @@ fn follow_and_resume(
     fallback: std::net::SocketAddr,
     target: &AtomicU64,
     resumed: &AtomicUsize,
+    aborted: &AtomicBool,
 ) -> Resumed {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut out = Resumed { got: Vec::new(), reconnects: 0 };
     loop {
         let last = out.got.last().map_or(0, |(seq, _)| *seq);
         let t = target.load(Ordering::SeqCst);
-        if t != 0 && last >= t {
+        if (t != 0 && last >= t) || aborted.load(Ordering::SeqCst) {
             return out;
         }
         assert!(Instant::now() < deadline, "subscriber {i}: stuck at seq {last} (target {t})");
@@ -400,9 +412,10 @@ fn kill_9_of_a_node_under_load_its_clients_resume_elsewhere_and_its_members_leav
         })
         .collect();
     let (stop, log) = (AtomicBool::new(false), Mutex::new(Vec::new()));
-    let (target, resumed) = (AtomicU64::new(0), AtomicUsize::new(0));
+    let (target, resumed, aborted) = (AtomicU64::new(0), AtomicUsize::new(0), AtomicBool::new(false));
     let acks = || log.lock().unwrap().len();
     let results: Vec<Resumed> = std::thread::scope(|s| {
+        let (_stop, _abort) = (RaiseOnDrop(&stop), RaiseOnDrop(&aborted));
         let publishers = [
             s.spawn(|| publish_until(a, "load", "a", &stop, &log)),
             s.spawn(|| publish_until(c, "load", "c", &stop, &log)),
@@ -412,8 +425,8 @@ fn kill_9_of_a_node_under_load_its_clients_resume_elsewhere_and_its_members_leav
             .enumerate()
             .map(|(i, (sub, e))| {
                 let fallback = if i % 2 == 0 { a.addr } else { c.addr };
-                let (target, resumed) = (&target, &resumed);
-                s.spawn(move || follow_and_resume(i, sub, e, fallback, target, resumed))
+                let (target, resumed, aborted) = (&target, &resumed, &aborted);
+                s.spawn(move || follow_and_resume(i, sub, e, fallback, target, resumed, aborted))
             })
             .collect();
         wait_for("60 publishes before the kill", Duration::from_secs(30), || acks() >= 60);
@@ -473,10 +486,13 @@ fn ids(reply: &Value) -> Vec<String> {
 }
 
 /// Frames a subscriber thread collected until it saw the data `"end"` (or its deadline).
-fn collect_until_end(sub: &mut clients::Json, who: &str) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(90);
+fn collect_until_end(sub: &mut clients::Json, who: &str, aborted: &AtomicBool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut frames = Vec::new();
     loop {
+        if aborted.load(Ordering::SeqCst) {
+            return frames;
+        }
         assert!(Instant::now() < deadline, "{who}: no end marker; got {} frames", frames.len());
         match sub.next(Duration::from_millis(300)) {
             Next::Frame(f) => {
@@ -504,14 +520,16 @@ fn redis_killed_and_restarted_under_load_nodes_refuse_then_resume_for_the_same_c
     let mut pusher_c = Pusher::connect(c.addr);
     pusher_c.subscribe("outage", None);
     let (stop, log) = (AtomicBool::new(false), Mutex::new(Vec::<Answer>::new()));
+    let aborted = AtomicBool::new(false);
     let start = Instant::now();
     let (mut down_at, mut restarted_at, mut all_up_at) = (start, start, start);
     let frames: Vec<Vec<Value>> = std::thread::scope(|s| {
+        let (_stop, _abort) = (RaiseOnDrop(&stop), RaiseOnDrop(&aborted));
         let publisher = s.spawn(|| publish_until(a, "outage", "p", &stop, &log));
         let readers = [
-            s.spawn(|| collect_until_end(&mut native_b.0, "native on B")),
-            s.spawn(|| collect_until_end(&mut native_c.0, "native on C")),
-            s.spawn(|| collect_until_end(&mut pusher_c.json, "Pusher on C")),
+            s.spawn(|| collect_until_end(&mut native_b.0, "native on B", &aborted)),
+            s.spawn(|| collect_until_end(&mut native_c.0, "native on C", &aborted)),
+            s.spawn(|| collect_until_end(&mut pusher_c.json, "Pusher on C", &aborted)),
         ];
         let count = |from: Instant, status: u16| {
             log.lock().unwrap().iter().filter(|x| x.at >= from && x.status == status).count()
