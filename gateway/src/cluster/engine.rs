@@ -46,6 +46,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest wait for a connection or a reply before the link counts as lost.
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// Messages held for one channel while its activation read is out; more count as a gap.
+const EARLY_LIMIT: usize = 65_536;
 /// Least time between two log lines about malformed ingested messages.
 const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -70,6 +72,12 @@ struct Channel {
     /// that was refused, changes nothing).
     native: HashSet<ConnId>,
     pusher: HashSet<ConnId>,
+    /// Messages received while the channel was being activated, handled once its read is in:
+    /// the Pub/Sub connection may bring a publish made just after the read before the read's
+    /// answer arrives on the command connection.
+    early: Vec<String>,
+    /// Counts deliveries and epoch changes: a read sent before a change is not applied after it.
+    version: u64,
     /// Pusher joins counted in Redis and not answered yet (a leave meanwhile undoes them when
     /// the count comes back).
     joining: HashSet<ConnId>,
@@ -87,6 +95,8 @@ impl Channel {
             native: HashSet::new(),
             pusher: HashSet::new(),
             joining: HashSet::new(),
+            early: Vec::new(),
+            version: 0,
             waiting: Vec::new(),
         }
     }
@@ -290,6 +300,7 @@ impl Engine {
             let mut channels = self.channels.borrow_mut();
             for channel in channels.values_mut() {
                 channel.active = false;
+                channel.early.clear();
                 refused.append(&mut channel.waiting);
             }
             channels.retain(|_, c| !c.unused());
@@ -386,6 +397,21 @@ impl Engine {
             self.to_unsubscribe.borrow_mut().push(key.into());
             return;
         };
+        self.apply_read(key, channel, seq, epoch, entries);
+        channel.active = true;
+        for text in std::mem::take(&mut channel.early) {
+            self.on_text(key, channel, &text);
+        }
+        for w in std::mem::take(&mut channel.waiting) {
+            self.complete(key, channel, w, link);
+        }
+        self.link.channels.store(channels.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Brings the channel up to what a read of Redis found (its seq, epoch and history): the
+    /// first read sets the mirror; a later one (relinked, or a resume's check) delivers what was
+    /// missed, after a fresh `subscribed` when the epoch changed.
+    fn apply_read(&self, key: &str, channel: &mut Channel, seq: u64, epoch: &str, entries: &[String]) {
         let history: Vec<(u64, Arc<Event>)> = entries
             .iter()
             .filter_map(|text| match wire::parse(text) {
@@ -407,7 +433,6 @@ impl Engine {
                     let first = history.first().map_or(seq, |(_, e)| e.seq().saturating_sub(1));
                     self.new_epoch_under(key, channel, epoch, first);
                 }
-                // Relinked: what was published while the link was down, then the live ones.
                 for (at, event) in history {
                     if event.seq() > channel.delivered {
                         self.deliver(key, channel, at, event, None);
@@ -419,15 +444,12 @@ impl Engine {
                 }
             }
         }
-        channel.active = true;
-        for w in std::mem::take(&mut channel.waiting) {
-            self.complete(key, channel, w, link);
-        }
-        self.link.channels.store(channels.len() as u64, Ordering::Relaxed);
+        channel.version += 1;
     }
 
     /// Redis lost the channel's history: native subscribers hear of the new epoch first.
     fn new_epoch_under(&self, key: &str, channel: &mut Channel, epoch: &str, seq: u64) {
+        channel.version += 1;
         channel.epoch = Some(epoch.into());
         channel.delivered = seq;
         channel.recent.clear();
@@ -456,6 +478,7 @@ impl Engine {
             }
         }
         channel.delivered = event.seq();
+        channel.version += 1;
         channel.recent.push_back((at_ms, event));
         self.trim(channel);
     }
@@ -480,16 +503,32 @@ impl Engine {
             return log::warn!("redis: a message on {key} is not UTF-8; ignored");
         };
         let mut channels = self.channels.borrow_mut();
-        let Some(channel) = channels.get_mut(key).filter(|c| c.active) else {
-            return; // not active yet: the activation's read covers it
+        let Some(channel) = channels.get_mut(key) else {
+            return; // nobody here listens (an unsubscribe on its way)
         };
+        if !channel.active {
+            // Handled once the channel's read is in (`activated`); bounded by what a read can
+            // take to come back, and dropped with the link.
+            if channel.early.len() < EARLY_LIMIT {
+                channel.early.push(text.to_owned());
+            } else {
+                self.link.gaps.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.on_text(key, channel, text);
+    }
+
+    /// One message of an active channel: a stored event (delivered unless it was already) or a
+    /// presence frame.
+    fn on_text(&self, key: &str, channel: &mut Channel, text: &str) {
         match wire::parse(text) {
             Some(wire::Received::Event(stored)) => {
                 if channel.epoch.as_deref() != Some(stored.epoch) {
                     self.new_epoch_under(key, channel, stored.epoch, stored.seq.saturating_sub(1));
                 }
                 if stored.seq <= channel.delivered {
-                    return; // delivered already, from the history read at activation
+                    return; // delivered already, or in the history read at activation
                 }
                 if stored.seq > channel.delivered + 1 {
                     self.gap(key, channel.delivered, stored.seq);
@@ -599,6 +638,46 @@ impl Engine {
             let again = channel.pusher.contains(&w.conn) || !channel.joining.insert(w.conn);
             return self.count(key, &channel.name, w, member, max_members, again, link);
         }
+        if matches!(w.side, Side::Native { since: Some(_), .. }) {
+            return self.verify(key, channel, w, link);
+        }
+        self.answer(key, channel, w);
+    }
+
+    /// A resume: the mirror may hold an epoch Redis has since lost (a flush, a restart) without
+    /// a message having shown it yet, so the channel is read again first, and brought up to it
+    /// unless a delivery came in meanwhile (which is newer than the read).
+    fn verify(self: &Rc<Self>, key: &str, channel: &Channel, w: Waiting, link: &Linked) {
+        let engine = self.clone();
+        let (key, version, mut con) = (key.to_owned(), channel.version, link.con.clone());
+        let (meta, history, epoch) = (self.names.meta(&key), self.names.history(&key), self.new_epoch());
+        let (ttl, generation) = (self.settings.history_ttl.as_millis() as u64, link.generation);
+        tokio::task::spawn_local(async move {
+            let mut call = script::READ.prepare_invoke();
+            call.key(meta).key(history).arg(epoch).arg(ttl);
+            engine.link.in_flight.fetch_add(1, Ordering::Relaxed);
+            let read = tokio::time::timeout(TIMEOUT, call.invoke_async::<(u64, String, Vec<String>)>(&mut con)).await;
+            engine.link.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let mut channels = engine.channels.borrow_mut();
+            let current = generation == engine.generation.get();
+            match (read, channels.get_mut(key.as_str())) {
+                (Ok(Ok((seq, epoch, entries))), Some(channel)) if current && channel.active => {
+                    if channel.version == version {
+                        engine.apply_read(&key, channel, seq, &epoch, &entries);
+                    }
+                    engine.answer(&key, channel, w);
+                }
+                (Ok(Ok(_)), Some(channel)) if current && !channel.active => channel.waiting.push(w),
+                _ => {
+                    engine.link.waiting.fetch_sub(1, Ordering::AcqRel);
+                    (w.done)(&engine.remote, Err(Unavailable("the link to redis was lost".into())));
+                }
+            }
+        });
+    }
+
+    /// Answers a native join from the mirror: the reply and replay, then the topic.
+    fn answer(&self, key: &str, channel: &mut Channel, w: Waiting) {
         self.link.waiting.fetch_sub(1, Ordering::AcqRel);
         let Side::Native { since, epoch: asked } = w.side else { unreachable!("Pusher joins are counted first") };
         let epoch = channel.epoch.as_deref().unwrap_or_default().to_owned();
