@@ -4,9 +4,9 @@
 #
 #   loadtest/scripts/cluster.sh publish   publishes/s through one fanout node's HTTP API, pipelined
 #                                         (HTTP_CONNS keep-alive connections, IN_FLIGHT requests
-#                                         in flight, as fast as answers allow) to PUB_CONNS
-#                                         subscribers: the node with --redis-url ("redis") and
-#                                         without ("local")
+#                                         in flight, as fast as answers allow; PUB_VIA=ws: IN_FLIGHT
+#                                         publish ops on one WebSocket) to PUB_CONNS subscribers:
+#                                         the node with --redis-url ("redis") and without ("local")
 #   loadtest/scripts/cluster.sh latency   publish-to-delivery latency at LAT_RATE msg/s to
 #                                         LAT_CONNS subscribers: subscribers on node B and the
 #                                         publisher on node A of a 2-node cluster ("cluster")
@@ -20,6 +20,7 @@
 #   loadtest/scripts/cluster.sh all       the three, one after the other
 #
 #   ROUNDS=3 DURATION=15s loadtest/scripts/cluster.sh pusher
+#   PUB_VIA=ws loadtest/scripts/cluster.sh publish
 #   SKIP_BUILD=1 LOAD_MAX=1.0 ROUNDS=2 loadtest/scripts/cluster.sh latency
 #
 # Every run: waits until the 1-minute load average (/proc/loadavg) is below LOAD_MAX, for at most
@@ -35,7 +36,8 @@
 #
 # Variables ([default]): ROUNDS [3], DURATION [15s], WORKERS [1] (each node: fanout --workers,
 # sockudo's tokio worker threads), THREADS [1] (generator), LOAD_MAX [0.7], LOAD_WAIT [600];
-# publish: PUB_CONNS [10], HTTP_CONNS [16], IN_FLIGHT [128]; latency: LAT_CONNS [1000],
+# publish: PUB_CONNS [10], PUB_VIA http|ws [http], HTTP_CONNS [16], IN_FLIGHT [128];
+# latency: LAT_CONNS [1000],
 # LAT_RATE [1000], LAT_VIA ws|http [ws]; pusher: PSH_CONNS [1000], PSH_RATE [100],
 # PSH_HTTP_CONNS [1]; PAYLOAD [64]; REDIS_SERVER [redis-server]; SOCKUDO_BIN
 # [loadtest/peers/sockudo/target/redis/bin/sockudo, built by
@@ -57,13 +59,14 @@ case $measure in
     *) lt_die "unknown measure $measure (publish | latency | pusher | all)" ;;
 esac
 : "${ROUNDS:=3}" "${DURATION:=15s}" "${LOAD_MAX:=0.7}" "${LOAD_WAIT:=600}" "${PAYLOAD:=64}"
-: "${PUB_CONNS:=10}" "${HTTP_CONNS:=16}" "${IN_FLIGHT:=128}"
+: "${PUB_CONNS:=10}" "${PUB_VIA:=http}" "${HTTP_CONNS:=16}" "${IN_FLIGHT:=128}"
 : "${LAT_CONNS:=1000}" "${LAT_RATE:=1000}" "${LAT_VIA:=ws}"
 : "${PSH_CONNS:=1000}" "${PSH_RATE:=100}" "${PSH_HTTP_CONNS:=1}"
 : "${REDIS_SERVER:=redis-server}"
 SOCKUDO_BIN=${SOCKUDO_BIN:-"$LT_ROOT/loadtest/peers/sockudo/target/redis/bin/sockudo"}
 ((ROUNDS >= 1)) || lt_die "ROUNDS must be at least 1"
 [[ $LAT_VIA == ws || $LAT_VIA == http ]] || lt_die "LAT_VIA must be ws or http"
+[[ $PUB_VIA == ws || $PUB_VIA == http ]] || lt_die "PUB_VIA must be ws or http"
 command -v "$REDIS_SERVER" >/dev/null || lt_die "no $REDIS_SERVER (Debian: apt-get install redis-server)"
 
 lt_init "cluster-$measure"
@@ -85,7 +88,7 @@ fi
     echo "redis: $("$REDIS_SERVER" --version)"
     echo "measures: ${measures[*]}; rounds: $ROUNDS; duration: $DURATION; node workers: $WORKERS; generator threads: $THREADS"
     echo "pinning: servers ${SERVER_CPUS:-unpinned}, generator ${LOAD_CPUS:-unpinned}; runs start below a load average of $LOAD_MAX (waiting up to ${LOAD_WAIT}s)"
-    echo "settings: publish PUB_CONNS=$PUB_CONNS HTTP_CONNS=$HTTP_CONNS IN_FLIGHT=$IN_FLIGHT; latency LAT_CONNS=$LAT_CONNS LAT_RATE=$LAT_RATE LAT_VIA=$LAT_VIA; pusher PSH_CONNS=$PSH_CONNS PSH_RATE=$PSH_RATE PSH_HTTP_CONNS=$PSH_HTTP_CONNS; PAYLOAD=$PAYLOAD${EXTRA:+ EXTRA=$EXTRA}"
+    echo "settings: publish PUB_CONNS=$PUB_CONNS PUB_VIA=$PUB_VIA HTTP_CONNS=$HTTP_CONNS IN_FLIGHT=$IN_FLIGHT; latency LAT_CONNS=$LAT_CONNS LAT_RATE=$LAT_RATE LAT_VIA=$LAT_VIA; pusher PSH_CONNS=$PSH_CONNS PSH_RATE=$PSH_RATE PSH_HTTP_CONNS=$PSH_HTTP_CONNS; PAYLOAD=$PAYLOAD${EXTRA:+ EXTRA=$EXTRA}"
 } | tee "$OUT/machine.txt"
 
 # The processes of the current run, "name:pid" each; REDIS_PORT when it has a Redis.
@@ -179,8 +182,9 @@ setup() {
         publish/redis | publish/local)
             [[ $side == redis ]] && start_redis "$tag"
             start_fanout "$tag" a
-            GEN+=(--url "$NODE_URL" --conns "$PUB_CONNS" --protocol fanout --via http --api-key "$API_KEY"
-                --http-conns "$HTTP_CONNS" --in-flight "$IN_FLIGHT" --rate 0)
+            GEN+=(--url "$NODE_URL" --conns "$PUB_CONNS" --protocol fanout --via "$PUB_VIA" --in-flight "$IN_FLIGHT"
+                --rate 0)
+            [[ $PUB_VIA == http ]] && GEN+=(--api-key "$API_KEY" --http-conns "$HTTP_CONNS")
             ;;
         latency/cluster)
             start_redis "$tag"
