@@ -1,7 +1,7 @@
 //! Command line -> `Config`: the top of the crate, next to `main`.
 //!
 //! Owns: `Cli` (the clap parser whose subcommands are `config::Scenario`), `Config::from_cli`
-//! (per-scenario defaults, validation, warnings, the `plan::Target` from the URL and headers),
+//! (per-scenario defaults, validation, warnings, the `plan::Target` from the URLs and headers),
 //! URL parsing and the open-files check. Children are started with the parent's own arguments plus
 //! the hidden `--child-index` and `--epoch-ns`, so every process parses the same command line and
 //! computes its own share of the work from it. Must not: run anything; no other module imports
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::Parser;
 
 use crate::config::{BroadcastArgs, Config, Scenario, SlowArgs, Via, Wire};
-use crate::plan::{AddrPlan, Target};
+use crate::plan::{AddrPlan, Endpoint, Target};
 use crate::pusher;
 
 #[derive(Parser, Debug, Clone)]
@@ -61,14 +61,36 @@ impl Config {
                 return Err("--slow must be less than --conns".into());
             }
         }
-        let (host, port, host_header, mut path) = parse_url(&common.url)?;
-        if let Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) = &scenario {
-            // A Pusher server takes its WebSocket clients at /app/KEY; a URL with its own path
-            // keeps it.
-            if let (Wire::Pusher, Some(key), "/") = (b.protocol, &b.app_key, path.as_str()) {
+        // A Pusher server takes its WebSocket clients at /app/KEY; a URL with its own path keeps
+        // it.
+        let pusher_key = match &scenario {
+            Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) if b.protocol == Wire::Pusher => {
+                b.app_key.as_deref()
+            }
+            _ => None,
+        };
+        let endpoint = |url: &str| -> Result<Endpoint, String> {
+            let (host, port, host_header, mut path) = parse_url(url)?;
+            if let (Some(key), "/") = (pusher_key, path.as_str()) {
                 path = pusher::ws_path(key);
             }
+            Ok(Endpoint { addrs: AddrPlan { host, port, addrs: common.addrs }, host: host_header, path })
+        };
+        let endpoints = common.urls.iter().map(|u| endpoint(u)).collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err("--url: at least one server".into());
         }
+        let publisher = match &scenario {
+            Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) if b.protocol != Wire::Raw => {
+                let e = match &b.publish_url {
+                    Some(u) => endpoint(&ws_url(u))?,
+                    None => endpoints[0].clone(),
+                };
+                // The subscribers are 0..conns, the publisher's connections follow them.
+                Some((conns, e))
+            }
+            _ => None,
+        };
         let mut headers = Vec::new();
         for h in &common.headers {
             let (n, v) = h.split_once(':').ok_or_else(|| format!("--header {h:?}: expected `Name: value`"))?;
@@ -83,19 +105,13 @@ impl Config {
                     ));
                 }
             }
-            let per_tuple = conns / u64::from(common.addrs);
+            let per_tuple = conns / u64::from(common.addrs) / endpoints.len() as u64;
             if per_tuple > 20_000 {
                 warnings
                     .push(format!("{per_tuple} connections per address tuple (of ~28k ephemeral ports): use --addrs"));
             }
         }
-        let target = Arc::new(Target {
-            addrs: AddrPlan { host, port, addrs: common.addrs },
-            host: host_header,
-            path,
-            headers,
-            handshake_timeout: common.handshake_timeout,
-        });
+        let target = Arc::new(Target { endpoints, publisher, headers, handshake_timeout: common.handshake_timeout });
         Ok(Config { scenario, common, conns, target, args, warnings })
     }
 }
@@ -111,6 +127,9 @@ fn check_broadcast(b: &BroadcastArgs, conns: u64) -> Result<(), String> {
     }
     if b.protocol == Wire::Raw && conns == 0 {
         return Err("--protocol raw needs at least one connection (it publishes)".into());
+    }
+    if b.protocol == Wire::Raw && b.publish_url.is_some() {
+        return Err("--publish-url needs --protocol fanout or pusher (raw publishes from connection 0)".into());
     }
     if b.http_conns == 0 || b.http_conns > 1000 {
         return Err("--http-conns must be in 1..=1000".into());
@@ -165,6 +184,14 @@ pub fn parse_url(url: &str) -> Result<(Ipv4Addr, u16, String, String), String> {
             .ok_or_else(|| format!("{host}: no IPv4 address"))?,
     };
     Ok((ip, port, authority.to_owned(), path))
+}
+
+/// `--publish-url` takes the HTTP API's own scheme too: `http://H:P/` is `ws://H:P/`.
+fn ws_url(url: &str) -> String {
+    match url.strip_prefix("http://") {
+        Some(rest) => format!("ws://{rest}"),
+        None => url.to_owned(),
+    }
 }
 
 /// The soft limit on open files, from /proc/self/limits.
@@ -239,7 +266,7 @@ mod tests {
             config(&args)
         };
         let c = with(&app).unwrap();
-        assert_eq!(c.target.path, pusher::ws_path("k-1"));
+        assert_eq!(c.target.endpoints[0].path, pusher::ws_path("k-1"));
         let Scenario::Broadcast(b) = &c.scenario else { panic!("a broadcast") };
         assert_eq!((b.via(), b.publisher_conns()), (Via::Http, 1));
         let c = with(&[&app[..], &["--http-conns", "4", "--via", "http"]].concat()).unwrap();
@@ -249,13 +276,99 @@ mod tests {
         let mut own = vec!["fanout-load", "slow", "--url", "ws://127.0.0.1:6001/app/x?protocol=7"];
         own.extend_from_slice(&["--protocol", "pusher", "--conns", "3"]);
         own.extend_from_slice(&app);
-        assert_eq!(config(&own).unwrap().target.path, "/app/x?protocol=7");
+        assert_eq!(config(&own).unwrap().target.endpoints[0].path, "/app/x?protocol=7");
         assert!(with(&app[..4]).unwrap_err().contains("--app-secret"));
         assert!(with(&[&app[..], &["--via", "ws"]].concat()).is_err());
         assert!(with(&["--app-id", "1", "--app-key", "a b", "--app-secret", "s"]).is_err());
         assert!(config(&["fanout-load", "broadcast", "--app-key", "k"]).unwrap_err().contains("--protocol pusher"));
         let c = config(&["fanout-load", "broadcast", "--via", "http", "--http-conns", "3"]).unwrap();
         let Scenario::Broadcast(b) = &c.scenario else { panic!("a broadcast") };
-        assert_eq!((b.via(), b.publisher_conns(), c.target.path.as_str()), (Via::Http, 3, "/"));
+        assert_eq!((b.via(), b.publisher_conns(), c.target.endpoints[0].path.as_str()), (Via::Http, 3, "/"));
+    }
+
+    #[test]
+    fn one_url_by_default_and_the_publisher_on_it() {
+        let c = config(&["fanout-load", "broadcast"]).unwrap();
+        assert_eq!(c.common.urls, ["ws://127.0.0.1:9001/"]);
+        assert_eq!(c.target.endpoints.len(), 1);
+        assert_eq!(c.target.endpoints[0].host, "127.0.0.1:9001");
+        // Subscribers 0..100, the publisher at 100: the same server.
+        assert_eq!(c.target.publisher, Some((100, c.target.endpoints[0].clone())));
+        assert_eq!(c.target.endpoint(100), c.target.endpoint(0));
+        assert!(c.common.server_pids.is_empty() && c.common.watch_pids.is_empty());
+        // echo has no publisher; raw publishes from connection 0, a subscriber like the others.
+        assert_eq!(config(&["fanout-load", "echo"]).unwrap().target.publisher, None);
+        assert_eq!(config(&["fanout-load", "broadcast", "--protocol", "raw"]).unwrap().target.publisher, None);
+    }
+
+    #[test]
+    fn several_urls_take_the_subscribers_in_turn_and_the_publisher_its_own() {
+        let c = config(&[
+            "fanout-load",
+            "broadcast",
+            "--url",
+            "ws://127.0.0.1:8001/",
+            "--url",
+            "ws://127.0.0.1:8002/ws",
+            "--publish-url",
+            "http://127.0.0.1:8003/",
+            "--via",
+            "http",
+            "--http-conns",
+            "2",
+            "--conns",
+            "5",
+        ])
+        .unwrap();
+        let ports: Vec<u16> = (0..7).map(|i| c.target.endpoint(i).addrs.port).collect();
+        assert_eq!(ports, [8001, 8002, 8001, 8002, 8001, 8003, 8003]);
+        assert_eq!(c.target.endpoint(1).path, "/ws");
+        assert_eq!(c.target.endpoint(5).host, "127.0.0.1:8003");
+        // Without --publish-url the publisher goes to the first --url.
+        let c = config(&["fanout-load", "broadcast", "--url", "ws://127.0.0.1:8001/", "--url", "ws://127.0.0.1:8002/"])
+            .unwrap();
+        assert_eq!(c.target.endpoint(100).addrs.port, 8001);
+        assert_eq!(c.target.endpoint(99).addrs.port, 8002);
+        // Every scenario takes several URLs.
+        let c = config(&["fanout-load", "echo", "--url", "ws://127.0.0.1:1/", "--url", "ws://127.0.0.1:2/"]).unwrap();
+        assert_eq!(c.target.endpoints.len(), 2);
+        assert!(config(&["fanout-load", "echo", "--url", "ws://127.0.0.1:1/", "--url", "wss://x/"]).is_err());
+    }
+
+    #[test]
+    fn pusher_paths_per_url_and_publish_url_checks() {
+        let c = config(&[
+            "fanout-load",
+            "broadcast",
+            "--protocol",
+            "pusher",
+            "--app-id",
+            "1",
+            "--app-key",
+            "k",
+            "--app-secret",
+            "s",
+            "--url",
+            "ws://127.0.0.1:6001/",
+            "--url",
+            "ws://127.0.0.1:6002/",
+            "--publish-url",
+            "ws://127.0.0.1:6002/",
+        ])
+        .unwrap();
+        assert!(c.target.endpoints.iter().all(|e| e.path == pusher::ws_path("k")));
+        assert_eq!(c.target.endpoint(c.conns).host, "127.0.0.1:6002");
+        assert!(config(&["fanout-load", "broadcast", "--protocol", "raw", "--publish-url", "ws://127.0.0.1:1/"])
+            .unwrap_err()
+            .contains("--publish-url"));
+        assert!(config(&["fanout-load", "broadcast", "--publish-url", "https://127.0.0.1:1/"]).is_err());
+        assert!(config(&["fanout-load", "echo", "--publish-url", "ws://127.0.0.1:1/"]).is_err());
+    }
+
+    #[test]
+    fn server_and_watched_pids_repeat() {
+        let c =
+            config(&["fanout-load", "echo", "--server-pid", "10", "--server-pid", "11", "--watch-pid", "12"]).unwrap();
+        assert_eq!((c.common.server_pids.as_slice(), c.common.watch_pids.as_slice()), (&[10, 11][..], &[12][..]));
     }
 }

@@ -41,9 +41,10 @@ pub enum Scenario {
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// Server URL (ws:// only). Host 0.0.0.0 means "the server listens on every address":
-    /// destinations are then spread over 127.0.0.1..=127.0.0.N too (see --addrs).
-    #[arg(long, default_value = "ws://127.0.0.1:9001/")]
-    pub url: String,
+    /// destinations are then spread over 127.0.0.1..=127.0.0.N too (see --addrs). Repeatable:
+    /// connection i goes to the (i mod N)-th of N URLs, e.g. the nodes of a cluster.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:9001/")]
+    pub urls: Vec<String>,
     /// Connections (clients, subscribers); each scenario has its own default.
     #[arg(long)]
     pub conns: Option<u64>,
@@ -91,8 +92,14 @@ pub struct Common {
     #[arg(long)]
     pub svg: Option<PathBuf>,
     /// The server's process id: its CPU and resident memory are reported alongside ours.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Repeatable (a cluster's nodes): the server's CPU and memory are then the sum over them,
+    /// and each is reported too.
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
+    /// Another process whose CPU over the measured phase is reported on its own, not counted as
+    /// the server's (e.g. redis-server behind a cluster). Repeatable.
+    #[arg(long = "watch-pid")]
+    pub watch_pids: Vec<u32>,
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -161,6 +168,10 @@ pub struct BroadcastArgs {
     /// --protocol pusher: the app secret the HTTP API requests are signed with.
     #[arg(long)]
     pub app_secret: Option<String>,
+    /// The server the publisher publishes to (its WebSocket connection, or the HTTP API), ws:// or
+    /// http:// [default: the first --url]. With several --url, a cluster's other node.
+    #[arg(long)]
+    pub publish_url: Option<String>,
     /// Channel to subscribe and publish to.
     #[arg(long, default_value = "bench")]
     pub channel: String,

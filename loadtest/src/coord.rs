@@ -390,15 +390,13 @@ pub struct Top {
 
 impl Top {
     fn new(cfg: &Arc<Config>, clock: Clock) -> Top {
-        let pid = cfg.common.server_pid;
+        let pids = &cfg.common.server_pids;
         let mut data = TopData::default();
-        if let Some(pid) = pid {
-            // Before the first connection: the intercept of the memory fit.
-            if let Some(rss) = sys::rss_bytes(Some(pid)) {
-                data.rss_points.push((0, rss));
-            }
-            data.server_rss_start = sys::rss_bytes(Some(pid));
+        // Before the first connection: the intercept of the memory fit.
+        if let Some(rss) = sys::rss_bytes_sum(pids) {
+            data.rss_points.push((0, rss));
         }
+        data.server_rss_start = sys::rss_bytes_sum(pids);
         let now = Instant::now();
         Top {
             cfg: cfg.clone(),
@@ -406,7 +404,7 @@ impl Top {
             started: now,
             go: None,
             data,
-            server_cpu_last: pid.and_then(|p| sys::cpu_ns(Some(p))).map(|c| (now, c)),
+            server_cpu_last: sys::cpu_ns_sum(pids).map(|c| (now, c)),
             own_cpu_last: (now, sys::cpu_ns(None).unwrap_or(0)),
             total: Counters::default(),
             progress: std::io::stderr().is_terminal() && !cfg.common.quiet,
@@ -462,20 +460,20 @@ impl Top {
     fn begin_run(&mut self) {
         let now = Instant::now();
         self.go = Some((now, self.clock.ns_at(now)));
-        self.data.server_cpu_at_go = self.cfg.common.server_pid.and_then(|p| sys::cpu_ns(Some(p)));
+        let c = &self.cfg.common;
+        self.data.server_cpu_at_go = sys::cpu_ns_sum(&c.server_pids);
+        self.data.procs_at_go = c.server_pids.iter().chain(&c.watch_pids).map(|&p| sys::cpu_ns(Some(p))).collect();
         self.data.own_cpu_at_go = sys::cpu_ns(None);
         self.data.go_at = Some(now);
     }
 
     fn reached(&mut self, phase: u32, open: u64) {
         let c = &self.cfg.common;
-        if self.cfg.scenario_name() == "idle" && phase < self.cfg.run_phase() + 1 {
-            if let Some(pid) = c.server_pid {
-                // Let the server finish what the last handshakes started before reading RSS.
-                std::thread::sleep(Duration::from_millis(100));
-                if let Some(rss) = sys::rss_bytes(Some(pid)) {
-                    self.data.rss_points.push((open, rss));
-                }
+        if self.cfg.scenario_name() == "idle" && phase < self.cfg.run_phase() + 1 && !c.server_pids.is_empty() {
+            // Let the server finish what the last handshakes started before reading RSS.
+            std::thread::sleep(Duration::from_millis(100));
+            if let Some(rss) = sys::rss_bytes_sum(&c.server_pids) {
+                self.data.rss_points.push((open, rss));
             }
         }
         self.data.held = self.data.held.max(open);
@@ -496,8 +494,8 @@ impl Top {
         self.own_cpu_last = (now, own);
         let gen_cpu_pct =
             if self.cfg.common.processes > 1 { own_pct + child_cpu_ns as f64 / 1e9 * 100.0 } else { own_pct };
-        let pid = self.cfg.common.server_pid;
-        let server_cpu_pct = match (pid.and_then(|p| sys::cpu_ns(Some(p))), self.server_cpu_last) {
+        let pids = &self.cfg.common.server_pids;
+        let server_cpu_pct = match (sys::cpu_ns_sum(pids), self.server_cpu_last) {
             (Some(c), Some((lt, lc))) => {
                 let w = now.duration_since(lt).as_secs_f64().max(1e-3);
                 self.server_cpu_last = Some((now, c));
@@ -505,7 +503,7 @@ impl Top {
             }
             _ => None,
         };
-        let server_rss = pid.and_then(|p| sys::rss_bytes(Some(p)));
+        let server_rss = sys::rss_bytes_sum(pids);
         let row = Row {
             t,
             open,
@@ -556,13 +554,19 @@ impl Top {
 
     fn finish(mut self, mut stats: Stats) -> report::Summary {
         let end = Instant::now();
-        let pid = self.cfg.common.server_pid;
-        if let Some(pid) = pid {
+        let c = &self.cfg.common;
+        if !c.server_pids.is_empty() {
             if self.data.rss_points.len() > 1 || self.cfg.scenario_name() != "idle" {
-                self.data.server_rss_end = sys::rss_bytes(Some(pid));
+                self.data.server_rss_end = sys::rss_bytes_sum(&c.server_pids);
             }
-            self.data.server_cpu_at_end = sys::cpu_ns(Some(pid));
+            self.data.server_cpu_at_end = sys::cpu_ns_sum(&c.server_pids);
         }
+        self.data.procs_at_end = c
+            .server_pids
+            .iter()
+            .chain(&c.watch_pids)
+            .map(|&p| (sys::cpu_ns(Some(p)), sys::rss_bytes(Some(p))))
+            .collect();
         if self.cfg.common.processes <= 1 {
             if let Some(at_go) = self.data.own_cpu_at_go {
                 stats.cpu_ns = sys::cpu_ns(None).unwrap_or(0).saturating_sub(at_go);

@@ -2,12 +2,14 @@
 //! and reactor threads, which source and destination address each connection uses, and the
 //! target every connection goes to.
 //!
-//! Owns: `split`, `Share`, `AddrPlan` and `Target` (addresses, `Host`, path, extra headers and the
-//! handshake timeout; built by `cli`, read by `net`). Pure arithmetic and plain data, no I/O and
-//! no other module of ours, so the splits are unit-tested and every layer may use them.
+//! Owns: `split`, `Share`, `AddrPlan`, `Endpoint` (one server: addresses, `Host`, path) and
+//! `Target` (the endpoints, which connection goes to which, extra headers and the handshake
+//! timeout; built by `cli`, read by `net`). Pure arithmetic and plain data, no I/O and no other
+//! module of ours, so the splits are unit-tested and every layer may use them.
 //! Invariant: every connection has one global index in `0..conns`, the same whichever process or
-//! thread opens it, so address spreading and per-connection roles (the publisher is connection 0,
-//! the slow subscribers are spread evenly) do not depend on how the work was split.
+//! thread opens it, so address spreading, the server a connection goes to and per-connection
+//! roles (the publisher is connection 0 or `conns`, the slow subscribers are spread evenly) do not
+//! depend on how the work was split.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
@@ -109,16 +111,37 @@ impl AddrPlan {
     }
 }
 
-/// Where connections go and what their upgrade request says.
-#[derive(Debug, Clone)]
-pub struct Target {
+/// One server: where its connections go and what their upgrade request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
     pub addrs: AddrPlan,
     /// `Host` header value (`127.0.0.1:9001`).
     pub host: String,
     /// Request target (`/`, `/ws?x=1`).
     pub path: String,
+}
+
+/// Where connections go and what their upgrade request says.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// One per `--url`, never empty: connection `i` goes to `endpoints[i % len]`.
+    pub endpoints: Vec<Endpoint>,
+    /// broadcast's publisher (fanout and Pusher dialects): its connections, global indices from
+    /// the first of the pair on (after the subscribers'), go to the second (`--publish-url`, or
+    /// the first `--url`) whatever the round robin would say.
+    pub publisher: Option<(u64, Endpoint)>,
     pub headers: Vec<(String, String)>,
     pub handshake_timeout: Duration,
+}
+
+impl Target {
+    /// The server connection `index` goes to.
+    pub fn endpoint(&self, index: u64) -> &Endpoint {
+        match &self.publisher {
+            Some((from, e)) if index >= *from => e,
+            _ => &self.endpoints[(index % self.endpoints.len() as u64) as usize],
+        }
+    }
 }
 
 /// Whether connection `index` of `total` is one of the `slow` ones: spread evenly over the
@@ -198,6 +221,32 @@ mod tests {
         assert_eq!(dst, "127.0.0.4:9001".parse().unwrap());
         let single = AddrPlan { addrs: 1, ..lo };
         assert_eq!(single.for_conn(5).0, None);
+    }
+
+    fn endpoint(port: u16) -> Endpoint {
+        Endpoint {
+            addrs: AddrPlan { host: Ipv4Addr::LOCALHOST, port, addrs: 1 },
+            host: format!("127.0.0.1:{port}"),
+            path: "/".into(),
+        }
+    }
+
+    #[test]
+    fn connections_go_round_robin_over_the_endpoints_and_the_publisher_to_its_own() {
+        let (a, b, p) = (endpoint(1), endpoint(2), endpoint(3));
+        let mut t = Target {
+            endpoints: vec![a.clone()],
+            publisher: None,
+            headers: Vec::new(),
+            handshake_timeout: Duration::from_secs(5),
+        };
+        assert!((0..10).all(|i| t.endpoint(i) == &a));
+        t.endpoints.push(b.clone());
+        let ports: Vec<u16> = (0..5).map(|i| t.endpoint(i).addrs.port).collect();
+        assert_eq!(ports, [1, 2, 1, 2, 1]);
+        t.publisher = Some((4, p.clone()));
+        assert_eq!(t.endpoint(3), &b);
+        assert_eq!((t.endpoint(4), t.endpoint(7)), (&p, &p));
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct TopData {
     pub server_rss_end: Option<u64>,
     pub server_cpu_at_go: Option<u64>,
     pub server_cpu_at_end: Option<u64>,
+    /// Each `--server-pid`, then each `--watch-pid`: CPU at the start of the measured phase, and
+    /// CPU and RSS at the end.
+    pub procs_at_go: Vec<Option<u64>>,
+    pub procs_at_end: Vec<(Option<u64>, Option<u64>)>,
     pub own_cpu_at_go: Option<u64>,
     pub go_at: Option<Instant>,
     /// From the start of the measured phase to the end of the run.
@@ -125,9 +129,26 @@ pub struct Cpu {
     pub per_thread_pct: Option<f64>,
 }
 
+/// One process's share: a server node of several, or a watched process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proc {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_end: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Server {
+    /// The first `--server-pid`.
     pub pid: u32,
+    /// Every `--server-pid`, when there are several: `cpu` and the RSS are their sums.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub pids: Vec<u32>,
+    /// Each of them, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub processes: Vec<Proc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Cpu>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,7 +164,13 @@ pub struct Server {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub scenario: String,
+    /// The first `--url`.
     pub url: String,
+    /// Every `--url`, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub publish_url: Option<String>,
     pub args: Vec<String>,
     pub threads: usize,
     pub processes: usize,
@@ -178,6 +205,9 @@ pub struct Summary {
     pub generator_bottleneck: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<Server>,
+    /// `--watch-pid`: processes whose CPU is reported but not counted as the server's.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub watched: Vec<Proc>,
     pub notes: Vec<String>,
     pub errors: Vec<String>,
     pub series: Vec<Row>,
@@ -280,7 +310,28 @@ pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
     let gen_pct = if wall > 0.0 { gen_cpu_s / wall * 100.0 } else { 0.0 };
     let per_thread = gen_pct / workers;
     let generator = Cpu { cpu_s: gen_cpu_s, pct: gen_pct, per_thread_pct: Some(per_thread) };
-    let server = c.server_pid.map(|pid| {
+    let cpu_of = |ns: u64| {
+        let s = ns as f64 / 1e9;
+        Cpu { cpu_s: s, pct: if wall > 0.0 { s / wall * 100.0 } else { 0.0 }, per_thread_pct: None }
+    };
+    let mut procs: Vec<Proc> = c
+        .server_pids
+        .iter()
+        .chain(&c.watch_pids)
+        .enumerate()
+        .map(|(i, &pid)| {
+            let go = data.procs_at_go.get(i).copied().flatten();
+            let (end, rss_end) = data.procs_at_end.get(i).copied().unwrap_or((None, None));
+            let cpu = match (go, end) {
+                (Some(a), Some(b)) if wall > 0.0 => Some(cpu_of(b.saturating_sub(a))),
+                _ => None,
+            };
+            Proc { pid, cpu, rss_end }
+        })
+        .collect();
+    let watched = procs.split_off(c.server_pids.len());
+    let several = c.server_pids.len() > 1;
+    let server = c.server_pids.first().map(|&pid| {
         let cpu = match (data.server_cpu_at_go, data.server_cpu_at_end) {
             (Some(a), Some(b)) if wall > 0.0 => {
                 let s = b.saturating_sub(a) as f64 / 1e9;
@@ -290,7 +341,15 @@ pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
         };
         let deliveries_per_cpu_s =
             cpu.as_ref().filter(|c| c.cpu_s > 0.0 && k.received > 0).map(|c| k.received as f64 / c.cpu_s);
-        Server { pid, cpu, rss_start: data.server_rss_start, rss_end: data.server_rss_end, deliveries_per_cpu_s }
+        Server {
+            pid,
+            pids: if several { c.server_pids.clone() } else { Vec::new() },
+            processes: if several { procs } else { Vec::new() },
+            cpu,
+            rss_start: data.server_rss_start,
+            rss_end: data.server_rss_end,
+            deliveries_per_cpu_s,
+        }
     });
     let mut notes = cfg.warnings.clone();
     notes.extend(data.notes);
@@ -298,7 +357,14 @@ pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
     let held = data.held.max(data.series.iter().map(|r| r.open).max().unwrap_or(0));
     Summary {
         scenario: name.to_owned(),
-        url: c.url.clone(),
+        url: c.urls.first().cloned().unwrap_or_default(),
+        urls: if c.urls.len() > 1 { c.urls.clone() } else { Vec::new() },
+        publish_url: match &cfg.scenario {
+            Scenario::Broadcast(b) | Scenario::Slow(crate::config::SlowArgs { broadcast: b, .. }) => {
+                b.publish_url.clone()
+            }
+            _ => None,
+        },
         args: cfg.args.clone(),
         threads: c.threads,
         processes: c.processes,
@@ -326,6 +392,7 @@ pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
         generator,
         generator_bottleneck: per_thread > BOTTLENECK_PCT,
         server,
+        watched,
         notes,
         errors: data.errors,
         series: data.series,
@@ -347,6 +414,18 @@ pub fn cpu_warning(s: &Summary) -> Option<String> {
     ))
 }
 
+/// One process's CPU and memory for the table.
+fn proc_text(p: &Proc) -> String {
+    let mut text = match &p.cpu {
+        Some(c) => format!("{:.2} s, {:.0}% of a core", c.cpu_s, c.pct),
+        None => "CPU unreadable".to_owned(),
+    };
+    if let Some(r) = p.rss_end {
+        let _ = write!(text, "; RSS {}", bytes(r as f64));
+    }
+    text
+}
+
 /// The human table.
 pub fn table(s: &Summary) -> String {
     let mut rows: Vec<(String, String)> = Vec::new();
@@ -356,7 +435,7 @@ pub fn table(s: &Summary) -> String {
         format!(
             "{} {}  ({} thread{} x {} process{})",
             s.scenario,
-            s.url,
+            if s.urls.is_empty() { s.url.clone() } else { s.urls.join(" ") },
             s.threads,
             if s.threads == 1 { "" } else { "s" },
             s.processes,
@@ -502,7 +581,18 @@ pub fn table(s: &Summary) -> String {
         if let (Some(a), Some(b)) = (sv.rss_start, sv.rss_end) {
             let _ = write!(text, "; RSS {} -> {}", bytes(a as f64), bytes(b as f64));
         }
-        row(&format!("server {} CPU", sv.pid), text);
+        if sv.pids.is_empty() {
+            row(&format!("server {} CPU", sv.pid), text);
+        } else {
+            let pids: Vec<String> = sv.pids.iter().map(u32::to_string).collect();
+            row(&format!("servers {} CPU", pids.join("+")), text);
+            for p in &sv.processes {
+                row(&format!("  server {} CPU", p.pid), proc_text(p));
+            }
+        }
+    }
+    for p in &s.watched {
+        row(&format!("watched {} CPU", p.pid), proc_text(p));
     }
     for n in &s.notes {
         row("note", n.clone());
@@ -529,6 +619,8 @@ mod tests {
         Summary {
             scenario: "echo".into(),
             url: "ws://127.0.0.1:9001/".into(),
+            urls: vec![],
+            publish_url: None,
             args: vec![],
             threads: 1,
             processes: 2,
@@ -550,6 +642,7 @@ mod tests {
             generator: Cpu { cpu_s: 1.9, pct: 190.0, per_thread_pct: Some(95.0) },
             generator_bottleneck: true,
             server: None,
+            watched: vec![],
             notes: vec![],
             errors: vec![],
             series: vec![],
@@ -575,5 +668,36 @@ mod tests {
         let back: Summary = serde_json::from_str(&text).unwrap();
         assert_eq!(back.connections.opened, 10);
         assert!(!text.contains("delivery"), "absent parts are left out: {text}");
+        assert!(!text.contains("urls") && !text.contains("watched"), "{text}");
+    }
+
+    #[test]
+    fn several_servers_and_watched_processes_are_each_shown() {
+        let cpu = |s: f64| Some(Cpu { cpu_s: s, pct: s * 10.0, per_thread_pct: None });
+        let s = Summary {
+            urls: vec!["ws://127.0.0.1:1/".into(), "ws://127.0.0.1:2/".into()],
+            server: Some(Server {
+                pid: 10,
+                pids: vec![10, 11],
+                processes: vec![
+                    Proc { pid: 10, cpu: cpu(1.0), rss_end: Some(1 << 20) },
+                    Proc { pid: 11, cpu: cpu(2.0), rss_end: None },
+                ],
+                cpu: cpu(3.0),
+                rss_start: None,
+                rss_end: None,
+                deliveries_per_cpu_s: None,
+            }),
+            watched: vec![Proc { pid: 12, cpu: cpu(0.5), rss_end: None }],
+            ..sample()
+        };
+        let t = table(&s);
+        assert!(t.contains("ws://127.0.0.1:1/ ws://127.0.0.1:2/"), "{t}");
+        assert!(t.contains("servers 10+11 CPU") && t.contains("3.00 s, 30% of a core"), "{t}");
+        assert!(t.contains("server 11 CPU") && t.contains("2.00 s"), "{t}");
+        assert!(t.contains("watched 12 CPU") && t.contains("0.50 s, 5% of a core"), "{t}");
+        let back: Summary = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!((back.urls.len(), back.watched.len()), (2, 1));
+        assert_eq!(back.server.unwrap().processes.len(), 2);
     }
 }

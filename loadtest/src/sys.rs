@@ -1,6 +1,7 @@
 //! CPU time and resident memory of a process, read from /proc (Linux only).
 //!
-//! Owns: `cpu_ns` (utime + stime of a whole process, every thread included) and `rss_bytes`.
+//! Owns: `cpu_ns` (utime + stime of a whole process, every thread included) and `rss_bytes`, and
+//! their sums over several processes (a cluster's nodes).
 //! Reading /proc instead of calling getrusage keeps the crate free of `unsafe` and works the same
 //! for our own process and for the server's (`--server-pid`).
 
@@ -26,6 +27,23 @@ pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
         None => "/proc/self/status".to_owned(),
     };
     parse_status_rss(&fs::read_to_string(path).ok()?)
+}
+
+/// CPU time of processes `pids` together, in nanoseconds; `None` when there are none or one of
+/// them cannot be read (it ended): a sum without it would be too low.
+pub fn cpu_ns_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_ns(Some(p))).sum()
+}
+
+/// Resident memory of processes `pids` together, in bytes; `None` as for `cpu_ns_sum`.
+pub fn rss_bytes_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_bytes(Some(p))).sum()
 }
 
 /// utime + stime from the text of /proc/PID/stat, in nanoseconds.
@@ -69,5 +87,11 @@ mod tests {
         assert!(cpu_ns(None).is_some());
         assert!(rss_bytes(None).unwrap() > 0);
         assert!(rss_bytes(Some(std::process::id())).is_some());
+        let me = std::process::id();
+        assert!(cpu_ns_sum(&[me, me]).is_some());
+        assert!(rss_bytes_sum(&[me, me]).unwrap() >= rss_bytes(Some(me)).unwrap());
+        assert_eq!(cpu_ns_sum(&[]), None);
+        // No process has pid 0 in /proc: the sum is not made without it.
+        assert_eq!(cpu_ns_sum(&[me, 0]), None);
     }
 }

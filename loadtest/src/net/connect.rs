@@ -1,6 +1,7 @@
 //! Opening connections: nonblocking sockets, the ramp of connects, and the handshake timeout.
 //!
-//! Owns: `Net::connect` (a socket per connection, bound to the plan's source address and
+//! Owns: `Net::connect` (a socket per connection to its endpoint, bound to the plan's source
+//! address and
 //! registered for both edges), `Net::pump_connects` (opens queued connections as the ramp and the
 //! pending cap allow) and `Net::sweep_timeouts`. The upgrade request that follows a completed
 //! connect is `reactor`'s. Must not: read or write connection data, or know any scenario.
@@ -17,7 +18,7 @@ use super::{Conn, EndReason, Ended, Kind, Net, State};
 impl Net {
     /// Starts a nonblocking connect for global connection `index`.
     fn connect(&mut self, index: u64, kind: Kind) -> io::Result<usize> {
-        let (src, dst) = self.target.addrs.for_conn(index);
+        let (src, dst) = self.target.endpoint(index).addrs.for_conn(index);
         // SOCK_NONBLOCK at creation spares the two fcntl calls of set_nonblocking.
         let socket = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
         socket.set_nodelay(true)?;

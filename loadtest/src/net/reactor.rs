@@ -52,7 +52,8 @@ impl Net {
         nonce[..8].copy_from_slice(&self.rng.next_u64().to_ne_bytes());
         nonce[8..].copy_from_slice(&self.rng.next_u64().to_ne_bytes());
         let headers: Vec<(&str, &str)> = self.target.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        let (request, accept) = client_request(&self.target.host, &self.target.path, nonce, &[], &headers);
+        let endpoint = self.target.endpoint(c.index);
+        let (request, accept) = client_request(&endpoint.host, &endpoint.path, nonce, &[], &headers);
         c.wbuf.extend_from_slice(&request);
         c.state = State::Handshaking { accept, buf: BytesMut::with_capacity(512) };
         self.mark_dirty(id);

@@ -119,7 +119,7 @@ impl Broadcast {
         };
         let http = api
             .filter(|_| publisher_index.is_some())
-            .map(|api| HttpPublisher::new(api, cfg.target.host.clone(), args.channel.clone()));
+            .map(|api| HttpPublisher::new(api, cfg.target.endpoint(cfg.conns).host.clone(), args.channel.clone()));
         Broadcast {
             wire: args.protocol,
             via: args.via(),
