@@ -48,6 +48,10 @@ pub(crate) struct Connection<S> {
     pub(crate) awaiting: bool,
     /// The request whose response is awaited asked for keep-alive.
     pub(crate) keep_alive: bool,
+    /// Reading stopped while a response is awaited and `max_request_bytes` are held: the rest
+    /// stays in the kernel (TCP backpressure on a client that pipelines deeply) until the
+    /// response is out, when the connection is read again.
+    pub(crate) read_paused: bool,
     /// When the current phase's timeout (or the idle ping) is due.
     pub(crate) deadline: Tick,
     /// The tick of the wheel entry responsible for this connection (0: none).
@@ -70,6 +74,7 @@ impl<S> Connection<S> {
             continue_sent: false,
             awaiting: false,
             keep_alive: false,
+            read_paused: false,
             deadline: 0,
             timer_at: 0,
             rbuf: ReadBuf::default(),

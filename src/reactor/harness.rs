@@ -335,19 +335,23 @@ fn a_response_for_a_connection_that_closed_is_dropped() {
 }
 
 #[test]
-fn too_much_sent_while_awaiting_closes_the_connection() {
+fn deep_pipelining_while_awaiting_pauses_reading_and_every_request_is_answered_in_order() {
     let mut h = Harness::http();
     h.send(DEFER);
     let deferred = h.take_deferred();
     let max = Config::default().max_request_bytes;
-    h.client.write_all(&vec![b'x'; max + 1]).unwrap();
-    h.turn_until("the connection is dropped", |w| w.conns.is_empty());
-    deferred.respond(&Response::text(200, "too late"));
-    h.worker.turn(&mut h.events).unwrap();
-    let mut rest = Vec::new();
-    // EOF, or a reset if the close found bytes still unread: either way, no response.
-    let _ = h.client.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "closed without a response: {rest:?}");
+    // More pipelined requests than the request limit holds: the rest waits in the kernel.
+    let requests: Vec<String> = (0..max / 20 + 100).map(|i| format!("GET /r{i} HTTP/1.1\r\n\r\n")).collect();
+    h.client.write_all(requests.concat().as_bytes()).unwrap();
+    h.turn_until("reading pauses", |w| w.conns.iter().next().is_some_and(|(_, c)| c.read_paused));
+    assert!(h.conn().rbuf.filled() < max + 64 * 1024, "held: at most the limit and one read");
+    deferred.respond(&Response::text(200, "first"));
+    assert!(h.response().ends_with("\r\n\r\nfirst"));
+    for i in 0..requests.len() {
+        let response = h.response();
+        assert!(response.ends_with(&format!("/r{i}")), "request {i} answered in order: {response}");
+    }
+    assert!(!h.conn().read_paused && !h.conn().awaiting);
 }
 
 #[test]

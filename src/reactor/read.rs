@@ -36,6 +36,9 @@ impl<S: Service> Worker<S> {
         let Some(conn) = get(&mut self.conns, id) else {
             return;
         };
+        if conn.read_paused {
+            return; // a deferred response is awaited with a full request buffer held
+        }
         if conn.phase == Phase::Open && self.limits.ping_ticks > 0 {
             conn.ping_sent = false;
             conn.deadline = self.now + self.limits.ping_ticks;
@@ -68,6 +71,9 @@ impl<S: Service> Worker<S> {
                     self.metrics.bytes_in.add(n as u64);
                     self.process(id, &mut buf);
                     reads += 1;
+                    if get(&mut self.conns, id).is_some_and(|c| c.read_paused) {
+                        break;
+                    }
                     if n < offered && !until_eof {
                         break;
                     }

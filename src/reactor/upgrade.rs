@@ -159,15 +159,15 @@ impl<S: Service> Worker<S> {
         self.set_deadline(id, at);
     }
 
-    /// Keeps the bytes that arrive while a deferred response is awaited (a pipelined request)
-    /// unparsed: they are read once the response is out, so requests are answered in order.
-    /// Past `max_request_bytes` the connection is dropped; a response is owed, so no error
-    /// response can go out ahead of it.
+    /// Keeps the bytes that arrive while a deferred response is awaited (pipelined requests)
+    /// unparsed: they are parsed once the response is out, so requests are answered in order.
+    /// Once `max_request_bytes` are held, reading pauses (`read_paused`): what else the client
+    /// pipelines waits in the kernel, and TCP slows the client down, instead of the connection
+    /// being dropped with requests on it.
     pub(super) fn hold(&mut self, id: ConnId, data: &mut BytesMut) {
-        if data.len() > self.limits.http.max_request_bytes {
-            log::debug!("connection {id}: {} bytes sent while its response was awaited", data.len());
-            data.clear();
-            self.remove(id);
+        let limit = self.limits.http.max_request_bytes;
+        if let Some(conn) = get(&mut self.conns, id) {
+            conn.read_paused |= data.len() >= limit;
         }
     }
 
@@ -193,6 +193,7 @@ impl<S: Service> Worker<S> {
         conn.wq.push(response, &self.metrics.queued_bytes);
         conn.continue_sent = false;
         let mut held = mem::take(&mut conn.rbuf);
+        let paused = mem::take(&mut conn.read_paused);
         self.mark_dirty(id);
         let at = self.now + self.limits.handshake_ticks;
         self.set_deadline(id, at);
@@ -202,5 +203,9 @@ impl<S: Service> Worker<S> {
             self.process(id, &mut held);
         }
         self.stash(id, held, true);
+        if paused {
+            // No new edge announces what waited in the kernel: read it next turn.
+            self.read_again.push(id);
+        }
     }
 }
