@@ -144,6 +144,31 @@ struct Trigger<'a> {
     info: Info,
 }
 
+impl<'a> Trigger<'a> {
+    /// Publishes to a user's channel: to that user's connections, with no seq and no history.
+    fn to_user(&self, ctx: &mut Ctx<'_>, app: usize, channel: &str, user: &str) {
+        let frame = Message::Text(pusher_frame(channel, self.name, self.data, None));
+        let topic = user_topic(app, user);
+        match self.except {
+            Some(id) => ctx.publish_except(&topic, frame, id),
+            None => ctx.publish(&topic, frame),
+        }
+    }
+
+    /// The publish of this event on `channel` (keyed `key`).
+    fn publish<'b>(&'b self, channel: &'b str, key: &'b str) -> Publish<'b> {
+        Publish {
+            channel,
+            key,
+            event: Some(self.name),
+            data: self.data,
+            origin: Origin::Pusher,
+            user_id: None,
+            except: self.except,
+        }
+    }
+}
+
 impl Pusher {
     /// Answers a request under `/apps/`.
     pub fn rest(&self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Response {
@@ -327,26 +352,11 @@ impl Pusher {
         let mut answer = Map::new();
         for channel in &t.channels {
             if let Some(user) = channel.strip_prefix(protocol::USER_CHANNEL_PREFIX) {
-                // A user's channel: to that user's connections, no history.
-                let frame = Message::Text(pusher_frame(channel, t.name, t.data, None));
-                let topic = user_topic(app, user);
-                match t.except {
-                    Some(id) => ctx.publish_except(&topic, frame, id),
-                    None => ctx.publish(&topic, frame),
-                }
+                t.to_user(ctx, app, channel, user);
                 continue;
             }
             let key = app_key(app, channel);
-            let publish = Publish {
-                channel,
-                key: &key,
-                event: Some(t.name),
-                data: t.data,
-                origin: Origin::Pusher,
-                user_id: None,
-                except: t.except,
-            };
-            crate::space::publish_locked(channels, ctx, publish).map_err(|_| too_many_channels())?;
+            crate::space::publish_locked(channels, ctx, t.publish(channel, &key)).map_err(|_| too_many_channels())?;
             if t.info.any() {
                 let attrs = self.attributes(channels.pusher_subscribers(&key), &key, channel, t.info);
                 answer.insert(channel.clone(), attrs);
@@ -367,28 +377,17 @@ impl Pusher {
         for t in triggers {
             for channel in &t.channels {
                 if let Some(user) = channel.strip_prefix(protocol::USER_CHANNEL_PREFIX) {
-                    // A user's channel: this node's connections of that user, no seq.
-                    let frame = Message::Text(pusher_frame(channel, t.name, t.data, None));
-                    let topic = user_topic(app, user);
-                    match t.except {
-                        Some(id) => ctx.publish_except(&topic, frame, id),
-                        None => ctx.publish(&topic, frame),
-                    }
+                    t.to_user(ctx, app, channel, user); // this node's connections of the user
                     tally.done(None);
                     continue;
                 }
                 let key = app_key(app, channel);
-                let publish = Publish {
-                    channel,
-                    key: &key,
-                    event: Some(t.name),
-                    data: t.data,
-                    origin: Origin::Pusher,
-                    user_id: None,
-                    except: t.except,
-                };
                 let tally = tally.clone();
-                cluster.publish_space(&publish, t.socket, Box::new(move |result| tally.done(result.err())));
+                cluster.publish_space(
+                    &t.publish(channel, &key),
+                    t.socket,
+                    Box::new(move |result| tally.done(result.err())),
+                );
             }
         }
         Response::new(202) // not sent: the deferred answer is
