@@ -1029,3 +1029,25 @@ fn without_a_redis_url_nothing_changes() {
     assert_eq!(node.publish_seq("news", json!(1)), 1);
     assert_eq!(sub.message(), json!({"op": "message", "channel": "news", "seq": 1, "data": 1}));
 }
+
+#[test]
+fn after_redis_lost_its_data_presence_is_counted_again_from_the_connections_still_open() {
+    let mut redis = Redis::start();
+    let nodes = cluster(&redis, 2, &[]);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let ch = "presence-lobby";
+    let member = |id: &str| format!(r#"{{"user_id":"{id}","user_info":null}}"#);
+    let mut alice_a = Pusher::connect(a.addr);
+    assert_eq!(ids(&alice_a.subscribe(ch, Some(&member("alice")))), ["alice"]);
+    redis.restart(); // no persistence: every member, count and epoch is gone
+    a.wait_redis("up", LINK_WITHIN);
+    b.wait_redis("up", LINK_WITHIN);
+    // Node A counts Alice again once it is back; Bob, joining on B, sees her in the union.
+    let mut listed = Vec::new();
+    wait_for("Alice counted again in Redis", Duration::from_secs(10), || {
+        let mut bob_b = Pusher::connect(b.addr);
+        listed = ids(&bob_b.subscribe(ch, Some(&member("bob"))));
+        listed.contains(&"alice".to_owned())
+    });
+    assert_eq!(listed, ["alice", "bob"]);
+}

@@ -71,7 +71,8 @@ struct Channel {
     /// This node's subscribers of each protocol (a set: a join repeated, or a leave for a join
     /// that was refused, changes nothing).
     native: HashSet<ConnId>,
-    pusher: HashSet<ConnId>,
+    /// With the presence member each joined as, to count them again if Redis forgot them.
+    pusher: HashMap<ConnId, Option<super::Member>>,
     /// Messages received while the channel was being activated, handled once its read is in:
     /// the Pub/Sub connection may bring a publish made just after the read before the read's
     /// answer arrives on the command connection.
@@ -93,7 +94,7 @@ impl Channel {
             delivered: 0,
             recent: VecDeque::new(),
             native: HashSet::new(),
-            pusher: HashSet::new(),
+            pusher: HashMap::new(),
             joining: HashSet::new(),
             early: Vec::new(),
             version: 0,
@@ -241,6 +242,7 @@ impl Engine {
         self.generation.set(self.generation.get() + 1);
         let link = Linked { generation: self.generation.get(), con, lost: lost_tx, subscriptions: sub_tx };
         tokio::task::spawn_local(self.clone().subscriptions(sink, sub_rx, link.clone()));
+        tokio::task::spawn_local(self.clone().count_again(link.clone()));
         // Everything this node received before, subscribed again (and caught up on).
         *self.to_subscribe.borrow_mut() = self.channels.borrow().keys().cloned().collect();
         self.to_unsubscribe.borrow_mut().clear();
@@ -601,8 +603,9 @@ impl Engine {
                 } else if pusher && channel.joining.remove(&conn) {
                     // Counted in Redis already: undone when the count comes back.
                 } else {
-                    let members = if pusher { &mut channel.pusher } else { &mut channel.native };
-                    if members.remove(&conn) {
+                    let removed =
+                        if pusher { channel.pusher.remove(&conn).is_some() } else { channel.native.remove(&conn) };
+                    if removed {
                         let topic = if pusher { pusher_topic(&key) } else { key.to_string() };
                         self.remote.unsubscribe(conn, &topic);
                         match (pusher, link) {
@@ -635,7 +638,7 @@ impl Engine {
         if let Side::Pusher { member, max_members } = &w.side {
             let (member, max_members) = (member.clone(), *max_members);
             // A connection subscribed already is answered again, not counted again.
-            let again = channel.pusher.contains(&w.conn) || !channel.joining.insert(w.conn);
+            let again = channel.pusher.contains_key(&w.conn) || !channel.joining.insert(w.conn);
             return self.count(key, &channel.name, w, member, max_members, again, link);
         }
         if matches!(w.side, Side::Native { since: Some(_), .. }) {
@@ -776,7 +779,7 @@ impl Engine {
 
             let mut channels = engine.channels.borrow_mut();
             let still = channels.get_mut(key.as_str()).and_then(|c| {
-                let joined = (again && c.pusher.contains(&w.conn)) || c.joining.remove(&w.conn);
+                let joined = (again && c.pusher.contains_key(&w.conn)) || c.joining.remove(&w.conn);
                 joined.then_some(c)
             });
             let Some(channel) = still else {
@@ -800,20 +803,82 @@ impl Engine {
                 drop(channels);
                 return engine.uncount(&link, &key, &name, member.as_ref().map(|m| m.user.as_str()));
             }
-            if channel.pusher.insert(w.conn) {
+            if channel.pusher.insert(w.conn, member.clone()).is_none() {
                 engine.remote.subscribe(w.conn, &pusher_topic(&key));
             }
             drop(channels);
-            if occupied {
-                engine.happened(Happened::Occupied { key: key.clone() });
-            }
-            if let (Some(m), 1) = (&member, added) {
-                let frame = crate::pusher::protocol::member_added(&name, &m.user, &m.info);
-                let except = crate::pusher::protocol::socket_id(w.conn, engine.node);
-                engine.control(&link, &key, &frame, Some(&except));
-                engine.happened(Happened::MemberAdded { key, user: m.user.clone() });
-            }
+            engine.counted(&link, &key, &name, w.conn, member.as_ref(), occupied, added == 1);
         });
+    }
+
+    /// What a counted join decided, told once for the cluster: the occupied webhook, and
+    /// `member_added` to the other members on every node (not to `conn`, which joined).
+    #[allow(clippy::too_many_arguments)]
+    fn counted(
+        &self,
+        link: &Linked,
+        key: &str,
+        name: &str,
+        conn: ConnId,
+        member: Option<&super::Member>,
+        occupied: bool,
+        added: bool,
+    ) {
+        if occupied {
+            self.happened(Happened::Occupied { key: key.to_owned() });
+        }
+        if let (Some(m), true) = (member, added) {
+            let frame = crate::pusher::protocol::member_added(name, &m.user, &m.info);
+            let except = crate::pusher::protocol::socket_id(conn, self.node);
+            self.control(link, key, &frame, Some(&except));
+            self.happened(Happened::MemberAdded { key: key.to_owned(), user: m.user.clone() });
+        }
+    }
+
+    /// Relinked: when Redis no longer holds this node's Pusher subscriptions (it lost its data,
+    /// or the others took this node for dead while it could not reach Redis and undid them),
+    /// they are counted again, with their webhooks and `member_added`, so presence and channel
+    /// counts match the connections this node still holds.
+    async fn count_again(self: Rc<Self>, link: Linked) {
+        let mut con = link.con.clone();
+        let held: Result<bool, _> =
+            redis::cmd("EXISTS").arg(self.names.held(&self.node_name)).query_async(&mut con).await;
+        if held.unwrap_or(true) {
+            return;
+        }
+        let joined: Vec<(String, String, ConnId, Option<super::Member>)> = self
+            .channels
+            .borrow()
+            .iter()
+            .flat_map(|(key, c)| {
+                c.pusher.iter().map(move |(id, m)| (key.to_string(), c.name.to_string(), *id, m.clone()))
+            })
+            .collect();
+        if !joined.is_empty() {
+            log::warn!("redis: this node's {} Pusher subscriptions were gone from Redis; counted again", joined.len());
+        }
+        for (key, name, conn, member) in joined {
+            let n = &self.names;
+            let (user, info) = member.as_ref().map_or(("", ""), |m| (m.user.as_str(), m.info.as_str()));
+            let mut call = script::JOIN.prepare_invoke();
+            call.key(n.subscriptions(&key)).key(n.held(&self.node_name)).key(n.members(&key)).key(n.member_info(&key));
+            call.arg(&self.node_name).arg(&key).arg(user).arg(info).arg(0);
+            match call.invoke_async::<Vec<redis::Value>>(&mut con).await {
+                Ok(counted) => {
+                    let number = |v: Option<&redis::Value>| matches!(v, Some(redis::Value::Int(1)));
+                    self.counted(
+                        &link,
+                        &key,
+                        &name,
+                        conn,
+                        member.as_ref(),
+                        number(counted.first()),
+                        number(counted.get(1)),
+                    );
+                }
+                Err(e) => return drop(link.lost.send(format!("counting again: {e}"))),
+            }
+        }
     }
 
     /// Undoes a Pusher join over the cluster (`script::LEAVE`): `member_removed` to the other
