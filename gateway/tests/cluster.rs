@@ -28,6 +28,8 @@ mod common;
 mod clients;
 #[path = "cluster/node.rs"]
 mod node;
+#[path = "webhook/receiver.rs"]
+mod receiver;
 #[path = "cluster/redis.rs"]
 mod redis;
 
@@ -1050,4 +1052,76 @@ fn after_redis_lost_its_data_presence_is_counted_again_from_the_connections_stil
         listed.contains(&"alice".to_owned())
     });
     assert_eq!(listed, ["alice", "bob"]);
+}
+
+/// A Pusher client of the webhook app (`hook-key`, second in the apps list), on a presence or
+/// a public channel.
+fn hook_member(node: &Node, channel: &str, user: Option<&str>) -> clients::Json {
+    use fanout_gateway::pusher::signature::sign;
+    let mut json = clients::Json::connect(node.addr, "/app/hook-key?protocol=7");
+    let socket_id = data(&json.recv())["socket_id"].as_str().expect("socket_id").to_owned();
+    let mut d = json!({"channel": channel});
+    if let Some(user) = user {
+        let channel_data = format!(r#"{{"user_id":"{user}"}}"#);
+        d["auth"] =
+            format!("hook-key:{}", sign("hook-secret", &format!("{socket_id}:{channel}:{channel_data}"))).into();
+        d["channel_data"] = channel_data.into();
+    }
+    json.send(json!({"event": "pusher:subscribe", "data": d}));
+    let reply = json.recv();
+    assert_eq!(reply["event"], "pusher_internal:subscription_succeeded", "{reply}");
+    json
+}
+
+#[test]
+fn webhooks_are_sent_once_per_cluster_by_the_node_that_decided() {
+    let (hook_addr, hooks) = receiver::receiver();
+    let dir = std::env::temp_dir().join(format!("fanout-cluster-hooks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hooks.toml");
+    let app = format!(
+        "[[pusher.apps]]\nid = \"2\"\nkey = \"hook-key\"\nsecret = \"hook-secret\"\nwebhook_url = \"http://{hook_addr}/hook\"\n"
+    );
+    std::fs::write(&file, app).unwrap();
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 2, &["--config", file.to_str().unwrap()]);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let ch = "presence-hooks";
+    let alice = hook_member(a, ch, Some("alice"));
+    let bob = hook_member(b, ch, Some("bob"));
+    drop((alice, bob));
+    // Markers: one more channel occupied on each node. Each node sends its webhooks in order,
+    // so once both markers are in, a duplicate from either node would have come before.
+    let (_marker_a, _marker_b) = (hook_member(a, "marker-a", None), hook_member(b, "marker-b", None));
+    let mut events: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = |events: &[Value], name: &str, channel: &str| {
+        events.iter().filter(|e| e["name"] == name && e["channel"] == channel).count()
+    };
+    while seen(&events, "channel_occupied", "marker-a") == 0
+        || seen(&events, "channel_occupied", "marker-b") == 0
+        || seen(&events, "channel_vacated", ch) == 0
+        || seen(&events, "member_removed", ch) < 2
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let hook = hooks.recv_timeout(left).unwrap_or_else(|_| panic!("webhooks so far: {events:?}"));
+        let key = hook.headers.iter().find(|(n, _)| n == "x-pusher-key").map(|(_, v)| v.as_str());
+        assert_eq!(key, Some("hook-key"), "sent for the app that has the webhook");
+        let body: Value = serde_json::from_str(&hook.body).unwrap();
+        events.extend(body["events"].as_array().unwrap().iter().cloned());
+    }
+    let names = |name: &str| {
+        let mut users: Vec<String> = events
+            .iter()
+            .filter(|e| e["name"] == name && e["channel"] == ch)
+            .map(|e| e["user_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        users.sort();
+        users
+    };
+    assert_eq!(seen(&events, "channel_occupied", ch), 1, "one channel_occupied for the cluster: {events:?}");
+    assert_eq!(seen(&events, "channel_vacated", ch), 1, "one channel_vacated for the cluster: {events:?}");
+    assert_eq!(names("member_added"), ["alice", "bob"], "{events:?}");
+    assert_eq!(names("member_removed"), ["alice", "bob"], "{events:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

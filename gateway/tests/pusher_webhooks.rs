@@ -3,9 +3,10 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "webhook/receiver.rs"]
+mod receiver;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use fanout::Config;
 use fanout_gateway::app::{self as gateway, GatewayConfig};
 use fanout_gateway::pusher::apps::AppConfig;
 use fanout_gateway::pusher::signature::{sign, webhook_signature};
+use receiver::{receiver, Hook};
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
@@ -21,53 +23,6 @@ type Client = WebSocket<TcpStream>;
 
 const KEY: &str = "hook-key";
 const SECRET: &str = "hook-secret";
-
-/// One POST the receiver got: its headers (lower-case names) and body.
-struct Hook {
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-/// A receiver that answers 200 to every request and hands each one over.
-fn receiver() -> (SocketAddr, mpsc::Receiver<Hook>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let tx = tx.clone();
-            std::thread::spawn(move || serve(stream, tx));
-        }
-    });
-    (addr, rx)
-}
-
-fn serve(stream: TcpStream, tx: mpsc::Sender<Hook>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h).unwrap();
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (name, value) = h.split_once(':').unwrap();
-            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-        }
-        let length: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
-        let _ = tx.send(Hook { headers, body: String::from_utf8(body).unwrap() });
-    }
-}
 
 /// Collects webhook events until `done` holds for them, checking each request's signature.
 fn collect(rx: &mpsc::Receiver<Hook>, events: &mut Vec<Value>, done: impl Fn(&[Value]) -> bool) {
