@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Python side: the independent-client interop suite (websockets, pytest), pinned.
-if ! python3 -c 'import websockets, pytest' 2>/dev/null; then
+# Python side: the independent-client interop suite (websockets, pytest; cryptography makes the
+# TLS tests' CA), pinned.
+if ! python3 -c 'import websockets, pytest, cryptography' 2>/dev/null; then
   echo "test.sh: installing tests/python/requirements.txt" >&2
   python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
