@@ -38,7 +38,7 @@ fn serial_now(addr: SocketAddr, pki: &Pki) -> u64 {
 
 /// The open connection still answers: a ping gets its pong.
 fn assert_alive(ws: &mut Wss) {
-    ws.send(Message::Ping(b"still there".to_vec().into())).unwrap();
+    ws.send(Message::Ping(b"still there".to_vec())).unwrap();
     loop {
         match ws.read().unwrap() {
             Message::Pong(payload) => return assert_eq!(&payload[..], b"still there"),
