@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Python side: the independent-client interop suite (websockets, pytest), pinned.
-if ! python3 -c 'import websockets, pytest' 2>/dev/null; then
+# Python side: the independent-client interop suite (websockets, pytest; cryptography makes the
+# TLS tests' CA), pinned.
+if ! python3 -c 'import websockets, pytest, cryptography' 2>/dev/null; then
   echo "test.sh: installing tests/python/requirements.txt" >&2
   python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
@@ -39,7 +40,7 @@ npm_install() {
   fi
 }
 
-echo "== browser test (the demo page in headless Chromium, driven by playwright-core)"
+echo "== browser tests (the demo page in headless Chromium, driven by playwright-core; over TLS too)"
 # Debian's Chromium: Playwright never downloads a browser here. A failed install fails the run.
 if [ ! -x /usr/bin/chromium ]; then
   echo "test.sh: installing chromium" >&2
@@ -49,6 +50,13 @@ fi
 npm_install tests/browser
 cargo build --bin fanout   # the gateway crate's binary (gateway/), found from the root
 FANOUT_BIN="$PWD/target/debug/fanout" node --test tests/browser/demo.test.mjs
+# The demo page over https:// and wss:// (a test CA made with openssl, trusted by its key).
+if ! command -v openssl >/dev/null; then
+  echo "test.sh: installing openssl" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y openssl
+fi
+FANOUT_BIN="$PWD/target/debug/fanout" node --test tests/browser/tls.test.mjs
 
 echo "== Pusher protocol tests (pusher-js, Laravel Echo, the pusher server SDK, Chromium)"
 npm_install gateway/tests/pusher

@@ -5,6 +5,7 @@
 //! passed `validate` cannot make the server hold unbounded memory or wait forever.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Server configuration. `Config::default()` is safe to expose to untrusted clients.
@@ -67,6 +68,22 @@ pub struct Config {
     /// Subprotocols the server speaks, in no particular order; the first one the client offers
     /// that is listed here is selected. Default empty (no `Sec-WebSocket-Protocol` is echoed).
     pub subprotocols: Vec<String>,
+    /// PEM file with the server's certificate chain, leaf first. With `tls_key`, the server
+    /// speaks TLS (rustls; TLS 1.2 and 1.3, ALPN `http/1.1`, session resumption by tickets and a
+    /// session cache): on `listen`, or, when `tls_listen` is set, on that second address while
+    /// `listen` stays plain. Default none (plain only). The files are read at start (a bad pair
+    /// fails `Server::start`) and again by `ServerHandle::reload_tls` and the file watch.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1). Default none.
+    pub tls_key: Option<PathBuf>,
+    /// A second address that serves TLS while `listen` stays plain. Default none: with a
+    /// certificate, `listen` itself serves TLS. Port 0 picks a free port
+    /// (`ServerHandle::tls_local_addr`).
+    pub tls_listen: Option<SocketAddr>,
+    /// How often the certificate and key files are checked for a change (size, time, inode);
+    /// a changed pair is loaded for new handshakes, a broken one is logged and ignored. Default
+    /// 5 s; zero disables the watch (`ServerHandle::reload_tls` still reloads).
+    pub tls_watch_interval: Duration,
 }
 
 /// See `Config::slow_consumer`.
@@ -100,6 +117,10 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             drain_window: Duration::from_secs(5),
             subprotocols: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_listen: None,
+            tls_watch_interval: Duration::from_secs(5),
         }
     }
 }
@@ -149,7 +170,22 @@ impl Config {
         if self.subprotocols.iter().any(|p| p.is_empty() || p.contains([',', ' ', '\r', '\n'])) {
             return Err("subprotocols must be non-empty tokens without commas or spaces".into());
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => return Err("tls_cert and tls_key go together: set both".into()),
+            (None, None) if self.tls_listen.is_some() => {
+                return Err("tls_listen needs a certificate: set tls_cert and tls_key".into())
+            }
+            _ => {}
+        }
+        if self.tls_listen.is_some_and(|tls| tls == self.listen && tls.port() != 0) {
+            return Err(format!("tls_listen must differ from listen ({})", self.listen));
+        }
         Ok(())
+    }
+
+    /// True when the server speaks TLS, on `listen` or on `tls_listen`.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
     }
 }
 
@@ -171,6 +207,8 @@ mod tests {
             (Config { max_frame_size: 2 << 20, ..Config::default() }, "max_frame_size"),
             (Config { handshake_timeout: Duration::ZERO, ..Config::default() }, "handshake_timeout"),
             (Config { subprotocols: vec!["a,b".into()], ..Config::default() }, "subprotocols"),
+            (Config { tls_cert: Some("c.pem".into()), ..Config::default() }, "tls_key"),
+            (Config { tls_listen: Some("127.0.0.1:8443".parse().unwrap()), ..Config::default() }, "tls_listen"),
         ];
         for (config, name) in cases {
             let err = config.validate().unwrap_err();

@@ -8,7 +8,7 @@
 //!   server.rs  (public API: Server, Handler, Ctx)  <- config.rs   |
 //!   remote.rs  (Remote: acting from any thread)                   |
 //!            |                                                    |
-//!   reactor/   (mio loop per worker, slab, write queues,          |
+//!   reactor/   (mio loop per worker, slab, TLS, write queues,     |
 //!            |  deadlines, admission, the bus between workers)    |
 //!     +------+---------+-----------+                              |
 //!     v                v           v                              v
@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Dependencies point down, never up. This crate depends on the protocol and I/O crates only
-//! (bytes, httparse, sha1, base64, mio, slab, socket2, log): the gateway's CLI, TOML, JSON and
+//! (bytes, httparse, sha1, base64, mio, slab, socket2, log, and rustls with ring for TLS): the gateway's CLI, TOML, JSON and
 //! JWT crates live in its own crate. `proto` is usable on its own (the load generator and the
 //! tests speak WebSocket through it). The crate has no `unsafe` code. ARCHITECTURE.md in the
 //! repository has the file map, the data flows and the invariants.
@@ -46,5 +46,5 @@ pub use config::{Config, SlowConsumerPolicy};
 pub use remote::{Pending, Remote};
 pub use server::{
     CloseCode, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerClose, ServerHandle,
-    ShutdownTrigger,
+    ShutdownTrigger, TlsReloader,
 };

@@ -109,6 +109,14 @@ metrics! {
     deliveries,
     /// Open connections closed for idleness.
     idle_timeouts,
+    /// TLS handshakes completed.
+    tls_handshakes,
+    /// ... of which resumed a session (a ticket or the session cache).
+    tls_resumed,
+    /// Connections ended by a TLS error: bytes that are no TLS, a failed handshake, a bad record.
+    tls_failures,
+    /// Plain HTTP requests on the TLS port, answered 400 in plain text.
+    tls_plain_http,
     /// Bytes queued for clients and not yet written (a gauge).
     queued_bytes,
     /// Loop turns.

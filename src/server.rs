@@ -10,6 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -165,6 +166,14 @@ impl Ctx<'_> {
             ),
             ("draining", "1 while the server shuts down.", "gauge", u64::from(self.io.stopping())),
         ];
+        if let Some(expiry) = self.io.shared().tls_cert_expiry() {
+            all.push((
+                "tls_cert_expiry_seconds",
+                "The serving TLS certificate's notAfter, in seconds since the Unix epoch.",
+                "gauge",
+                expiry,
+            ));
+        }
         all.extend_from_slice(extra);
         metrics::prometheus(&self.io.worker_stats(), &all)
     }
@@ -331,6 +340,30 @@ impl ServerHandle {
         self.running().local_addr
     }
 
+    /// Where TLS is served: `local_addr` when `Config::listen` itself serves TLS, the bound
+    /// `Config::tls_listen` address beside it, or `None` without a certificate.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.running().tls_addr
+    }
+
+    /// Reads `Config::tls_cert` and `tls_key` again: new handshakes use the new pair, open
+    /// connections keep theirs. A pair that fails to load (unreadable, not PEM, a key that does
+    /// not fit the certificate) is refused with the reason, and the serving pair stays.
+    pub fn reload_tls(&self) -> io::Result<()> {
+        self.running().shared.reload_tls()
+    }
+
+    /// A handle another thread (a SIGHUP handler) can use to call `reload_tls`.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader { shared: self.running().shared.clone() }
+    }
+
+    /// The serving certificate's notAfter, when the server has TLS (also in the Prometheus text
+    /// as `fanout_tls_cert_expiry_seconds`).
+    pub fn tls_cert_expiry(&self) -> Option<SystemTime> {
+        self.running().shared.tls_cert_expiry().map(reactor::unix_time)
+    }
+
     /// Counters summed over all workers.
     pub fn stats(&self) -> Snapshot {
         metrics::merge(self.running().shared.metrics.iter().map(|m| &**m))
@@ -390,6 +423,24 @@ impl ShutdownTrigger {
     /// Starts the graceful stop; see `ServerHandle::shutdown`.
     pub fn shutdown(&self) {
         self.shared.request_stop();
+    }
+}
+
+/// Reloads a server's TLS certificate from any thread; see `ServerHandle::reload_tls`.
+#[derive(Clone)]
+pub struct TlsReloader {
+    shared: Arc<Shared>,
+}
+
+impl TlsReloader {
+    /// See `ServerHandle::reload_tls`.
+    pub fn reload(&self) -> io::Result<()> {
+        self.shared.reload_tls()
+    }
+
+    /// See `ServerHandle::tls_cert_expiry`.
+    pub fn cert_expiry(&self) -> Option<SystemTime> {
+        self.shared.tls_cert_expiry().map(reactor::unix_time)
     }
 }
 

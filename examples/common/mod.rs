@@ -1,7 +1,8 @@
 //! What every example's `main` does: take the listen address from the first argument (and the
-//! worker count from `FANOUT_WORKERS`, default 1), start the server, print
-//! `NAME: listening on ws://ADDR/` on stderr (tests and scripts wait for that line to learn the
-//! port when they pass port 0), and serve until stopped.
+//! worker count from `FANOUT_WORKERS`, default 1; `--tls-cert FILE --tls-key FILE` after the
+//! address serve TLS), start the server, print `NAME: listening on ws://ADDR/` (`wss://` with
+//! TLS) on stderr (tests and scripts wait for that line to learn the port when they pass port
+//! 0), and serve until stopped.
 
 use std::io;
 use std::time::Duration;
@@ -35,7 +36,13 @@ where
         }
         Err(_) => 1,
     };
-    let server = Server::new(configure(Config { listen, workers, ..Config::default() })).start(factory)?;
-    eprintln!("{name}: listening on ws://{}/", server.local_addr());
+    // `--tls-cert FILE --tls-key FILE` after the address: serve wss:// instead.
+    let rest: Vec<String> = std::env::args().skip(2).collect();
+    let flag = |name: &str| rest.iter().position(|a| a == name).and_then(|i| rest.get(i + 1)).map(Into::into);
+    let (tls_cert, tls_key) = (flag("--tls-cert"), flag("--tls-key"));
+    let config = Config { listen, workers, tls_cert, tls_key, ..Config::default() };
+    let server = Server::new(configure(config)).start(factory)?;
+    let scheme = if server.tls_local_addr().is_some() { "wss" } else { "ws" };
+    eprintln!("{name}: listening on {scheme}://{}/", server.local_addr());
     server.join()
 }

@@ -2,8 +2,8 @@
 //! logging and the open-file limit.
 //!
 //! Owns: the process: exit codes (0 served and drained, 1 could not serve, 2 bad settings), the
-//! first SIGTERM/SIGINT drains and a second exits at once, the "listening on" line on stderr that
-//! tests and scripts wait for. Must not: hold settings logic (that is `settings`) or protocol
+//! first SIGTERM/SIGINT drains and a second exits at once, SIGHUP reloads the TLS certificate, the
+//! "listening on" line on stderr that tests and scripts wait for. Must not: hold settings logic (that is `settings`) or protocol
 //! logic (that is `app` and `native`).
 
 use std::process::ExitCode;
@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use fanout_gateway::app as gateway;
 use fanout_gateway::native::auth;
 use fanout_gateway::settings::{self, ServeArgs};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 #[derive(Parser)]
@@ -137,14 +137,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("fanout: listening on {}", gateway::describe(handle.local_addr()));
-    // First SIGTERM/SIGINT: drain gracefully. Second: exit at once.
+    eprintln!("fanout: listening on {}", gateway::describe(handle.local_addr(), handle.tls_local_addr()));
+    // First SIGTERM/SIGINT: drain gracefully. Second: exit at once. SIGHUP: reload the TLS
+    // certificate and key.
     let trigger = handle.shutdown_trigger();
-    match Signals::new([SIGTERM, SIGINT]) {
+    let reloader = handle.tls_local_addr().map(|_| handle.tls_reloader());
+    match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
-                for (seen, signal) in signals.forever().enumerate() {
-                    if seen == 0 {
+                let mut seen = 0;
+                for signal in signals.forever() {
+                    if signal == SIGHUP {
+                        match reloader.as_ref().map(|r| r.reload()) {
+                            Some(Ok(())) => log::info!("SIGHUP: new TLS handshakes use the reloaded certificate"),
+                            Some(Err(e)) => log::warn!("SIGHUP: keeping the serving TLS certificate: {e}"),
+                            None => log::info!("SIGHUP: no TLS certificate to reload"),
+                        }
+                        continue;
+                    }
+                    seen += 1;
+                    if seen == 1 {
                         log::info!("signal {signal}: draining; a second signal exits at once");
                         trigger.shutdown();
                     } else {

@@ -181,6 +181,20 @@ settings! {
     /// Seconds over which a graceful stop (SIGTERM, SIGINT) closes clients with 1001.
     #[arg(long, env = "FANOUT_DRAIN_WINDOW", default_value_t = Config::default().drain_window.as_secs())]
     drain_window: u64,
+    /// PEM certificate chain, leaf first: with --tls-key, --listen serves TLS (https://, wss://),
+    /// or --tls-listen does. Reloaded on SIGHUP and when the files change.
+    #[arg(long, env = "FANOUT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FANOUT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// A second address that serves TLS while --listen stays plain.
+    #[arg(long, env = "FANOUT_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+    /// Seconds between checks of the certificate and key files for a change; 0 disables the
+    /// check (SIGHUP still reloads).
+    #[arg(long, env = "FANOUT_TLS_WATCH", default_value_t = Config::default().tls_watch_interval.as_secs())]
+    tls_watch: u64,
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -257,6 +271,10 @@ impl ServeArgs {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             max_pending_handshakes: self.max_pending_handshakes,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_listen: self.tls_listen,
+            tls_watch_interval: Duration::from_secs(self.tls_watch),
             ..Config::default()
         };
         let gateway = GatewayConfig {
@@ -289,6 +307,9 @@ impl ServeArgs {
         };
         server.validate()?;
         gateway.validate(server.listen)?;
+        if let Some(tls_listen) = server.tls_listen {
+            gateway.validate(tls_listen)?;
+        }
         Ok((server, gateway))
     }
 

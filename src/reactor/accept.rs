@@ -25,10 +25,14 @@ const EMFILE: i32 = 24;
 
 impl<S: Service> Worker<S> {
     /// Accepts until the listener would block. A new connection starts in the handshake phase
-    /// with the handshake deadline.
-    pub(super) fn accept(&mut self) {
+    /// with the handshake deadline, which covers a TLS handshake too.
+    /// `second`: the TLS listener beside a plain one, rather than the main listener. A
+    /// connection from a TLS listener starts with its TLS state on the config serving now.
+    pub(super) fn accept(&mut self, second: bool) {
+        let tls = second || self.main_is_tls;
         loop {
-            let Some(listener) = &self.listener else {
+            let listener = if second { &self.tls_listener } else { &self.listener };
+            let Some(listener) = listener else {
                 return;
             };
             match listener.accept() {
@@ -39,6 +43,16 @@ impl<S: Service> Worker<S> {
                         self.metrics.rejected_pending_handshakes.add(1);
                         continue;
                     }
+                    let tls_state = match (tls, self.tls.as_mut()) {
+                        (true, Some(worker_tls)) => match worker_tls.accept() {
+                            Ok(state) => Some(state),
+                            Err(e) => {
+                                log::warn!("tls: {e}");
+                                continue;
+                            }
+                        },
+                        _ => None,
+                    };
                     let entry = self.conns.vacant_entry();
                     let Ok(slot) = u32::try_from(entry.key()) else {
                         continue;
@@ -50,7 +64,7 @@ impl<S: Service> Worker<S> {
                         log::warn!("register accepted socket: {e}");
                         continue;
                     }
-                    entry.insert(Connection::new(stream, id.generation));
+                    entry.insert(Connection::new(stream, id.generation, tls_state));
                     self.handshaking += 1;
                     self.metrics.connections.add(1);
                     let at = self.now + self.limits.handshake_ticks;

@@ -5,12 +5,14 @@
 //! Invariants: an idle open connection owns no read buffer (`rbuf` is released once empty), no
 //! write buffer (`wq` holds at most an inline slot) and no message buffer (the receiver is one
 //! null pointer); the session exists exactly while the connection is `Open`: leaving that phase
-//! takes it out and hands it to `on_close`.
+//! takes it out and hands it to `on_close`. A TLS connection adds one boxed `TlsConn`, which
+//! holds no buffer while idle either.
 
 use mio::net::TcpStream;
 
 use super::read_buf::ReadBuf;
 use super::timer::Tick;
+use super::tls::TlsConn;
 use super::write_queue::WriteQueue;
 use crate::proto::Receiver;
 
@@ -60,10 +62,12 @@ pub(crate) struct Connection<S> {
     pub(crate) wq: WriteQueue,
     pub(crate) receiver: Receiver,
     pub(crate) session: Option<S>,
+    /// The TLS state of a connection accepted on a TLS listener; `None` on the plain path.
+    pub(crate) tls: Option<Box<TlsConn>>,
 }
 
 impl<S> Connection<S> {
-    pub(crate) fn new(stream: TcpStream, generation: u32) -> Self {
+    pub(crate) fn new(stream: TcpStream, generation: u32, tls: Option<Box<TlsConn>>) -> Self {
         Connection {
             stream,
             generation,
@@ -81,6 +85,7 @@ impl<S> Connection<S> {
             wq: WriteQueue::default(),
             receiver: Receiver::new(),
             session: None,
+            tls,
         }
     }
 

@@ -71,6 +71,10 @@ impl<S: Service> Worker<S> {
             Phase::Handshake => {
                 self.metrics.handshake_failures.add(1);
                 self.metrics.handshake_timeouts.add(1);
+                if conn.tls.as_ref().is_some_and(|tls| tls.is_handshaking()) {
+                    // Stalled in its TLS handshake: there is no channel to say 408 on.
+                    return self.remove(id);
+                }
                 self.finish_with(id, Response::text(408, "handshake timeout").encode(false));
             }
             Phase::Open if !conn.ping_sent => {

@@ -4,7 +4,8 @@
 //! Owns: `queue_data`, the dirty list and `flush`. Invariants: a connection is in the dirty
 //! list at most once (its `dirty` flag); WRITABLE interest is registered only while bytes
 //! remain after a short write; once a lingering connection's last bytes are out, its write side
-//! is shut down and it waits for the peer's FIN.
+//! is shut down and it waits for the peer's FIN. A TLS connection's flush is `tls_io.rs`'s
+//! (encrypt, then write); the plain path is unchanged by it.
 
 use std::mem;
 use std::net::Shutdown;
@@ -99,6 +100,9 @@ impl<S: Service> Worker<S> {
         let Some(conn) = get(&mut self.conns, id) else {
             return;
         };
+        if conn.tls.is_some() {
+            return self.flush_tls(id);
+        }
         match conn.wq.write_to(&conn.stream, &self.metrics.queued_bytes) {
             Ok((bytes, calls)) => {
                 self.metrics.bytes_out.add(bytes as u64);
@@ -107,6 +111,15 @@ impl<S: Service> Worker<S> {
             Err(_) => return self.remove(id),
         }
         let pending = !conn.wq.is_empty();
+        self.after_write(id, pending);
+    }
+
+    /// After a flush: WRITABLE interest while bytes are `pending`; a lingering connection with
+    /// nothing left sends its FIN.
+    pub(super) fn after_write(&mut self, id: ConnId, pending: bool) {
+        let Some(conn) = get(&mut self.conns, id) else {
+            return;
+        };
         if pending != conn.wants_write {
             let interest = if pending { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
             if self.poll.registry().reregister(&mut conn.stream, id.token(), interest).is_err() {

@@ -91,8 +91,9 @@ impl Harness {
             bus: Bus::new(vec![waker]),
             admission: Admission::new(config.max_connections, config.max_connections_per_ip),
             metrics: vec![Arc::default()],
+            tls: None,
         });
-        let worker = Worker::new(poll, listener, Echo::default(), limits, shared, 0).unwrap();
+        let worker = Worker::new(poll, (listener, None), Echo::default(), limits, shared, 0).unwrap();
         let client = Harness::connect(addr);
         let mut h = Harness { worker, events: Events::with_capacity(64), client, addr, received: BytesMut::new() };
         h.turn_until("accept", |w| w.conns.len() == 1);

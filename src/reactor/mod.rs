@@ -12,6 +12,10 @@
 //! - `upgrade.rs`: the HTTP phase: the upgrade, plain requests, keep-alive, 100-continue,
 //!   deferred responses (the `Respond` envelope).
 //! - `read.rs`: reads into the worker's buffer; `dispatch.rs`: bytes to proto, events to the service.
+//! - `tls.rs`: one connection's TLS (rustls' unbuffered state machine over byte slices);
+//!   `tls_config.rs`: the shared certificate, its reload and file watch, its expiry; `tls_io.rs`:
+//!   the TLS branch of reading and flushing (records in, plaintext to `process`; plaintext
+//!   encrypted, then written).
 //! - `close.rs`: every way a connection ends. `deadline.rs`: its timeouts. `stop.rs`: graceful stop.
 //! - `publish.rs`: the inbox and the per-turn batches to subscribers. `flush.rs`: queueing and writes.
 //! - `bus.rs`: inboxes between workers and topic interest, nothing else. `admission.rs`: the
@@ -48,6 +52,9 @@ mod service;
 mod shared;
 mod stop;
 mod timer;
+mod tls;
+mod tls_config;
+mod tls_io;
 mod token;
 mod upgrade;
 mod worker;
@@ -69,6 +76,8 @@ use bus::Bus;
 pub use service::ServerClose;
 pub(crate) use service::{Deferred, Io, Service};
 pub(crate) use shared::{Shared, NO_WORKER};
+pub(crate) use tls_config::unix_time;
+use tls_config::TlsShared;
 pub use token::ConnId;
 use token::WAKER;
 use worker::{Limits, Worker};
@@ -76,6 +85,8 @@ use worker::{Limits, Worker};
 /// The running workers of one server.
 pub(crate) struct Running {
     pub(crate) local_addr: SocketAddr,
+    /// Where TLS is served: `local_addr` itself, the `tls_listen` address, or nowhere.
+    pub(crate) tls_addr: Option<SocketAddr>,
     pub(crate) threads: Vec<JoinHandle<io::Result<()>>>,
     pub(crate) shared: Arc<Shared>,
 }
@@ -89,13 +100,31 @@ where
     F: Fn() -> S + Send + Sync + 'static,
 {
     let workers = config.workers.max(1);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(TlsShared::load(cert, key)?)),
+        _ => None,
+    };
     let mut listeners = Vec::with_capacity(workers);
     let mut addr = config.listen;
+    let mut tls_addr = config.tls_listen;
     for _ in 0..workers {
         let listener = listener::bind(addr, config.listen_backlog)?;
         addr = listener.local_addr()?;
-        listeners.push(listener);
+        let second = match tls_addr {
+            Some(at) if tls.is_some() => {
+                let second = listener::bind(at, config.listen_backlog)?;
+                tls_addr = Some(second.local_addr()?);
+                Some(second)
+            }
+            _ => None,
+        };
+        listeners.push((listener, second));
     }
+    let tls_addr = match (&tls, tls_addr) {
+        (Some(_), Some(second)) => Some(second),
+        (Some(_), None) => Some(addr),
+        (None, _) => None,
+    };
     let mut polls = Vec::with_capacity(workers);
     let mut wakers = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -107,6 +136,7 @@ where
         bus: Bus::new(wakers),
         admission: Admission::new(config.max_connections, config.max_connections_per_ip),
         metrics: (0..workers).map(|_| Arc::default()).collect(),
+        tls,
     });
     let make = Arc::new(make);
     let mut threads = Vec::with_capacity(workers);
@@ -119,5 +149,13 @@ where
         })?;
         threads.push(thread);
     }
-    Ok(Running { local_addr: addr, threads, shared })
+    if shared.tls.is_some() && !config.tls_watch_interval.is_zero() {
+        tls_config::watch(
+            Arc::downgrade(&shared),
+            |shared: &Shared| shared.tls.as_deref(),
+            |shared: &Shared| !shared.bus.stop_requested(),
+            config.tls_watch_interval,
+        )?;
+    }
+    Ok(Running { local_addr: addr, tls_addr, threads, shared })
 }

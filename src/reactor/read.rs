@@ -4,7 +4,8 @@
 //! the worker's one buffer; only an incomplete frame's tail stays with the connection, in a
 //! buffer of exactly its size (or, for a large frame in progress, the block it is being read
 //! into), released once empty, so an idle connection owns no read buffer. A connection reads at
-//! most `MAX_READS_PER_TURN` times per turn, then yields to the others.
+//! most `MAX_READS_PER_TURN` times per turn, then yields to the others. A TLS connection takes
+//! its own branch (`tls_io.rs`) before the first read; the plain path is unchanged by it.
 
 use std::io::{self, Read};
 use std::mem;
@@ -16,14 +17,14 @@ use super::token::ConnId;
 use super::worker::{get, Worker};
 
 /// Spare room wanted before each read; less than this and a fresh block is allocated.
-const MIN_READ: usize = 4 * 1024;
+pub(super) const MIN_READ: usize = 4 * 1024;
 /// Size of a fresh read block.
-const READ_BLOCK: usize = 64 * 1024;
+pub(super) const READ_BLOCK: usize = 64 * 1024;
 /// A partial tail at least this long is handed to the connection with its block instead of
 /// being copied out (a large frame in progress keeps reading into its own buffer).
-const ADOPT_LIMIT: usize = 4 * 1024;
+pub(super) const ADOPT_LIMIT: usize = 4 * 1024;
 /// Reads per readiness event before the connection yields to the others (1 MiB at 64 KiB).
-const MAX_READS_PER_TURN: usize = 16;
+pub(super) const MAX_READS_PER_TURN: usize = 16;
 
 impl<S: Service> Worker<S> {
     /// Reads until the socket is empty (or the per-turn budget runs out) and dispatches what
@@ -42,6 +43,9 @@ impl<S: Service> Worker<S> {
         if conn.phase == Phase::Open && self.limits.ping_ticks > 0 {
             conn.ping_sent = false;
             conn.deadline = self.now + self.limits.ping_ticks;
+        }
+        if conn.tls.is_some() {
+            return self.on_readable_tls(id, until_eof);
         }
         // A large frame in progress keeps its own buffer; a small tail joins the worker's.
         let own = conn.rbuf.filled() >= ADOPT_LIMIT;

@@ -1,7 +1,7 @@
 //! What the workers of one server share with each other and with the handle that started them,
 //! and the actions any thread may take through the bus.
 //!
-//! Owns: `Shared` (the bus, admission, each worker's counters) and the bus actions a callback's
+//! Owns: `Shared` (the bus, admission, each worker's counters, the TLS settings) and the bus actions a callback's
 //! `Io` and the server layer's `Remote` have in common: a data frame encoded once, then handed
 //! to the bus. A leaf: it knows no worker. Invariants: `from` names the calling worker, or
 //! `NO_WORKER` for a thread that is none (the target is then always woken); a publish is
@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use super::admission::Admission;
 use super::bus::{Bus, Envelope};
+use super::tls_config::TlsShared;
 use super::token::ConnId;
 use crate::metrics::{self, Snapshot, WorkerMetrics};
 use crate::proto::frame::encode_data_frame;
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) admission: Admission,
     /// Each worker's counters, in worker order.
     pub(crate) metrics: Vec<Arc<WorkerMetrics>>,
+    /// The certificate and key every TLS handshake uses, when the server has them.
+    pub(crate) tls: Option<Arc<TlsShared>>,
 }
 
 impl Shared {
@@ -41,6 +44,21 @@ impl Shared {
     /// The number of workers.
     pub(crate) fn workers(&self) -> usize {
         self.metrics.len()
+    }
+
+    /// Reads the certificate and key files again for new handshakes; on error the serving pair
+    /// stays. An error too when the server has no TLS.
+    pub(crate) fn reload_tls(&self) -> std::io::Result<()> {
+        match &self.tls {
+            Some(tls) => tls.reload(),
+            None => Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "the server has no TLS certificate")),
+        }
+    }
+
+    /// The serving certificate's notAfter, in seconds since the Unix epoch, when the server
+    /// has TLS.
+    pub(crate) fn tls_cert_expiry(&self) -> Option<u64> {
+        self.tls.as_ref().map(|tls| tls.expiry())
     }
 
     /// Starts a graceful stop of every worker.

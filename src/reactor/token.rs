@@ -16,6 +16,9 @@ compile_error!("fanout packs slot and generation into a 64-bit mio::Token");
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 /// The worker's waker (shutdown and, later, cross-worker messages).
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
+/// The second listening socket, serving TLS beside a plain `listen` (`Config::tls_listen`).
+/// Its generation half (all ones) is above `ConnId::MAX_GENERATION`, so no connection has it.
+pub(crate) const TLS_LISTENER: Token = Token(usize::MAX - 2);
 
 /// Identifies one connection for its whole life; never reused for another connection (until the
 /// 32-bit generation wraps). Valid on any worker: sends and closes for a connection of another

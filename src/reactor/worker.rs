@@ -25,7 +25,8 @@ use super::service::{Command, Io, ServerClose, Service};
 use super::shared::Shared;
 use super::stop::Stop;
 use super::timer::{self, Tick, Timers};
-use super::token::{ConnId, LISTENER, WAKER};
+use super::tls::WorkerTls;
+use super::token::{ConnId, LISTENER, TLS_LISTENER, WAKER};
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::metrics::WorkerMetrics;
 use crate::proto::frame::Role;
@@ -82,6 +83,12 @@ impl Limits {
 pub(crate) struct Worker<S: Service> {
     pub(super) poll: Poll,
     pub(super) listener: Option<mio::net::TcpListener>,
+    /// The TLS listener beside a plain `listener` (`Config::tls_listen`).
+    pub(super) tls_listener: Option<mio::net::TcpListener>,
+    /// `listener` itself serves TLS (a certificate without `tls_listen`).
+    pub(super) main_is_tls: bool,
+    /// The worker's TLS side, when the server has a certificate.
+    pub(super) tls: Option<WorkerTls>,
     pub(super) conns: Slab<Connection<S::Session>>,
     pub(super) topics: Topics,
     pub(super) broadcast: Batch,
@@ -116,17 +123,25 @@ pub(crate) struct Worker<S: Service> {
 impl<S: Service> Worker<S> {
     pub(super) fn new(
         poll: Poll,
-        mut listener: mio::net::TcpListener,
+        (mut listener, mut tls_listener): (mio::net::TcpListener, Option<mio::net::TcpListener>),
         service: S,
         limits: Limits,
         shared: Arc<Shared>,
         index: usize,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(second) = tls_listener.as_mut() {
+            poll.registry().register(second, TLS_LISTENER, Interest::READABLE)?;
+        }
+        let tls = shared.tls.clone().map(WorkerTls::new);
+        let main_is_tls = tls.is_some() && tls_listener.is_none();
         let timers = Timers::new(Instant::now());
         Ok(Worker {
             poll,
             listener: Some(listener),
+            tls_listener,
+            main_is_tls,
+            tls,
             conns: Slab::new(),
             topics: Topics::new(),
             broadcast: Batch::default(),
@@ -185,7 +200,8 @@ impl<S: Service> Worker<S> {
         }
         for event in events.iter() {
             match event.token() {
-                LISTENER => self.accept(),
+                LISTENER => self.accept(false),
+                TLS_LISTENER => self.accept(true),
                 WAKER => {}
                 token => {
                     let id = ConnId::from_token(token, self.index as u16);
@@ -200,7 +216,8 @@ impl<S: Service> Worker<S> {
         }
         if self.accept_paused {
             self.accept_paused = false;
-            self.accept();
+            self.accept(false);
+            self.accept(true);
         }
         self.pace_stop();
         self.apply_inbox();
@@ -271,7 +288,7 @@ impl<S: Service> Worker<S> {
             for id in ids {
                 self.remove(id);
             }
-            if let Some(mut listener) = self.listener.take() {
+            for mut listener in [self.listener.take(), self.tls_listener.take()].into_iter().flatten() {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
         }

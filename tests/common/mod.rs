@@ -233,16 +233,30 @@ impl Drop for ChildProcess {
 /// on ws://ADDR/` from the examples, `fanout: listening on http://ADDR/ ...` from the binary.
 /// Returns the child and ADDR. Stderr is drained for the child's whole life, so it never blocks
 /// on a full pipe; a child that exits or stays silent fails the test with what it said.
-pub fn spawn_listening(mut command: Command) -> (ChildProcess, SocketAddr) {
+pub fn spawn_listening(command: Command) -> (ChildProcess, SocketAddr) {
+    let (child, addr, _) = spawn_logged(command);
+    (child, addr)
+}
+
+/// Every line a child wrote on stderr so far.
+pub type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// `spawn_listening`, and the child's stderr lines for its whole life (for tests that check
+/// what it logged).
+pub fn spawn_logged(mut command: Command) -> (ChildProcess, SocketAddr, Log) {
     let mut child = command.stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{command:?}: {e}"));
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr piped"));
     let mut child = ChildProcess(child);
     let (lines, said) = mpsc::channel();
+    let log = Log::default();
+    let kept = log.clone();
     std::thread::spawn(move || {
         let mut line = Vec::new();
         // Reads to EOF; once the line has been found nobody listens, and sends just fail.
         while stderr.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            let _ = lines.send(String::from_utf8_lossy(&line).trim_end().to_owned());
+            let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+            kept.lock().unwrap().push(text.clone());
+            let _ = lines.send(text);
             line.clear();
         }
     });
@@ -253,9 +267,12 @@ pub fn spawn_listening(mut command: Command) -> (ChildProcess, SocketAddr) {
             Ok(line) => {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let url = rest.split_whitespace().next().unwrap_or_default();
-                    let addr = url.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches('/');
+                    let addr = ["https://", "http://", "wss://", "ws://"]
+                        .iter()
+                        .fold(url, |url, scheme| url.trim_start_matches(scheme))
+                        .trim_end_matches('/');
                     let addr = addr.parse().unwrap_or_else(|e| panic!("{line:?}: no address ({e})"));
-                    return (child, addr);
+                    return (child, addr, log);
                 }
                 before.push(line);
             }
@@ -276,11 +293,17 @@ pub fn spawn_listening(mut command: Command) -> (ChildProcess, SocketAddr) {
 /// Starts the example `name` on an ephemeral loopback port. The example is built by `cargo
 /// test` next to this test's own executable (target/debug/examples/, this is target/debug/deps/).
 pub fn start_example(name: &str) -> (ChildProcess, SocketAddr) {
+    start_example_with(name, &[])
+}
+
+/// `start_example` with more arguments after the address (the echo example's `--tls-cert FILE
+/// --tls-key FILE`).
+pub fn start_example_with(name: &str, args: &[&std::ffi::OsStr]) -> (ChildProcess, SocketAddr) {
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
     assert!(path.exists(), "{} missing: run the whole `cargo test`, which builds the examples", path.display());
     let mut command = Command::new(path);
-    command.arg("127.0.0.1:0");
+    command.arg("127.0.0.1:0").args(args);
     spawn_listening(command)
 }
 

@@ -4,7 +4,9 @@ The server under test is the `echo` example. Build it first:
 
     cargo build --example echo
 
-Set FANOUT_ECHO_BIN to test another build (e.g. target/release/examples/echo).
+Set FANOUT_ECHO_BIN to test another build (e.g. target/release/examples/echo). The TLS fixture
+makes its own test CA and certificate (the `cryptography` package) and starts a second echo
+server with `--tls-cert FILE --tls-key FILE`.
 """
 
 import os
@@ -19,6 +21,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "debug" / "examples" / "echo"
 LISTEN_RE = re.compile(r"echo: listening on ws://127\.0\.0\.1:(\d+)/")
+TLS_LISTEN_RE = re.compile(r"echo: listening on wss://127\.0\.0\.1:(\d+)/")
 STARTUP_TIMEOUT = 30.0
 
 
@@ -48,8 +51,9 @@ def _echo_binary() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def echo_server():
+def _start_echo(extra_args, listen_re):
+    """Starts the echo example on port 0 with `extra_args` after the address; yields
+    (process, port, stderr lines) and kills the process at the end."""
     binary = _echo_binary()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(
@@ -60,7 +64,7 @@ def echo_server():
         )
 
     proc = subprocess.Popen(
-        [str(binary), "127.0.0.1:0"],
+        [str(binary), "127.0.0.1:0", *extra_args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -98,18 +102,111 @@ def echo_server():
                     f"stderr:\n{''.join(lines)}",
                     pytrace=False,
                 )
-            m = LISTEN_RE.search(line)
+            m = listen_re.search(line)
             if m:
                 port = int(m.group(1))
-
-        server = EchoServer(proc, port, lines)
-        yield server
-        # Still alive after the whole session: no test crashed it.
-        server.assert_alive()
+        yield proc, port, lines
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def echo_server():
+    for proc, port, lines in _start_echo([], LISTEN_RE):
+        server = EchoServer(proc, port, lines)
+        yield server
+        # Still alive after the whole session: no test crashed it.
+        server.assert_alive()
+
+
+def _test_pki(directory):
+    """A test CA and a certificate for localhost and 127.0.0.1 that it signed, written to
+    `directory`: returns (ca.pem, cert.pem with the chain, key.pem) paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fanout python test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    paths = [directory / "ca.pem", directory / "cert.pem", directory / "key.pem"]
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    paths[2].write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+class TlsEchoServer(EchoServer):
+    """The echo example serving wss:// with a certificate from a CA the fixture made."""
+
+    def __init__(self, proc, port, stderr_lines, ca_path):
+        super().__init__(proc, port, stderr_lines)
+        self.url = f"wss://localhost:{port}/"
+        self.ca_path = ca_path
+
+    def ssl_context(self):
+        """A client context that trusts the test CA only."""
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.ca_path))
+        context.set_alpn_protocols(["http/1.1"])
+        return context
+
+
+@pytest.fixture(scope="session")
+def echo_tls_server(tmp_path_factory):
+    ca, cert, key = _test_pki(tmp_path_factory.mktemp("pki"))
+    args = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    for proc, port, lines in _start_echo(args, TLS_LISTEN_RE):
+        server = TlsEchoServer(proc, port, lines, ca)
+        yield server
+        server.assert_alive()
 
 
 @pytest.fixture
