@@ -57,6 +57,9 @@ impl<S: Service> Worker<S> {
                         break;
                     }
                     reads += 1;
+                    if get(&mut self.conns, id).is_some_and(|c| c.read_paused) {
+                        break; // a deferred response is awaited with a full request held
+                    }
                     if n < offered && !until_eof {
                         break;
                     }
