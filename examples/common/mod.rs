@@ -1,5 +1,6 @@
 //! What every example's `main` does: take the listen address from the first argument (and the
-//! worker count from `FANOUT_WORKERS`, default 1), start the server, print
+//! worker count from `FANOUT_WORKERS`, default 1; permessage-deflate with a `--compression`
+//! argument after the address, or `FANOUT_COMPRESSION=1`), start the server, print
 //! `NAME: listening on ws://ADDR/` on stderr (tests and scripts wait for that line to learn the
 //! port when they pass port 0), and serve until stopped.
 
@@ -27,7 +28,13 @@ where
     H: Handler,
     F: Fn() -> H + Send + Sync + 'static,
 {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| default_listen.into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let compression = args.iter().any(|a| a == "--compression")
+        || std::env::var("FANOUT_COMPRESSION").is_ok_and(|v| v == "1" || v == "true");
+    if let Some(unknown) = args.iter().skip(1).find(|a| *a != "--compression") {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unknown argument {unknown}")));
+    }
+    let listen = args.first().filter(|a| *a != "--compression").cloned().unwrap_or_else(|| default_listen.into());
     let listen = listen.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?;
     let workers = match std::env::var("FANOUT_WORKERS") {
         Ok(n) => {
@@ -35,7 +42,8 @@ where
         }
         Err(_) => 1,
     };
-    let server = Server::new(configure(Config { listen, workers, ..Config::default() })).start(factory)?;
-    eprintln!("{name}: listening on ws://{}/", server.local_addr());
+    let server = Server::new(configure(Config { listen, workers, compression, ..Config::default() })).start(factory)?;
+    let deflate = if compression { " (permessage-deflate on)" } else { "" };
+    eprintln!("{name}: listening on ws://{}/{deflate}", server.local_addr());
     server.join()
 }

@@ -3,12 +3,13 @@
 //! Owns: `Connection` and `Phase`. Phases only move forward:
 //! Handshake -> Open -> CloseSent -> Lingering -> HalfClosed, where any phase may skip ahead.
 //! Invariants: an idle open connection owns no read buffer (`rbuf` is released once empty), no
-//! write buffer (`wq` holds at most an inline slot) and no message buffer (the receiver is one
-//! null pointer); the session exists exactly while the connection is `Open`: leaving that phase
+//! write buffer (`wq` holds at most an inline slot), no message buffer (the receiver is one
+//! null pointer) and no compression state (permessage-deflate is a one-byte mode); the session exists exactly while the connection is `Open`: leaving that phase
 //! takes it out and hands it to `on_close`.
 
 use mio::net::TcpStream;
 
+use super::deflate::Compression;
 use super::read_buf::ReadBuf;
 use super::timer::Tick;
 use super::write_queue::WriteQueue;
@@ -48,6 +49,8 @@ pub(crate) struct Connection<S> {
     pub(crate) awaiting: bool,
     /// The request whose response is awaited asked for keep-alive.
     pub(crate) keep_alive: bool,
+    /// permessage-deflate, as negotiated at the upgrade.
+    pub(crate) compression: Compression,
     /// When the current phase's timeout (or the idle ping) is due.
     pub(crate) deadline: Tick,
     /// The tick of the wheel entry responsible for this connection (0: none).
@@ -70,6 +73,7 @@ impl<S> Connection<S> {
             continue_sent: false,
             awaiting: false,
             keep_alive: false,
+            compression: Compression::Off,
             deadline: 0,
             timer_at: 0,
             rbuf: ReadBuf::default(),

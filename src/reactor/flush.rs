@@ -53,6 +53,7 @@ impl<S: Service> Worker<S> {
     /// ping whatever the queue holds, as the keep-alive ping always was.
     pub(super) fn queue_send(&mut self, id: ConnId, head: Bytes, tail: Bytes, ping: bool) {
         if !ping {
+            let (head, tail) = self.outgoing(id, head, tail);
             return self.queue_data(id, head, tail, true);
         }
         let Some(conn) = get(&mut self.conns, id) else {

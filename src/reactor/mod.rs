@@ -14,6 +14,8 @@
 //! - `read.rs`: reads into the worker's buffer; `dispatch.rs`: bytes to proto, events to the service.
 //! - `close.rs`: every way a connection ends. `deadline.rs`: its timeouts. `stop.rs`: graceful stop.
 //! - `publish.rs`: the inbox and the per-turn batches to subscribers. `flush.rs`: queueing and writes.
+//! - `deflate.rs`: permessage-deflate: the worker's compressor and inflater, each connection's
+//!   mode, the compressed forms of outgoing frames.
 //! - `bus.rs`: inboxes between workers and topic interest, nothing else. `admission.rs`: the
 //!   server-wide connection counts. `shared.rs`: what all workers share, and the bus actions
 //!   (frame encoded once, then the bus) that `Io` and the server layer's `Remote` both use.
@@ -38,6 +40,7 @@ mod bus;
 mod close;
 mod connection;
 mod deadline;
+mod deflate;
 mod dispatch;
 mod flush;
 mod listener;

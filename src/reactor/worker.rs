@@ -20,6 +20,7 @@ use slab::Slab;
 
 use super::bus::Envelope;
 use super::connection::{Connection, Phase};
+use super::deflate::{Deflate, DeflateSettings};
 use super::read_buf::ReadBuf;
 use super::service::{Command, Io, ServerClose, Service};
 use super::shared::Shared;
@@ -51,6 +52,7 @@ pub(super) struct Limits {
     /// This worker's share of the server's `max_pending_handshakes`.
     pub(super) max_pending_handshakes: usize,
     pub(super) subprotocols: Vec<String>,
+    pub(super) deflate: DeflateSettings,
 }
 
 impl Limits {
@@ -75,6 +77,7 @@ impl Limits {
             per_ip: config.max_connections_per_ip > 0,
             max_pending_handshakes: config.max_pending_handshakes.div_ceil(config.workers.max(1)),
             subprotocols: config.subprotocols.clone(),
+            deflate: DeflateSettings::new(config),
         }
     }
 }
@@ -85,6 +88,8 @@ pub(crate) struct Worker<S: Service> {
     pub(super) conns: Slab<Connection<S::Session>>,
     pub(super) topics: Topics,
     pub(super) broadcast: Batch,
+    /// permessage-deflate: the compressor, the inflater, the compressed broadcast batch.
+    pub(super) deflate: Deflate,
     /// Connections found over their queue cap while delivering, closed once delivery is done.
     pub(super) slow: Vec<ConnId>,
     pub(super) service: S,
@@ -124,12 +129,14 @@ impl<S: Service> Worker<S> {
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let timers = Timers::new(Instant::now());
+        let deflate = Deflate::new(&limits.deflate);
         Ok(Worker {
             poll,
             listener: Some(listener),
             conns: Slab::new(),
             topics: Topics::new(),
             broadcast: Batch::default(),
+            deflate,
             slow: Vec::new(),
             service,
             io: Io { commands: Vec::new(), shared: shared.clone(), worker: index, request: None, deferred: false },
