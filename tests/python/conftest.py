@@ -48,8 +48,8 @@ def _echo_binary() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def echo_server():
+def _run_echo(args):
+    """Starts the echo example with `args` after its address; yields it, killed at the end."""
     binary = _echo_binary()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(
@@ -60,7 +60,7 @@ def echo_server():
         )
 
     proc = subprocess.Popen(
-        [str(binary), "127.0.0.1:0"],
+        [str(binary), "127.0.0.1:0", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -112,9 +112,28 @@ def echo_server():
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def echo_server():
+    yield from _run_echo([])
+
+
+@pytest.fixture(scope="session")
+def echo_server_compressed():
+    """The echo example with permessage-deflate on (`--compression`)."""
+    yield from _run_echo(["--compression"])
+
+
 @pytest.fixture
 def server(echo_server):
     """Per-test view of the session server that also checks it survived the test."""
     echo_server.assert_alive()
     yield echo_server
     echo_server.assert_alive()
+
+
+@pytest.fixture
+def cserver(echo_server_compressed):
+    """Per-test view of the compressing server that also checks it survived the test."""
+    echo_server_compressed.assert_alive()
+    yield echo_server_compressed
+    echo_server_compressed.assert_alive()
