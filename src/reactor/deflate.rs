@@ -2,8 +2,9 @@
 //! connection's mode (fixed at its upgrade), and the compressed forms of outgoing frames.
 //!
 //! Owns: `Deflate` (the worker's compression state and settings), `Compression` (a connection's
-//! mode) and `outgoing`, the form a direct send takes. Must not: keep anything per connection
-//! but its one-byte mode. Invariants: a frame is compressed at most once per worker: a publish
+//! mode) and `Deflate::outgoing`, the form a direct send takes. A leaf: it knows no worker (the
+//! worker holds a `Deflate`). Must not: keep anything per connection but its one-byte mode.
+//! Invariants: a frame is compressed at most once per worker: a publish
 //! once for all the compressed subscribers of its topic, a broadcast once for all the worker's
 //! compressed connections, each compression counted in `compressions`; a message shorter than
 //! the threshold, or one that deflate does not shorten, goes as its plain frame, RSV1 clear;
@@ -11,9 +12,6 @@
 
 use bytes::Bytes;
 
-use super::service::Service;
-use super::token::ConnId;
-use super::worker::{get, Worker};
 use crate::config::Config;
 use crate::metrics::WorkerMetrics;
 use crate::proto::deflate::{Agreement, Compressor, Inflater};
@@ -105,16 +103,19 @@ impl Deflate {
         metrics.compressions.add(1);
         (compressed.len() < payload.len()).then(|| encode_compressed_frame(text, compressed))
     }
-}
 
-impl<S: Service> Worker<S> {
-    /// The frame a direct send (application data, not a ping) puts on connection `id`'s
-    /// queue: compressed if the connection takes compressed messages and `compress` makes one.
-    pub(super) fn outgoing(&mut self, id: ConnId, head: Bytes, tail: Bytes) -> (Bytes, Bytes) {
-        let compresses = get(&mut self.conns, id).is_some_and(|c| c.compression.compresses());
-        if !compresses {
+    /// The frame a direct send (application data, not a ping) puts on the queue of a
+    /// connection in `mode`: compressed if it takes compressed messages and `compress` makes one.
+    pub(crate) fn outgoing(
+        &mut self,
+        mode: Compression,
+        head: Bytes,
+        tail: Bytes,
+        metrics: &WorkerMetrics,
+    ) -> (Bytes, Bytes) {
+        if !mode.compresses() {
             return (head, tail);
         }
-        self.deflate.compress(&head, &tail, &self.metrics).unwrap_or((head, tail))
+        self.compress(&head, &tail, metrics).unwrap_or((head, tail))
     }
 }
