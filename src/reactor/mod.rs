@@ -21,7 +21,7 @@
 //!   (frame encoded once, then the bus) that `Io` and the server layer's `Remote` both use.
 //!
 //! Leaves first, so no file imports one that imports it back: `worker.rs` uses only the leaf
-//! files (`service.rs`, `stop.rs`, `bus.rs`, `shared.rs`, state and buffer types); the duty files
+//! files (`service.rs`, `stop.rs`, `bus.rs`, `shared.rs`, `deflate.rs`, state and buffer types); the duty files
 //! add `impl Worker` blocks and use `worker.rs`; `mod.rs` uses the worker to spawn it.
 //!
 //! Invariants:
