@@ -78,8 +78,11 @@ pub struct Config {
     /// compression (the RSV1 bit says, per message). Default 256: below it deflate saves a few
     /// bytes for a fixed cost. Messages that do not get shorter go uncompressed too.
     pub compression_threshold: usize,
-    /// The compressor's level, 1 (fastest) to 9 (smallest). Default 1: on JSON it compresses
-    /// almost as well as the default of zlib (6) for less of the CPU.
+    /// The compressor's level, 1 (fastest) to 9 (smallest). Default 1: a 1 KiB JSON event
+    /// deflates to about 36% in about 6 us here (most of it the per-message reset that no context
+    /// takeover costs); level 6 gets it to about 27% for about 15 us. A publish is compressed
+    /// once per worker, so with many subscribers per publish a higher level costs little and
+    /// saves bytes on every delivery; with mostly direct sends, keep it low.
     pub compression_level: u32,
 }
 
