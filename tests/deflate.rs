@@ -1,7 +1,9 @@
 //! permessage-deflate (RFC 7692) end to end over real sockets: the negotiation, compressed
 //! publishes made once per worker whatever the number of subscribers, compressed sends and
 //! echoes, and bad compressed input answered with its close code while the server goes on.
-//! The independent client's view (Python `websockets`) is in tests/python/test_deflate.py.
+//! The independent client's view (Python `websockets`) is in tests/python/test_deflate.py;
+//! tungstenite, the Rust client the other tests use, has no permessage-deflate (none in 0.24,
+//! nor in its latest release, 0.30), so the client here is the raw one of tests/common.
 
 mod common;
 
