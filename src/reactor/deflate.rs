@@ -4,11 +4,12 @@
 //! Owns: `Deflate` (the worker's compression state and settings), `Compression` (a connection's
 //! mode) and `Deflate::outgoing`, the form a direct send takes. A leaf: it knows no worker (the
 //! worker holds a `Deflate`). Must not: keep anything per connection but its one-byte mode.
-//! Invariants: a frame is compressed at most once per worker: a publish
-//! once for all the compressed subscribers of its topic, a broadcast once for all the worker's
-//! compressed connections, each compression counted in `compressions`; a message shorter than
-//! the threshold, or one that deflate does not shorten, goes as its plain frame, RSV1 clear;
-//! control frames are never compressed.
+//! Invariants: a frame is compressed at most once per worker: a publish once for all the
+//! compressed subscribers of its topic (and not at all without one), a broadcast once for all
+//! the worker's compressed connections (whenever compression is on: broadcasts are rare), each
+//! compression counted in `compressions`; a message shorter than the threshold, or one that
+//! deflate does not shorten, goes as its plain frame, RSV1 clear; control frames are never
+//! compressed.
 
 use bytes::Bytes;
 
