@@ -15,14 +15,14 @@ fn publish(c: &mut Criterion) {
     for subscribers in [1u32, 100, 10_000, 100_000] {
         let mut topics = Topics::new();
         for m in 0..subscribers {
-            topics.subscribe(m, "news");
+            topics.subscribe(m, "news", false);
         }
         // Each subscriber's queue: reused across iterations, so steady state allocates nothing.
         let mut queues: Vec<Vec<Bytes>> = (0..subscribers).map(|_| Vec::with_capacity(4)).collect();
         group.throughput(Throughput::Elements(u64::from(subscribers)));
         group.bench_with_input(BenchmarkId::new("subscribers", subscribers), &subscribers, |b, _| {
             b.iter(|| {
-                topics.publish("news", &header, black_box(&payload), LARGE);
+                topics.publish("news", &header, black_box(&payload), LARGE, || None);
                 topics.deliver(|m, bytes| queues[m as usize].push(bytes.clone()));
                 for q in &mut queues {
                     q.clear();
@@ -37,14 +37,14 @@ fn publish(c: &mut Criterion) {
     let subscribers = 10_000u32;
     let mut topics = Topics::new();
     for m in 0..subscribers {
-        topics.subscribe(m, "news");
+        topics.subscribe(m, "news", false);
     }
     let mut queues: Vec<Vec<Bytes>> = (0..subscribers).map(|_| Vec::with_capacity(4)).collect();
     group.throughput(Throughput::Elements(100 * u64::from(subscribers)));
     group.bench_function("10000 subscribers", |b| {
         b.iter(|| {
             for _ in 0..100 {
-                topics.publish("news", &header, black_box(&payload), LARGE);
+                topics.publish("news", &header, black_box(&payload), LARGE, || None);
             }
             topics.deliver(|m, bytes| queues[m as usize].push(bytes.clone()));
             for q in &mut queues {

@@ -1,6 +1,7 @@
 //! Echo server: every message comes back as it was sent. The Autobahn conformance target.
 //!
-//! `cargo run --release --example echo -- 127.0.0.1:9001`
+//! `cargo run --release --example echo -- 127.0.0.1:9001`, with `--compression` after the
+//! address for permessage-deflate (the conformance suite's cases 12 and 13).
 //!
 //! Limits are raised to what the conformance suite sends (16 MiB messages); the echoed payload
 //! is queued without copying when it is large.

@@ -84,6 +84,23 @@ pub struct Config {
     /// a changed pair is loaded for new handshakes, a broken one is logged and ignored. Default
     /// 5 s; zero disables the watch (`ServerHandle::reload_tls` still reloads).
     pub tls_watch_interval: Duration,
+    /// permessage-deflate (RFC 7692). Default off. On, a client that offers the extension gets
+    /// it without context takeover either way: each worker has one compressor and one inflater
+    /// for all its connections, and a connection holds no compression state. A published
+    /// message is compressed once per worker that has compressed subscribers, and the same
+    /// compressed frame goes to each of them. Saves bandwidth on text such as JSON (a 1 KiB
+    /// message shrinks to a third or so) for CPU per published message, not per subscriber.
+    pub compression: bool,
+    /// Messages shorter than this many bytes go uncompressed even to a client that negotiated
+    /// compression (the RSV1 bit says, per message). Default 256: below it deflate saves a few
+    /// bytes for a fixed cost. Messages that do not get shorter go uncompressed too.
+    pub compression_threshold: usize,
+    /// The compressor's level, 1 (fastest) to 9 (smallest). Default 1: a 1 KiB JSON event
+    /// deflates to about 36% in about 6 us here (most of it the per-message reset that no context
+    /// takeover costs); level 6 gets it to about 27% for about 15 us. A publish is compressed
+    /// once per worker, so with many subscribers per publish a higher level costs little and
+    /// saves bytes on every delivery; with mostly direct sends, keep it low.
+    pub compression_level: u32,
 }
 
 /// See `Config::slow_consumer`.
@@ -121,6 +138,9 @@ impl Default for Config {
             tls_key: None,
             tls_listen: None,
             tls_watch_interval: Duration::from_secs(5),
+            compression: false,
+            compression_threshold: 256,
+            compression_level: 1,
         }
     }
 }
@@ -167,6 +187,9 @@ impl Config {
                 return Err(format!("{name} must be greater than 0"));
             }
         }
+        if !(1..=9).contains(&self.compression_level) {
+            return Err(format!("compression_level must be between 1 and 9, got {}", self.compression_level));
+        }
         if self.subprotocols.iter().any(|p| p.is_empty() || p.contains([',', ' ', '\r', '\n'])) {
             return Err("subprotocols must be non-empty tokens without commas or spaces".into());
         }
@@ -209,6 +232,8 @@ mod tests {
             (Config { subprotocols: vec!["a,b".into()], ..Config::default() }, "subprotocols"),
             (Config { tls_cert: Some("c.pem".into()), ..Config::default() }, "tls_key"),
             (Config { tls_listen: Some("127.0.0.1:8443".parse().unwrap()), ..Config::default() }, "tls_listen"),
+            (Config { compression_level: 0, ..Config::default() }, "compression_level"),
+            (Config { compression_level: 10, ..Config::default() }, "compression_level"),
         ];
         for (config, name) in cases {
             let err = config.validate().unwrap_err();

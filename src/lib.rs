@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Dependencies point down, never up. This crate depends on the protocol and I/O crates only
-//! (bytes, httparse, sha1, base64, mio, slab, socket2, log, and rustls with ring for TLS): the gateway's CLI, TOML, JSON and
+//! (bytes, httparse, sha1, base64, flate2 for permessage-deflate, mio, slab, socket2, log, and
+//! rustls with ring for TLS): the gateway's CLI, TOML, JSON and
 //! JWT crates live in its own crate. `proto` is usable on its own (the load generator and the
 //! tests speak WebSocket through it). The crate has no `unsafe` code. ARCHITECTURE.md in the
 //! repository has the file map, the data flows and the invariants.

@@ -107,6 +107,11 @@ metrics! {
     publishes,
     /// Subscribers a topic publish reached (one publish to 100 subscribers counts 100).
     deliveries,
+    /// Messages compressed (permessage-deflate): once per publish or broadcast per worker that
+    /// has compressed receivers for it, whatever their number, and once per direct send.
+    compressions,
+    /// Compressed messages received and inflated.
+    decompressions,
     /// Open connections closed for idleness.
     idle_timeouts,
     /// TLS handshakes completed.

@@ -2,7 +2,10 @@
 //! protocol, no clock; it stores member ids and `Bytes`.
 //!
 //! Owns: `Topics` (topic -> members and member -> topics, both directions) and `Batch` (frames
-//! published within one loop turn). Invariants:
+//! published within one loop turn). A topic's members are of two kinds, those that take plain
+//! frames and those that take compressed ones (permessage-deflate, chosen at subscribe), and it
+//! keeps a batch for each; the compressed frame is made by the caller, only when the topic has
+//! a member of that kind. Invariants:
 //! - A member leaves all its topics at a cost proportional to its own topics (`leave_all`), and
 //!   any one subscribe or unsubscribe is O(1) plus a scan of one member's own topic list.
 //! - Small frames published to a topic in one turn are appended to one contiguous buffer; when
@@ -62,8 +65,12 @@ impl Batch {
 
 struct Topic {
     name: Box<str>,
+    /// Members that take plain frames, and their batch.
     members: Vec<Member>,
     batch: Batch,
+    /// Members that take compressed frames, and theirs.
+    compressed: Vec<Member>,
+    compressed_batch: Batch,
     dirty: bool,
 }
 
@@ -73,13 +80,32 @@ impl Topic {
             return;
         }
         self.dirty = false;
-        for bytes in self.batch.take() {
-            for &member in &self.members {
-                deliver(member, &bytes);
+        for (batch, members) in [(&mut self.batch, &self.members), (&mut self.compressed_batch, &self.compressed)] {
+            for bytes in batch.take() {
+                for &member in members {
+                    deliver(member, &bytes);
+                }
             }
         }
     }
+
+    fn len(&self) -> usize {
+        self.members.len() + self.compressed.len()
+    }
+
+    /// The member list holding `member` at `index`: a member is in one list of a topic only.
+    fn list_of(&mut self, member: Member, index: usize) -> &mut Vec<Member> {
+        if self.members.get(index) == Some(&member) {
+            &mut self.members
+        } else {
+            &mut self.compressed
+        }
+    }
 }
+
+/// Makes the compressed form of a frame as `(head, tail)`; asked for only when a topic has
+/// members that take compressed frames. `None` sends them the plain frame (a short message).
+pub type Compressed = Option<(Bytes, Bytes)>;
 
 /// One membership of a member: which topic, and where in that topic's member list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +130,9 @@ impl Topics {
         Self::default()
     }
 
-    /// Adds `member` to `name`; false if it was already there.
-    pub fn subscribe(&mut self, member: Member, name: &str) -> bool {
+    /// Adds `member` to `name`, among the members that take compressed frames if `compressed`;
+    /// false if it was already there.
+    pub fn subscribe(&mut self, member: Member, name: &str, compressed: bool) -> bool {
         let topic = match self.ids.get(name) {
             Some(&t) => t,
             None => self.create(name),
@@ -115,8 +142,9 @@ impl Topics {
             return false;
         }
         let t = self.topics[topic as usize].as_mut().expect("topic id maps to a topic");
-        mine.push(Membership { topic, index: t.members.len() as u32 });
-        t.members.push(member);
+        let list = if compressed { &mut t.compressed } else { &mut t.members };
+        mine.push(Membership { topic, index: list.len() as u32 });
+        list.push(member);
         true
     }
 
@@ -151,7 +179,7 @@ impl Topics {
 
     /// Members of `name` now.
     pub fn member_count(&self, name: &str) -> usize {
-        self.ids.get(name).map_or(0, |&t| self.topic(t).members.len())
+        self.ids.get(name).map_or(0, |&t| self.topic(t).len())
     }
 
     /// Topics `member` is in.
@@ -169,19 +197,36 @@ impl Topics {
         self.ids.is_empty()
     }
 
-    /// Queues a frame for the members of `name` at the end of the turn. Returns the number of
-    /// members it will reach (0: nothing is stored).
-    pub fn publish(&mut self, name: &str, header: &[u8], payload: &Bytes, large: usize) -> usize {
+    /// Queues a frame for the members of `name` at the end of the turn: `header` and `payload`
+    /// for those that take plain frames, what `compress` makes (called once, only if the topic
+    /// has members that take compressed frames) for the others. Returns the number of members
+    /// it will reach (0: nothing is stored).
+    pub fn publish(
+        &mut self,
+        name: &str,
+        header: &[u8],
+        payload: &Bytes,
+        large: usize,
+        compress: impl FnOnce() -> Compressed,
+    ) -> usize {
         let Some(&id) = self.ids.get(name) else {
             return 0;
         };
         let t = self.topics[id as usize].as_mut().expect("topic id maps to a topic");
-        t.batch.push(header, payload, large);
+        if !t.members.is_empty() {
+            t.batch.push(header, payload, large);
+        }
+        if !t.compressed.is_empty() {
+            match compress() {
+                Some((h, p)) => t.compressed_batch.push(&h, &p, large),
+                None => t.compressed_batch.push(header, payload, large),
+            }
+        }
         if !t.dirty {
             t.dirty = true;
             self.dirty.push(id);
         }
-        t.members.len()
+        t.len()
     }
 
     /// Hands every buffer published this turn to `deliver`, once per member, in publish order
@@ -225,12 +270,14 @@ impl Topics {
     /// `name` except `except`, after what the topic has pending (so order holds), and returns how
     /// many members it reached. For the rare publish that must skip one member (its sender); the
     /// frame's `Bytes` are shared, not copied.
+    /// `compress` is called as `publish` calls it.
     pub fn publish_except(
         &mut self,
         name: &str,
         head: &Bytes,
         tail: &Bytes,
         except: Member,
+        compress: impl FnOnce() -> Compressed,
         mut deliver: impl FnMut(Member, &Bytes),
     ) -> usize {
         let Some(&id) = self.ids.get(name) else {
@@ -238,12 +285,20 @@ impl Topics {
         };
         let t = self.topics[id as usize].as_mut().expect("topic id maps to a topic");
         t.deliver(&mut deliver);
-        for bytes in [head, tail].into_iter().filter(|b| !b.is_empty()) {
-            for &member in t.members.iter().filter(|&&m| m != except) {
-                deliver(member, bytes);
+        let mut send = |members: &[Member], head: &Bytes, tail: &Bytes| {
+            for bytes in [head, tail].into_iter().filter(|b| !b.is_empty()) {
+                for &member in members.iter().filter(|&&m| m != except) {
+                    deliver(member, bytes);
+                }
             }
+            members.iter().filter(|&&m| m != except).count()
+        };
+        let mut reached = send(&t.members, head, tail);
+        if !t.compressed.is_empty() {
+            let (h, p) = compress().unwrap_or_else(|| (head.clone(), tail.clone()));
+            reached += send(&t.compressed, &h, &p);
         }
-        t.members.iter().filter(|&&m| m != except).count()
+        reached
     }
 
     fn topic(&self, id: u32) -> &Topic {
@@ -251,7 +306,14 @@ impl Topics {
     }
 
     fn create(&mut self, name: &str) -> u32 {
-        let topic = Topic { name: name.into(), members: Vec::new(), batch: Batch::default(), dirty: false };
+        let topic = Topic {
+            name: name.into(),
+            members: Vec::new(),
+            batch: Batch::default(),
+            compressed: Vec::new(),
+            compressed_batch: Batch::default(),
+            dirty: false,
+        };
         let id = match self.free.pop() {
             Some(id) => {
                 self.topics[id as usize] = Some(topic);
@@ -271,15 +333,16 @@ impl Topics {
     fn detach(&mut self, member: Member, membership: Membership) {
         let t = self.topics[membership.topic as usize].as_mut().expect("topic id maps to a topic");
         let index = membership.index as usize;
-        debug_assert_eq!(t.members[index], member);
-        t.members.swap_remove(index);
-        if let Some(&moved) = t.members.get(index) {
+        let list = t.list_of(member, index);
+        debug_assert_eq!(list[index], member);
+        list.swap_remove(index);
+        if let Some(&moved) = list.get(index) {
             let theirs = self.memberships.get_mut(&moved).expect("every member has memberships");
             let entry =
                 theirs.iter_mut().find(|m| m.topic == membership.topic).expect("membership of the moved member");
             entry.index = membership.index;
         }
-        if t.members.is_empty() {
+        if t.len() == 0 {
             let t = self.topics[membership.topic as usize].take().expect("topic id maps to a topic");
             self.ids.remove(&t.name);
             self.free.push(membership.topic);
@@ -303,12 +366,12 @@ mod tests {
     #[test]
     fn publish_reaches_members_only() {
         let mut t = Topics::new();
-        assert!(t.subscribe(1, "news"));
-        assert!(!t.subscribe(1, "news"), "idempotent");
-        t.subscribe(2, "news");
-        t.subscribe(3, "sport");
-        assert_eq!(t.publish("news", b"H", &Bytes::from_static(b"1"), LARGE), 2);
-        assert_eq!(t.publish("nobody", b"H", &Bytes::from_static(b"x"), LARGE), 0);
+        assert!(t.subscribe(1, "news", false));
+        assert!(!t.subscribe(1, "news", false), "idempotent");
+        t.subscribe(2, "news", false);
+        t.subscribe(3, "sport", false);
+        assert_eq!(t.publish("news", b"H", &Bytes::from_static(b"1"), LARGE, || None), 2);
+        assert_eq!(t.publish("nobody", b"H", &Bytes::from_static(b"x"), LARGE, || None), 0);
         assert_eq!(published(&mut t), vec![(1, b"H1".to_vec()), (2, b"H1".to_vec())]);
         assert!(published(&mut t).is_empty(), "delivered once");
     }
@@ -317,10 +380,10 @@ mod tests {
     fn a_turn_of_small_frames_is_one_shared_buffer_per_member() {
         let mut t = Topics::new();
         for m in 0..100 {
-            t.subscribe(m, "news");
+            t.subscribe(m, "news", false);
         }
         for i in 0..100u8 {
-            t.publish("news", &[0x81, 1], &Bytes::copy_from_slice(&[i]), LARGE);
+            t.publish("news", &[0x81, 1], &Bytes::copy_from_slice(&[i]), LARGE, || None);
         }
         let mut seen: Vec<(Member, Bytes)> = Vec::new();
         t.deliver(|m, b| seen.push((m, b.clone())));
@@ -334,11 +397,11 @@ mod tests {
     #[test]
     fn large_frames_skip_the_copy_and_keep_their_place() {
         let mut t = Topics::new();
-        t.subscribe(7, "big");
+        t.subscribe(7, "big", false);
         let large = Bytes::from(vec![9u8; LARGE]);
-        t.publish("big", b"a", &Bytes::from_static(b"1"), LARGE);
-        t.publish("big", b"h", &large, LARGE);
-        t.publish("big", b"b", &Bytes::from_static(b"2"), LARGE);
+        t.publish("big", b"a", &Bytes::from_static(b"1"), LARGE, || None);
+        t.publish("big", b"h", &large, LARGE, || None);
+        t.publish("big", b"b", &Bytes::from_static(b"2"), LARGE, || None);
         let mut seen: Vec<Bytes> = Vec::new();
         t.deliver(|_, b| seen.push(b.clone()));
         assert_eq!(seen.len(), 4);
@@ -349,27 +412,27 @@ mod tests {
     #[test]
     fn a_member_joining_mid_turn_gets_nothing_published_before_it_joined() {
         let mut t = Topics::new();
-        t.subscribe(1, "news");
-        t.publish("news", b"", &Bytes::from_static(b"early"), LARGE);
+        t.subscribe(1, "news", false);
+        t.publish("news", b"", &Bytes::from_static(b"early"), LARGE, || None);
         let mut early = Vec::new();
         t.deliver_topic("news", |m, b| early.push((m, b.to_vec())));
         assert_eq!(early, vec![(1, b"early".to_vec())]);
-        t.subscribe(2, "news");
-        t.publish("news", b"", &Bytes::from_static(b"late"), LARGE);
+        t.subscribe(2, "news", false);
+        t.publish("news", b"", &Bytes::from_static(b"late"), LARGE, || None);
         assert_eq!(published(&mut t), vec![(1, b"late".to_vec()), (2, b"late".to_vec())]);
     }
 
     #[test]
     fn deliver_member_flushes_only_the_member_s_own_topics() {
         let mut t = Topics::new();
-        t.subscribe(1, "mine");
-        t.subscribe(2, "mine");
-        t.subscribe(2, "other");
+        t.subscribe(1, "mine", false);
+        t.subscribe(2, "mine", false);
+        t.subscribe(2, "other", false);
         let mut got = Vec::new();
         t.deliver_member(1, |m, b| got.push((m, b.to_vec())));
         assert!(got.is_empty(), "nothing pending, nothing delivered");
-        t.publish("mine", b"", &Bytes::from_static(b"m"), LARGE);
-        t.publish("other", b"", &Bytes::from_static(b"o"), LARGE);
+        t.publish("mine", b"", &Bytes::from_static(b"m"), LARGE, || None);
+        t.publish("other", b"", &Bytes::from_static(b"o"), LARGE, || None);
         t.deliver_member(1, |m, b| got.push((m, b.to_vec())));
         got.sort();
         assert_eq!(got, vec![(1, b"m".to_vec()), (2, b"m".to_vec())], "all of 'mine', none of 'other'");
@@ -380,8 +443,8 @@ mod tests {
     fn unsubscribe_and_leave_all_keep_indexes_consistent() {
         let mut t = Topics::new();
         for m in 0..10 {
-            t.subscribe(m, "a");
-            t.subscribe(m, "b");
+            t.subscribe(m, "a", false);
+            t.subscribe(m, "b", false);
         }
         assert!(t.unsubscribe(0, "a")); // member 9 moves into index 0 of "a"
         assert!(!t.unsubscribe(0, "a"));
@@ -389,7 +452,7 @@ mod tests {
         t.leave_all(3, |_| {});
         assert_eq!((t.member_count("a"), t.member_count("b")), (7, 8));
         assert_eq!(t.topic_count(0), 1);
-        t.publish("a", b"", &Bytes::from_static(b"x"), LARGE);
+        t.publish("a", b"", &Bytes::from_static(b"x"), LARGE, || None);
         let members: Vec<Member> = published(&mut t).into_iter().map(|(m, _)| m).collect();
         assert_eq!(members, [1, 2, 4, 5, 6, 7, 8]);
         for m in 0..10 {
@@ -402,12 +465,12 @@ mod tests {
     #[test]
     fn a_topic_emptied_before_delivery_delivers_nothing_and_ids_are_reused() {
         let mut t = Topics::new();
-        t.subscribe(1, "x");
-        t.publish("x", b"", &Bytes::from_static(b"1"), LARGE);
+        t.subscribe(1, "x", false);
+        t.publish("x", b"", &Bytes::from_static(b"1"), LARGE, || None);
         t.leave_all(1, |_| {});
-        t.subscribe(2, "y"); // reuses the freed topic id
+        t.subscribe(2, "y", false); // reuses the freed topic id
         assert!(published(&mut t).is_empty());
-        t.publish("y", b"", &Bytes::from_static(b"2"), LARGE);
+        t.publish("y", b"", &Bytes::from_static(b"2"), LARGE, || None);
         assert_eq!(published(&mut t), vec![(2, b"2".to_vec())]);
     }
 
@@ -415,12 +478,12 @@ mod tests {
     fn publish_except_skips_one_member_after_the_pending_batch() {
         let mut topics = Topics::new();
         for m in [1, 2, 3] {
-            topics.subscribe(m, "t");
+            topics.subscribe(m, "t", false);
         }
-        topics.publish("t", b"a", &Bytes::new(), 1024);
+        topics.publish("t", b"a", &Bytes::new(), 1024, || None);
         let mut got = Vec::new();
         let b = Bytes::from_static(b"b");
-        let reached = topics.publish_except("t", &b, &Bytes::new(), 2, |m, b| got.push((m, b.clone())));
+        let reached = topics.publish_except("t", &b, &Bytes::new(), 2, || None, |m, b| got.push((m, b.clone())));
         assert_eq!(reached, 2);
         let want: Vec<(Member, Bytes)> = vec![
             (1, Bytes::from_static(b"a")),
@@ -430,6 +493,79 @@ mod tests {
             (3, Bytes::from_static(b"b")),
         ];
         assert_eq!(got, want, "the pending frame first, to everyone; then the new one, not to 2");
-        assert_eq!(topics.publish_except("none", &b, &Bytes::new(), 1, |_, _| panic!("no members")), 0);
+        assert_eq!(topics.publish_except("none", &b, &Bytes::new(), 1, || None, |_, _| panic!("no members")), 0);
+    }
+
+    #[test]
+    fn compressed_members_get_the_compressed_batch_made_once_per_publish() {
+        let mut t = Topics::new();
+        for m in 0..6 {
+            t.subscribe(m, "t", m % 2 == 1);
+        }
+        let mut made = 0;
+        for i in 0..3u8 {
+            let reached = t.publish("t", &[0x81, 1], &Bytes::copy_from_slice(&[i]), LARGE, || {
+                made += 1;
+                Some((Bytes::copy_from_slice(&[0xc1, 1, b'z' + i]), Bytes::new()))
+            });
+            assert_eq!(reached, 6);
+        }
+        assert_eq!(made, 3, "once per publish, not per compressed member");
+        let got = published(&mut t);
+        let plain: Vec<u8> = (0..3u8).flat_map(|i| [0x81, 1, i]).collect();
+        let compressed: Vec<u8> = (0..3u8).flat_map(|i| [0xc1, 1, b'z' + i]).collect();
+        for (member, bytes) in got {
+            assert_eq!(bytes, if member % 2 == 1 { compressed.clone() } else { plain.clone() }, "member {member}");
+        }
+        // No compressed member: nothing is compressed. None: the plain frame for everyone.
+        let mut u = Topics::new();
+        u.subscribe(1, "u", false);
+        u.publish("u", b"p", &Bytes::new(), LARGE, || panic!("no compressed member"));
+        u.subscribe(2, "u", true);
+        assert_eq!(published(&mut u), vec![(1, b"p".to_vec())]);
+        u.publish("u", b"q", &Bytes::new(), LARGE, || None);
+        assert_eq!(published(&mut u), vec![(1, b"q".to_vec()), (2, b"q".to_vec())]);
+    }
+
+    #[test]
+    fn both_kinds_of_members_leave_with_indexes_kept() {
+        let mut t = Topics::new();
+        for m in 0..8 {
+            t.subscribe(m, "a", m >= 4);
+        }
+        assert!(t.unsubscribe(4, "a")); // member 7 moves into index 0 of the compressed list
+        assert!(t.unsubscribe(0, "a")); // member 3 moves into index 0 of the plain list
+        t.leave_all(7, |_| {});
+        assert_eq!(t.member_count("a"), 5);
+        t.publish("a", b"", &Bytes::from_static(b"x"), LARGE, || Some((Bytes::from_static(b"c"), Bytes::new())));
+        let got = published(&mut t);
+        assert_eq!(
+            got,
+            vec![(1, b"x".to_vec()), (2, b"x".to_vec()), (3, b"x".to_vec()), (5, b"c".to_vec()), (6, b"c".to_vec())]
+        );
+        for m in 0..8 {
+            t.leave_all(m, |_| {});
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn publish_except_sends_each_kind_its_frame() {
+        let mut t = Topics::new();
+        for m in 1..=4 {
+            t.subscribe(m, "t", m > 2);
+        }
+        let mut got = Vec::new();
+        let frame = Bytes::from_static(b"p");
+        let reached = t.publish_except(
+            "t",
+            &frame,
+            &Bytes::new(),
+            3,
+            || Some((Bytes::from_static(b"c"), Bytes::new())),
+            |m, b| got.push((m, b.clone())),
+        );
+        assert_eq!(reached, 3);
+        assert_eq!(got, vec![(1, frame.clone()), (2, frame), (4, Bytes::from_static(b"c"))]);
     }
 }

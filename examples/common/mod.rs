@@ -1,8 +1,9 @@
 //! What every example's `main` does: take the listen address from the first argument (and the
-//! worker count from `FANOUT_WORKERS`, default 1; `--tls-cert FILE --tls-key FILE` after the
-//! address serve TLS), start the server, print `NAME: listening on ws://ADDR/` (`wss://` with
-//! TLS) on stderr (tests and scripts wait for that line to learn the port when they pass port
-//! 0), and serve until stopped.
+//! worker count from `FANOUT_WORKERS`, default 1; after the address, `--compression` (or
+//! `FANOUT_COMPRESSION=1`) turns permessage-deflate on and `--tls-cert FILE --tls-key FILE` serve
+//! TLS), start the server, print `NAME: listening on ws://ADDR/` (`wss://` with TLS) on stderr
+//! (tests and scripts wait for that line to learn the port when they pass port 0), and serve
+//! until stopped.
 
 use std::io;
 use std::time::Duration;
@@ -28,7 +29,24 @@ where
     H: Handler,
     F: Fn() -> H + Send + Sync + 'static,
 {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| default_listen.into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let listen = args.first().filter(|a| !a.starts_with("--")).cloned();
+    let rest = &args[usize::from(listen.is_some())..];
+    let (mut compression, mut tls_cert, mut tls_key) = (false, None, None);
+    let mut i = 0;
+    while i < rest.len() {
+        match (rest[i].as_str(), rest.get(i + 1)) {
+            ("--compression", _) => compression = true,
+            ("--tls-cert", Some(file)) => (tls_cert, i) = (Some(file.into()), i + 1),
+            ("--tls-key", Some(file)) => (tls_key, i) = (Some(file.into()), i + 1),
+            (unknown, _) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unknown argument {unknown}")))
+            }
+        }
+        i += 1;
+    }
+    compression |= std::env::var("FANOUT_COMPRESSION").is_ok_and(|v| v == "1" || v == "true");
+    let listen = listen.unwrap_or_else(|| default_listen.into());
     let listen = listen.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?;
     let workers = match std::env::var("FANOUT_WORKERS") {
         Ok(n) => {
@@ -36,13 +54,10 @@ where
         }
         Err(_) => 1,
     };
-    // `--tls-cert FILE --tls-key FILE` after the address: serve wss:// instead.
-    let rest: Vec<String> = std::env::args().skip(2).collect();
-    let flag = |name: &str| rest.iter().position(|a| a == name).and_then(|i| rest.get(i + 1)).map(Into::into);
-    let (tls_cert, tls_key) = (flag("--tls-cert"), flag("--tls-key"));
-    let config = Config { listen, workers, tls_cert, tls_key, ..Config::default() };
+    let config = Config { listen, workers, compression, tls_cert, tls_key, ..Config::default() };
     let server = Server::new(configure(config)).start(factory)?;
     let scheme = if server.tls_local_addr().is_some() { "wss" } else { "ws" };
-    eprintln!("{name}: listening on {scheme}://{}/", server.local_addr());
+    let deflate = if compression { " (permessage-deflate on)" } else { "" };
+    eprintln!("{name}: listening on {scheme}://{}/{deflate}", server.local_addr());
     server.join()
 }

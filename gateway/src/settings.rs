@@ -195,6 +195,13 @@ settings! {
     /// check (SIGHUP still reloads).
     #[arg(long, env = "FANOUT_TLS_WATCH", default_value_t = Config::default().tls_watch_interval.as_secs())]
     tls_watch: u64,
+    /// permessage-deflate for clients that offer it (browsers do): each published message is
+    /// compressed once per worker and shared by its compressed subscribers.
+    #[arg(long, env = "FANOUT_COMPRESSION")]
+    compression: bool,
+    /// Messages shorter than this many bytes go uncompressed even with --compression.
+    #[arg(long, env = "FANOUT_COMPRESSION_THRESHOLD", default_value_t = Config::default().compression_threshold)]
+    compression_threshold: usize,
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -275,6 +282,8 @@ impl ServeArgs {
             tls_key: self.tls_key,
             tls_listen: self.tls_listen,
             tls_watch_interval: Duration::from_secs(self.tls_watch),
+            compression: self.compression,
+            compression_threshold: self.compression_threshold,
             ..Config::default()
         };
         let gateway = GatewayConfig {
@@ -366,7 +375,7 @@ pub fn default_file() -> String {
         let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
         let defaults: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
         let value = match (id, defaults.first()) {
-            ("allow_anonymous", _) => "false".to_string(),
+            ("allow_anonymous" | "compression", _) => "false".to_string(),
             ("allowed_origins" | "redis_ingest", _) => "[]".to_string(),
             (_, Some(d)) if d.parse::<u64>().is_ok() => d.clone(),
             (_, Some(d)) => format!("{d:?}"),
@@ -436,6 +445,23 @@ mod tests {
     }
 
     #[test]
+    fn compression_flags_reach_the_library_config() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let args = ["fanout", "--workers", "1", "--compression", "--compression-threshold", "1024"];
+        let (server, _) = Cli::parse_from(args).serve.into_configs().unwrap();
+        assert_eq!((server.compression, server.compression_threshold), (true, 1024));
+        let mut args = Cli::parse_from(["fanout", "--workers", "1"]).serve;
+        let file: FileConfig = toml::from_str("compression = true").unwrap();
+        file.apply(&mut args, |_| false);
+        assert!(args.into_configs().unwrap().0.compression, "from the file too");
+    }
+
+    #[test]
     fn file_errors_name_the_file_the_key_and_the_reason() {
         let dir = std::env::temp_dir().join(format!("fanout-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -459,7 +485,8 @@ mod tests {
             .collect();
         let parsed: FileConfig = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
         assert_eq!(parsed.history_size, Some(100));
-        for key in ["listen", "jwt_secret", "max_connections_per_ip", "drain_window", "log_level"] {
+        assert_eq!((parsed.compression, parsed.compression_threshold), (Some(false), Some(256)));
+        for key in ["listen", "jwt_secret", "max_connections_per_ip", "drain_window", "log_level", "compression"] {
             assert!(text.contains(&format!("# {key} = ")), "{key} missing");
         }
     }

@@ -567,3 +567,24 @@ fn metrics_and_stats_move_with_traffic() {
     assert_eq!(stats["top_channels"][0], json!({"channel": "busy", "subscribers": 6}));
     assert_eq!(stats["top_channels"][1], json!({"channel": "quiet", "subscribers": 1}));
 }
+
+#[test]
+fn with_compression_a_published_message_reaches_a_deflate_client_compressed() {
+    use fanout::proto::deflate::Inflater;
+    use fanout::proto::frame::RSV1;
+    let server = start_with(Config { compression: true, ..test_config() }, GatewayConfig::default());
+    let addr = server.local_addr();
+    let offer = [("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")];
+    let (mut c, accepted) = RawClient::connect_with(addr, "/", &offer);
+    assert!(accepted.extensions.unwrap().starts_with("permessage-deflate"));
+    say(&mut c, r#"{"op":"subscribe","channel":"news"}"#);
+    assert!(text(&mut c).contains("subscribed"), "a short reply goes plain");
+    let data: Vec<Value> =
+        (0..20).map(|i| json!({"headline": format!("story {i}"), "body": "lorem ipsum dolor"})).collect();
+    http_publish(addr, "news", json!(data));
+    let frame = c.recv_frame();
+    assert_ne!(frame.rsv & RSV1, 0, "the message came compressed");
+    let message: Value = serde_json::from_slice(&Inflater::new().inflate(&frame.payload, 1 << 20).unwrap()).unwrap();
+    assert_eq!((message["op"].as_str(), &message["data"]), (Some("message"), &json!(data)));
+    assert_eq!(server.stats().compressions, 1);
+}

@@ -96,6 +96,9 @@ impl Config {
             let (n, v) = h.split_once(':').ok_or_else(|| format!("--header {h:?}: expected `Name: value`"))?;
             headers.push((n.trim().to_owned(), v.trim().to_owned()));
         }
+        if common.compression {
+            headers.push(("Sec-WebSocket-Extensions".to_owned(), "permessage-deflate".to_owned()));
+        }
         let per_process = conns.min(u64::MAX / 4) / common.processes as u64;
         if !matches!(scenario, Scenario::Connect(_)) {
             if let Some(limit) = open_files_limit() {

@@ -85,6 +85,10 @@ pub struct Common {
     /// Extra upgrade request header, `Name: value` (repeatable), e.g. an Authorization token.
     #[arg(long = "header")]
     pub headers: Vec<String>,
+    /// Offer permessage-deflate (RFC 7692); compressed messages are inflated before the
+    /// scenario reads them.
+    #[arg(long)]
+    pub compression: bool,
     /// Write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -8,7 +8,7 @@
 //! appended to the caller's `Vec`, and JSON fields are found by scanning, not by parsing into a
 //! tree. The generator's own code must stay small next to the kernel's share of its time.
 
-use fanout::proto::frame::{decode_header, encode_header, MAX_HEADER_LEN};
+use fanout::proto::frame::{decode_header, encode_header, MAX_HEADER_LEN, RSV1};
 use fanout::proto::mask::apply_mask;
 use fanout::proto::{OpCode, ProtocolError, Role, Status};
 
@@ -17,6 +17,8 @@ use fanout::proto::{OpCode, ProtocolError, Role, Status};
 pub struct RawFrame<'a> {
     pub fin: bool,
     pub opcode: OpCode,
+    /// RSV1: the first frame of a permessage-deflate compressed message.
+    pub compressed: bool,
     pub payload: &'a [u8],
 }
 
@@ -31,7 +33,8 @@ pub fn scan_frames<'a>(
 ) -> Result<usize, ProtocolError> {
     let mut at = 0;
     while at < buf.len() {
-        let header = match decode_header(&buf[at..], Role::Client, 0)? {
+        // RSV1 passes: a server sends it only to a client that offered permessage-deflate.
+        let header = match decode_header(&buf[at..], Role::Client, RSV1)? {
             Status::Complete(h) => h,
             Status::Partial => break,
         };
@@ -42,7 +45,8 @@ pub fn scan_frames<'a>(
         if end > buf.len() {
             break;
         }
-        let frame = RawFrame { fin: header.fin, opcode: header.opcode, payload: &buf[at + header.header_len..end] };
+        let payload = &buf[at + header.header_len..end];
+        let frame = RawFrame { fin: header.fin, opcode: header.opcode, compressed: header.rsv & RSV1 != 0, payload };
         at = end;
         if !on_frame(frame) {
             break;
@@ -75,7 +79,7 @@ pub fn scan_frames_after_tail(
         // Enough of the header to learn the frame's length, then the rest of that frame.
         let mut taken = fresh.len().min(MAX_HEADER_LEN.saturating_sub(tail.len()));
         tail.extend_from_slice(&fresh[..taken]);
-        if let Ok(Status::Complete(h)) = decode_header(tail, Role::Client, 0) {
+        if let Ok(Status::Complete(h)) = decode_header(tail, Role::Client, RSV1) {
             let total = (h.header_len as u64).saturating_add(h.payload_len);
             let missing = usize::try_from(total.saturating_sub(tail.len() as u64)).unwrap_or(usize::MAX);
             let more = missing.min(fresh.len() - taken);
@@ -353,6 +357,19 @@ mod tests {
         }
         assert_eq!(lens, vec![5, 0, 5, 125, 126, 1000, 65535, 65536]);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message() {
+        let mut frame = fanout::proto::frame::encode_frame(OpCode::Text, b"zz").to_vec();
+        frame[0] |= RSV1 << 4;
+        let mut seen = Vec::new();
+        scan_frames(&frame, 100, |f| {
+            seen.push((f.compressed, f.payload.to_vec()));
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(true, b"zz".to_vec())]);
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub fn client_request(
 pub struct ClientAccepted {
     /// The subprotocol the server selected (`Sec-WebSocket-Protocol`), if any.
     pub protocol: Option<String>,
+    /// The extensions the server accepted (`Sec-WebSocket-Extensions`), as sent, if any.
+    pub extensions: Option<String>,
 }
 
 /// Checks the server's answer to [`client_request`] against the accept key it returned. On
@@ -121,9 +123,9 @@ pub fn parse_response(
         {
             return Err(ResponseError::BadAccept);
         }
-        let protocol =
-            find("sec-websocket-protocol").and_then(|v| std::str::from_utf8(v).ok()).map(|s| s.trim().to_owned());
-        Ok(Some((len, ClientAccepted { protocol })))
+        let text = |name: &str| find(name).and_then(|v| std::str::from_utf8(v).ok()).map(|s| s.trim().to_owned());
+        let (protocol, extensions) = (text("sec-websocket-protocol"), text("sec-websocket-extensions"));
+        Ok(Some((len, ClientAccepted { protocol, extensions })))
     })?;
     let Some((len, accepted)) = parsed else {
         return Ok(Status::Partial);
@@ -153,7 +155,7 @@ mod tests {
         let mut resp = BytesMut::from(&accept_response(&u.accept, Some("chat"))[..]);
         resp.extend_from_slice(&[0x81, 0x00]);
         let got = parse_response(&mut resp, &expected, &HttpLimits::default()).unwrap();
-        assert_eq!(got, Status::Complete(ClientAccepted { protocol: Some("chat".into()) }));
+        assert_eq!(got, Status::Complete(ClientAccepted { protocol: Some("chat".into()), extensions: None }));
         assert_eq!(&resp[..], &[0x81, 0x00]);
         let mut wrong = BytesMut::from(&accept_response("bogus", None)[..]);
         assert_eq!(parse_response(&mut wrong, &expected, &HttpLimits::default()), Err(ResponseError::BadAccept));
@@ -168,8 +170,9 @@ mod tests {
     fn responses_table() {
         const OK: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: a=\r\n\r\n";
         let base = |replace: &str, with: &str| OK.replacen(replace, with, 1);
-        let accepted =
-            |protocol: Option<&str>| Ok(Status::Complete(ClientAccepted { protocol: protocol.map(Into::into) }));
+        let accepted = |protocol: Option<&str>| {
+            Ok(Status::Complete(ClientAccepted { protocol: protocol.map(Into::into), extensions: None }))
+        };
         let cases = [
             (OK.to_string(), accepted(None)),
             (base("Upgrade: websocket", "Upgrade: WebSocket"), accepted(None)),

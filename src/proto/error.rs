@@ -29,7 +29,8 @@ pub enum ProtocolError {
     /// A frame whose payload exceeds the configured frame limit (§7.4.1: "a message that is too
     /// big for it to process"). Checked before any memory is reserved. Close 1009.
     FrameTooLarge,
-    /// A message whose fragments add up to more than the configured message limit. Close 1009.
+    /// A message whose fragments add up to more than the configured message limit, or a
+    /// compressed message (RFC 7692) that inflates past it, found as it inflates. Close 1009.
     MessageTooLarge,
     /// §5.4: a continuation frame with no fragmented message in progress. Close 1002.
     UnexpectedContinuation,
@@ -45,6 +46,16 @@ pub enum ProtocolError {
     /// §7.4: a close code outside the ranges a peer may send (1005, 1006, 1015 and unassigned
     /// codes are never sent on the wire). Close 1002.
     InvalidCloseCode,
+    /// RFC 7692 §6: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
+    /// frames [...]. An endpoint receiving such a frame MUST _Fail the WebSocket Connection_."
+    /// RSV1 on a ping, pong or close. Close 1002.
+    CompressedControl,
+    /// RFC 7692 §6: the same for "non-first fragments of a data message": RSV1 on a
+    /// continuation frame. Close 1002.
+    CompressedContinuation,
+    /// RFC 7692 §7.2.2: a compressed message whose payload is not a valid DEFLATE stream. The
+    /// data is not what the message claims to be (§7.4.1). Close 1007.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
@@ -52,7 +63,7 @@ impl ProtocolError {
     pub const fn close_code(self) -> CloseCode {
         match self {
             ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => CloseCode::MESSAGE_TOO_BIG,
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -74,6 +85,9 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid UTF-8",
             ProtocolError::ClosePayloadTooShort => "close payload of one byte",
             ProtocolError::InvalidCloseCode => "invalid close code",
+            ProtocolError::CompressedControl => "compressed control frame",
+            ProtocolError::CompressedContinuation => "RSV1 on a continuation frame",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
         }
     }
 }
@@ -97,6 +111,9 @@ mod tests {
         assert_eq!(ProtocolError::InvalidUtf8.close_code(), 1007);
         assert_eq!(ProtocolError::ReservedBits.close_code(), 1002);
         assert_eq!(ProtocolError::InvalidCloseCode.close_code(), 1002);
+        assert_eq!(ProtocolError::CompressedControl.close_code(), 1002);
+        assert_eq!(ProtocolError::CompressedContinuation.close_code(), 1002);
+        assert_eq!(ProtocolError::InvalidCompressedData.close_code(), 1007);
     }
 
     #[test]
@@ -117,6 +134,9 @@ mod tests {
             InvalidUtf8,
             ClosePayloadTooShort,
             InvalidCloseCode,
+            CompressedControl,
+            CompressedContinuation,
+            InvalidCompressedData,
         ] {
             assert!(e.reason().len() <= 123, "{e:?}");
         }

@@ -17,6 +17,10 @@ pub const MAX_HEADER_LEN: usize = 14;
 /// Largest payload a control frame may carry (§5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
+/// The RSV1 bit as `FrameHeader::rsv` holds it: permessage-deflate's "Per-Message Compressed"
+/// bit (RFC 7692 §6).
+pub const RSV1: u8 = 0b100;
+
 /// Frame opcodes that RFC 6455 defines; every other value is reserved and fails the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -224,6 +228,43 @@ pub fn encode_data_frame(text: bool, payload: Bytes) -> (Bytes, Bytes) {
     (Bytes::copy_from_slice(&header[..n]), payload)
 }
 
+/// A final, unmasked (server) frame of a compressed message (RFC 7692 §6: RSV1 set) as
+/// `(head, tail)`, split as [`encode_data_frame`] splits: below [`SHARE_THRESHOLD`] one buffer,
+/// from it on the header and the payload apart. `compressed` is copied, once.
+pub fn encode_compressed_frame(text: bool, compressed: &[u8]) -> (Bytes, Bytes) {
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, true, opcode, None, compressed.len() as u64);
+    header[0] |= RSV1 << 4;
+    if compressed.len() < SHARE_THRESHOLD {
+        let mut buf = BytesMut::with_capacity(n + compressed.len());
+        buf.put_slice(&header[..n]);
+        buf.put_slice(compressed);
+        return (buf.freeze(), Bytes::new());
+    }
+    (Bytes::copy_from_slice(&header[..n]), Bytes::copy_from_slice(compressed))
+}
+
+/// The payload of a server data frame made by [`encode_data_frame`] (whether it is text, and a
+/// view of the payload: no copy), or `None` when `head` and `tail` are not one uncompressed,
+/// final text or binary frame.
+pub fn data_frame_payload(head: &Bytes, tail: &Bytes) -> Option<(bool, Bytes)> {
+    let Ok(Status::Complete(h)) = decode_header(head, Role::Client, 0) else {
+        return None;
+    };
+    if !h.fin || !matches!(h.opcode, OpCode::Text | OpCode::Binary) {
+        return None;
+    }
+    let payload = if tail.is_empty() {
+        head.slice(h.header_len..)
+    } else if head.len() == h.header_len {
+        tail.clone()
+    } else {
+        return None;
+    };
+    (payload.len() as u64 == h.payload_len).then_some((h.opcode == OpCode::Text, payload))
+}
+
 /// One masked (client) frame. The caller supplies the key: proto has no source of randomness.
 pub fn encode_masked_frame(fin: bool, opcode: OpCode, payload: &[u8], key: [u8; 4]) -> Bytes {
     let mut header = [0u8; MAX_HEADER_LEN];
@@ -344,6 +385,29 @@ mod tests {
         let f = encode_frame(OpCode::Binary, &[7u8; 300]);
         assert_eq!(f.len(), 304);
         assert_eq!(&f[..4], &[0x82, 0x7E, 0x01, 0x2C]);
+    }
+
+    #[test]
+    fn compressed_frames_set_rsv1_and_data_frames_give_their_payload_back() {
+        let (head, tail) = encode_compressed_frame(true, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(&head[..3], &[0xc1, 0x07, 0xf2]);
+        assert!(tail.is_empty());
+        let (head, tail) = encode_compressed_frame(false, &vec![1u8; SHARE_THRESHOLD]);
+        assert_eq!((&head[..], tail.len()), (&[0xc2, 126, 0x40, 0x00][..], SHARE_THRESHOLD));
+        let Ok(Status::Complete(h)) = decode_header(&head, Role::Client, RSV1) else { panic!() };
+        assert_eq!((h.rsv, h.opcode), (RSV1, OpCode::Binary));
+
+        let small = Bytes::from_static(b"hi");
+        let (head, tail) = encode_data_frame(true, small);
+        assert_eq!(data_frame_payload(&head, &tail), Some((true, Bytes::from_static(b"hi"))));
+        let large = Bytes::from(vec![7u8; SHARE_THRESHOLD + 1]);
+        let (head, tail) = encode_data_frame(false, large.clone());
+        let (text, payload) = data_frame_payload(&head, &tail).unwrap();
+        assert!(!text && payload.as_ptr() == large.as_ptr(), "a view, not a copy");
+        let ping = encode_frame(OpCode::Ping, b"p");
+        assert_eq!(data_frame_payload(&ping, &Bytes::new()), None);
+        assert_eq!(data_frame_payload(&Bytes::from_static(&[0x81]), &Bytes::new()), None);
+        assert_eq!(data_frame_payload(&Bytes::from_static(&[0x81, 5, b'a']), &Bytes::new()), None);
     }
 
     #[test]

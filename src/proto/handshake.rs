@@ -3,8 +3,9 @@
 //! Owns: `parse_request`, the one call the reactor makes for bytes received before the upgrade:
 //! it frames the request (through http.rs), tells an upgrade from a plain request, and validates
 //! the upgrade (§4.2.1) into an `Upgrade`; the accept key (§4.2.2, checked against the §1.3
-//! vector); subprotocol selection; the 101 response; `RequestError`, every refusal of a request
-//! with its status and response.
+//! vector); subprotocol selection; the extensions offered (the permessage-deflate negotiation
+//! itself is deflate.rs's); the 101 response; `RequestError`, every refusal of a request with
+//! its status and response.
 //! Must not: frame HTTP itself (http.rs), hold the client side (client.rs), touch sockets, read a
 //! clock, or log.
 
@@ -15,6 +16,7 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 
+use super::deflate::{self, Agreement};
 use super::http::{read_request, Framed, HttpError, HttpLimits, Request, Response};
 
 /// §1.3: the GUID appended to the client's key before hashing.
@@ -160,6 +162,14 @@ impl Upgrade {
             .find_map(|offered| supported.iter().find(|s| s.as_str() == offered))
             .map(String::as_str)
     }
+
+    /// The first permessage-deflate offer the server can honour (RFC 7692), or `None`: no offer,
+    /// or none that can be honoured, which declines the extension without failing the upgrade.
+    pub fn negotiate_deflate(&self) -> Option<Agreement> {
+        deflate::negotiate(
+            self.request.headers().filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions")).map(|(_, v)| v),
+        )
+    }
 }
 
 impl Request {
@@ -237,6 +247,12 @@ pub fn accept_key(key: &[u8]) -> String {
 
 /// The 101 Switching Protocols response, with the selected subprotocol if any.
 pub fn accept_response(accept: &str, protocol: Option<&str>) -> Bytes {
+    accept_response_with(accept, protocol, None)
+}
+
+/// The 101 Switching Protocols response, with the selected subprotocol and the accepted
+/// extensions (`Sec-WebSocket-Extensions`), if any.
+pub fn accept_response_with(accept: &str, protocol: Option<&str>, extensions: Option<&str>) -> Bytes {
     let mut s = String::with_capacity(160);
     s.push_str(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
@@ -245,6 +261,9 @@ pub fn accept_response(accept: &str, protocol: Option<&str>) -> Bytes {
     s.push_str("\r\n");
     if let Some(p) = protocol {
         let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
+    }
+    if let Some(e) = extensions {
+        let _ = write!(s, "Sec-WebSocket-Extensions: {e}\r\n");
     }
     s.push_str("\r\n");
     Bytes::from(s)
@@ -293,6 +312,22 @@ mod tests {
         let supported = vec!["superchat".to_string(), "chat".to_string()];
         assert_eq!(u.select_protocol(&supported), Some("chat"));
         assert_eq!(u.select_protocol(&["mqtt".to_string()]), None);
+    }
+
+    #[test]
+    fn deflate_offers_across_header_lines_and_the_response() {
+        let with = |extra: &str| upgrade(&RFC_REQUEST.replacen("\r\n\r\n", &format!("\r\n{extra}\r\n\r\n"), 1));
+        assert_eq!(upgrade(RFC_REQUEST).negotiate_deflate(), None);
+        let u = with(
+            "Sec-WebSocket-Extensions: x-foo\r\nsec-websocket-extensions: permessage-deflate; client_max_window_bits",
+        );
+        let agreement = u.negotiate_deflate().expect("the second line's offer");
+        assert_eq!(agreement.client_max_window_bits, Some(15));
+        let u = with("Sec-WebSocket-Extensions: permessage-deflate; bogus");
+        assert_eq!(u.negotiate_deflate(), None, "declined, and the upgrade itself is valid");
+        let text = String::from_utf8(accept_response_with("k", None, Some(&agreement.response())).to_vec()).unwrap();
+        assert!(text.contains("\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=15\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"));
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! Messages out of frames: fragments reassembled, text checked as UTF-8 as it arrives, control
-//! frames passed through between fragments (RFC 6455 §5.4, §5.5, §8.1).
+//! frames passed through between fragments (RFC 6455 §5.4, §5.5, §8.1), compressed messages
+//! inflated whole (RFC 7692 §6).
 //!
 //! Owns: `Assembler` (per connection) and `Utf8Validator`. Invariants: an unfragmented message is
 //! handed on as the frame's own `Bytes` (no copy); the assembler owns no memory unless a
 //! fragmented message is open or a text frame is half-received, and its state is one pointer,
 //! so an idle connection pays 8 bytes; invalid UTF-8 fails as soon as the bytes holding it have
-//! arrived, even in the middle of a frame, not at the end of the message.
+//! arrived, even in the middle of a frame, not at the end of the message; a compressed message
+//! (RSV1 on its first frame) is inflated once complete, with the caller's inflater (one per
+//! worker) and the message limit, and its text checked then.
 
 use bytes::{Bytes, BytesMut};
 
 use super::close::{parse_close_payload, CloseFrame};
 use super::decoder::Frame;
+use super::deflate::{InflateError, Inflater};
 use super::error::ProtocolError;
-use super::frame::{FrameHeader, OpCode};
+use super::frame::{FrameHeader, OpCode, RSV1};
 use super::mask::apply_mask;
 
 /// What a peer said, one complete unit at a time.
@@ -98,6 +102,34 @@ struct Partial {
     opcode: OpCode,
     data: BytesMut,
     utf8: Utf8Validator,
+    /// RSV1 was set on the first frame: `data` is DEFLATE data, inflated at the end.
+    compressed: bool,
+}
+
+/// The most compressed bytes a message of at most `max` bytes is allowed: DEFLATE can make
+/// incompressible data slightly longer (an eighth at worst with fixed Huffman codes).
+fn compressed_limit(max: usize) -> usize {
+    max.saturating_add(max / 8).saturating_add(64)
+}
+
+/// A compressed message's data, inflated under the message limit (RFC 7692 §7.2.2).
+fn inflated(
+    opcode: OpCode,
+    compressed: &[u8],
+    max_message: usize,
+    inflater: Option<&mut Inflater>,
+) -> Result<Option<Event>, ProtocolError> {
+    // RSV1 reaches here only on a connection that negotiated compression, whose caller passes
+    // an inflater; without one the bit means nothing (RFC 6455 §5.2).
+    let inflater = inflater.ok_or(ProtocolError::ReservedBits)?;
+    let data = inflater.inflate(compressed, max_message).map_err(|e| match e {
+        InflateError::TooLarge => ProtocolError::MessageTooLarge,
+        InflateError::Invalid => ProtocolError::InvalidCompressedData,
+    })?;
+    if opcode == OpCode::Text && std::str::from_utf8(&data).is_err() {
+        return Err(ProtocolError::InvalidUtf8);
+    }
+    Ok(Some(message(opcode, data)))
 }
 
 /// Progress through a text frame whose payload is still arriving.
@@ -146,9 +178,10 @@ impl Assembler {
         masked_prefix: &[u8],
     ) -> Result<(), ProtocolError> {
         let start = match header.opcode {
-            OpCode::Text => Utf8Validator::default(),
+            // A compressed frame is DEFLATE data: its text is checked once inflated.
+            OpCode::Text if header.rsv & RSV1 == 0 => Utf8Validator::default(),
             OpCode::Continuation => match self.state.as_ref().and_then(|s| s.message.as_ref()) {
-                Some(p) if p.opcode == OpCode::Text => p.utf8,
+                Some(p) if p.opcode == OpCode::Text && !p.compressed => p.utf8,
                 _ => return Ok(()),
             },
             _ => return Ok(()),
@@ -178,18 +211,33 @@ impl Assembler {
         }
     }
 
-    /// Takes the next frame; returns an event when the frame completes one.
-    pub fn push(&mut self, frame: Frame, max_message: usize) -> Result<Option<Event>, ProtocolError> {
+    /// Takes the next frame; returns an event when the frame completes one. `inflater` inflates
+    /// compressed messages: pass one on a connection that negotiated permessage-deflate.
+    pub fn push(
+        &mut self,
+        frame: Frame,
+        max_message: usize,
+        inflater: Option<&mut Inflater>,
+    ) -> Result<Option<Event>, ProtocolError> {
         // A complete frame ends any partial-frame check (it was of this frame).
         if let Some(state) = self.state.as_mut() {
             state.frame = None;
         }
-        let result = self.push_frame(frame, max_message);
+        let result = self.push_frame(frame, max_message, inflater);
         self.tidy();
         result
     }
 
-    fn push_frame(&mut self, frame: Frame, max_message: usize) -> Result<Option<Event>, ProtocolError> {
+    fn push_frame(
+        &mut self,
+        frame: Frame,
+        max_message: usize,
+        inflater: Option<&mut Inflater>,
+    ) -> Result<Option<Event>, ProtocolError> {
+        let compressed = frame.rsv & RSV1 != 0;
+        if compressed && frame.opcode.is_control() {
+            return Err(ProtocolError::CompressedControl);
+        }
         match frame.opcode {
             OpCode::Ping => Ok(Some(Event::Ping(frame.payload))),
             OpCode::Pong => Ok(Some(Event::Pong(frame.payload))),
@@ -198,31 +246,43 @@ impl Assembler {
                 if self.in_message() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
-                if frame.payload.len() > max_message {
+                if compressed && inflater.is_none() {
+                    return Err(ProtocolError::ReservedBits);
+                }
+                let limit = if compressed { compressed_limit(max_message) } else { max_message };
+                if frame.payload.len() > limit {
                     return Err(ProtocolError::MessageTooLarge);
                 }
                 let mut utf8 = Utf8Validator::default();
-                if frame.opcode == OpCode::Text {
+                if frame.opcode == OpCode::Text && !compressed {
                     utf8.feed(&frame.payload)?;
                 }
                 if frame.fin {
+                    if compressed {
+                        return inflated(frame.opcode, &frame.payload, max_message, inflater);
+                    }
                     if !utf8.is_complete() {
                         return Err(ProtocolError::InvalidUtf8);
                     }
                     return Ok(Some(message(frame.opcode, frame.payload)));
                 }
+                let data = BytesMut::from(&frame.payload[..]);
                 self.state.get_or_insert_with(Box::default).message =
-                    Some(Partial { opcode: frame.opcode, data: BytesMut::from(&frame.payload[..]), utf8 });
+                    Some(Partial { opcode: frame.opcode, data, utf8, compressed });
                 Ok(None)
             }
             OpCode::Continuation => {
+                if compressed {
+                    return Err(ProtocolError::CompressedContinuation);
+                }
                 let Some(partial) = self.state.as_mut().and_then(|s| s.message.as_mut()) else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
-                if partial.data.len() + frame.payload.len() > max_message {
+                let limit = if partial.compressed { compressed_limit(max_message) } else { max_message };
+                if partial.data.len() + frame.payload.len() > limit {
                     return Err(ProtocolError::MessageTooLarge);
                 }
-                if partial.opcode == OpCode::Text {
+                if partial.opcode == OpCode::Text && !partial.compressed {
                     partial.utf8.feed(&frame.payload)?;
                 }
                 partial.data.extend_from_slice(&frame.payload);
@@ -230,6 +290,9 @@ impl Assembler {
                     return Ok(None);
                 }
                 let partial = self.state.as_mut().and_then(|s| s.message.take()).expect("checked above");
+                if partial.compressed {
+                    return inflated(partial.opcode, &partial.data, max_message, inflater);
+                }
                 if !partial.utf8.is_complete() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
@@ -296,19 +359,19 @@ mod tests {
         let mut a = Assembler::new();
         let f = frame(true, OpCode::Binary, b"abc");
         let ptr = f.payload.as_ptr();
-        let Ok(Some(Event::Binary(b))) = a.push(f, MAX) else { panic!() };
+        let Ok(Some(Event::Binary(b))) = a.push(f, MAX, None) else { panic!() };
         assert_eq!(b.as_ptr(), ptr);
     }
 
     #[test]
     fn fragments_reassemble_with_control_frames_between() {
         let mut a = Assembler::new();
-        assert_eq!(a.push(frame(false, OpCode::Text, b"Hel"), MAX), Ok(None));
+        assert_eq!(a.push(frame(false, OpCode::Text, b"Hel"), MAX, None), Ok(None));
         assert!(a.in_message());
-        assert_eq!(a.push(frame(true, OpCode::Ping, b"p"), MAX), Ok(Some(Event::Ping(Bytes::from_static(b"p")))));
-        assert_eq!(a.push(frame(false, OpCode::Continuation, b"l"), MAX), Ok(None));
+        assert_eq!(a.push(frame(true, OpCode::Ping, b"p"), MAX, None), Ok(Some(Event::Ping(Bytes::from_static(b"p")))));
+        assert_eq!(a.push(frame(false, OpCode::Continuation, b"l"), MAX, None), Ok(None));
         assert_eq!(
-            a.push(frame(true, OpCode::Continuation, b"o"), MAX),
+            a.push(frame(true, OpCode::Continuation, b"o"), MAX, None),
             Ok(Some(Event::Text(Bytes::from_static(b"Hello"))))
         );
         assert!(!a.in_message(), "buffer released after the message");
@@ -317,35 +380,38 @@ mod tests {
     #[test]
     fn fragmentation_errors() {
         let mut a = Assembler::new();
-        assert_eq!(a.push(frame(true, OpCode::Continuation, b"x"), MAX), Err(ProtocolError::UnexpectedContinuation));
+        assert_eq!(
+            a.push(frame(true, OpCode::Continuation, b"x"), MAX, None),
+            Err(ProtocolError::UnexpectedContinuation)
+        );
         let mut a = Assembler::new();
-        a.push(frame(false, OpCode::Binary, b"x"), MAX).unwrap();
-        assert_eq!(a.push(frame(true, OpCode::Text, b"y"), MAX), Err(ProtocolError::ExpectedContinuation));
+        a.push(frame(false, OpCode::Binary, b"x"), MAX, None).unwrap();
+        assert_eq!(a.push(frame(true, OpCode::Text, b"y"), MAX, None), Err(ProtocolError::ExpectedContinuation));
     }
 
     #[test]
     fn message_limit_counts_all_fragments() {
         let mut a = Assembler::new();
-        assert_eq!(a.push(frame(true, OpCode::Binary, &[0; 65]), MAX), Err(ProtocolError::MessageTooLarge));
+        assert_eq!(a.push(frame(true, OpCode::Binary, &[0; 65]), MAX, None), Err(ProtocolError::MessageTooLarge));
         let mut a = Assembler::new();
-        a.push(frame(false, OpCode::Binary, &[0; 40]), MAX).unwrap();
-        assert_eq!(a.push(frame(true, OpCode::Continuation, &[0; 25]), MAX), Err(ProtocolError::MessageTooLarge));
+        a.push(frame(false, OpCode::Binary, &[0; 40]), MAX, None).unwrap();
+        assert_eq!(a.push(frame(true, OpCode::Continuation, &[0; 25]), MAX, None), Err(ProtocolError::MessageTooLarge));
     }
 
     #[test]
     fn text_fails_fast_on_the_bad_fragment_and_at_end_when_truncated() {
         let mut a = Assembler::new();
-        a.push(frame(false, OpCode::Text, "κόσμε".as_bytes()), MAX).unwrap();
+        a.push(frame(false, OpCode::Text, "κόσμε".as_bytes()), MAX, None).unwrap();
         assert_eq!(
-            a.push(frame(false, OpCode::Continuation, &[0xed, 0xa0, 0x80]), MAX),
+            a.push(frame(false, OpCode::Continuation, &[0xed, 0xa0, 0x80]), MAX, None),
             Err(ProtocolError::InvalidUtf8),
             "must fail before the final fragment"
         );
         let mut a = Assembler::new();
-        a.push(frame(false, OpCode::Text, &[0xce]), MAX).unwrap();
-        assert_eq!(a.push(frame(true, OpCode::Continuation, b""), MAX), Err(ProtocolError::InvalidUtf8));
+        a.push(frame(false, OpCode::Text, &[0xce]), MAX, None).unwrap();
+        assert_eq!(a.push(frame(true, OpCode::Continuation, b""), MAX, None), Err(ProtocolError::InvalidUtf8));
         let mut a = Assembler::new();
-        assert_eq!(a.push(frame(true, OpCode::Text, &[0xce]), MAX), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(a.push(frame(true, OpCode::Text, &[0xce]), MAX, None), Err(ProtocolError::InvalidUtf8));
     }
 
     fn masked_text_header(opcode: OpCode, len: u64) -> FrameHeader {
@@ -372,11 +438,11 @@ mod tests {
     #[test]
     fn partial_check_continues_a_text_message_and_ignores_binary() {
         let mut a = Assembler::new();
-        a.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX).unwrap(); // euro sign, cut
+        a.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX, None).unwrap(); // euro sign, cut
         let header = masked_text_header(OpCode::Continuation, 10);
         assert_eq!(a.check_partial_frame(&header, &masked(&[0xac, b'x'])), Ok(()));
         let mut b = Assembler::new();
-        b.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX).unwrap();
+        b.push(frame(false, OpCode::Text, &[0xe2, 0x82]), MAX, None).unwrap();
         assert_eq!(b.check_partial_frame(&header, &masked(&[0x41])), Err(ProtocolError::InvalidUtf8));
         let mut c = Assembler::new();
         let binary = masked_text_header(OpCode::Binary, 10);
@@ -390,15 +456,87 @@ mod tests {
         let header = masked_text_header(OpCode::Text, 3);
         a.check_partial_frame(&header, &masked(b"ab")).unwrap();
         assert!(a.holds_memory());
-        assert_eq!(a.push(frame(true, OpCode::Text, b"abc"), MAX), Ok(Some(Event::Text(Bytes::from_static(b"abc")))));
+        assert_eq!(
+            a.push(frame(true, OpCode::Text, b"abc"), MAX, None),
+            Ok(Some(Event::Text(Bytes::from_static(b"abc"))))
+        );
         assert!(!a.holds_memory());
+    }
+
+    fn compressed(fin: bool, opcode: OpCode, data: &[u8]) -> Frame {
+        let payload = Bytes::copy_from_slice(crate::proto::deflate::Compressor::new(6).compress(data).unwrap());
+        Frame { fin, rsv: RSV1, opcode, payload }
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole() {
+        let mut inflater = Inflater::new();
+        let mut a = Assembler::new();
+        let text = "κόσμε ".repeat(20);
+        let got = a.push(compressed(true, OpCode::Text, text.as_bytes()), 1024, Some(&mut inflater));
+        assert_eq!(got, Ok(Some(Event::Text(Bytes::from(text.clone())))));
+        // Fragmented: RSV1 on the first frame only, a ping between, the text cut mid-character.
+        let whole = compressed(true, OpCode::Text, text.as_bytes()).payload;
+        let (one, two) = whole.split_at(3);
+        let first = Frame { fin: false, rsv: RSV1, opcode: OpCode::Text, payload: Bytes::copy_from_slice(one) };
+        assert_eq!(a.push(first, 1024, Some(&mut inflater)), Ok(None));
+        assert!(a.in_message());
+        assert_eq!(
+            a.push(frame(true, OpCode::Ping, b"p"), 1024, None),
+            Ok(Some(Event::Ping(Bytes::from_static(b"p"))))
+        );
+        let last = frame(true, OpCode::Continuation, two);
+        assert_eq!(a.push(last, 1024, Some(&mut inflater)), Ok(Some(Event::Text(Bytes::from(text)))));
+        assert!(!a.holds_memory(), "nothing kept after the message");
+    }
+
+    #[test]
+    fn compression_violations() {
+        let mut inflater = Inflater::new();
+        let cases: Vec<(Vec<Frame>, ProtocolError)> = vec![
+            (vec![Frame { rsv: RSV1, ..frame(true, OpCode::Ping, b"") }], ProtocolError::CompressedControl),
+            (vec![Frame { rsv: RSV1, ..frame(true, OpCode::Close, &[3, 232]) }], ProtocolError::CompressedControl),
+            (
+                vec![
+                    compressed(false, OpCode::Binary, b"abc"),
+                    Frame { rsv: RSV1, ..frame(true, OpCode::Continuation, b"") },
+                ],
+                ProtocolError::CompressedContinuation,
+            ),
+            (vec![compressed(true, OpCode::Binary, &[0; 5000])], ProtocolError::MessageTooLarge),
+            (
+                vec![Frame { rsv: RSV1, ..frame(true, OpCode::Binary, &[0xff, 0xff]) }],
+                ProtocolError::InvalidCompressedData,
+            ),
+            (vec![compressed(true, OpCode::Text, &[b'a', 0xff, b'b'])], ProtocolError::InvalidUtf8),
+        ];
+        for (frames, want) in cases {
+            let mut a = Assembler::new();
+            let mut got = Ok(None);
+            for f in frames {
+                got = a.push(f, 1024, Some(&mut inflater));
+                if got.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(got, Err(want));
+        }
+        let mut a = Assembler::new();
+        assert_eq!(a.push(compressed(true, OpCode::Text, b"x"), MAX, None), Err(ProtocolError::ReservedBits));
+    }
+
+    #[test]
+    fn a_compressed_text_frame_is_not_checked_as_utf8_before_it_is_inflated() {
+        let mut a = Assembler::new();
+        let header = FrameHeader { rsv: RSV1, ..masked_text_header(OpCode::Text, 100) };
+        assert_eq!(a.check_partial_frame(&header, &masked(&[0xff, 0xfe, 0x00])), Ok(()));
     }
 
     #[test]
     fn close_frames_are_validated() {
         let mut a = Assembler::new();
-        assert_eq!(a.push(frame(true, OpCode::Close, &[3]), MAX), Err(ProtocolError::ClosePayloadTooShort));
-        assert_eq!(a.push(frame(true, OpCode::Close, &[0, 0]), MAX), Err(ProtocolError::InvalidCloseCode));
-        assert_eq!(a.push(frame(true, OpCode::Close, &[]), MAX), Ok(Some(Event::Close(None))));
+        assert_eq!(a.push(frame(true, OpCode::Close, &[3]), MAX, None), Err(ProtocolError::ClosePayloadTooShort));
+        assert_eq!(a.push(frame(true, OpCode::Close, &[0, 0]), MAX, None), Err(ProtocolError::InvalidCloseCode));
+        assert_eq!(a.push(frame(true, OpCode::Close, &[]), MAX, None), Ok(Some(Event::Close(None))));
     }
 }

@@ -1,7 +1,7 @@
 //! The sans-IO WebSocket protocol core (RFC 6455): bytes in, values out.
 //!
 //! Owns: HTTP/1.1 framing, the opening handshake (server and client side), frame codec, masking,
-//! frame decoding, message assembly and close codes.
+//! frame decoding, message assembly, permessage-deflate and close codes.
 //! Must not: touch sockets (`std::net`, mio), read a clock, log, or use any other module of this
 //! crate. Every parser returns complete / need more (`Status::Partial`) / error, so the reactor
 //! can feed it whatever a read returned. CI greps this directory to keep that true.
@@ -10,6 +10,7 @@ pub mod client;
 pub mod close;
 pub mod close_code;
 pub mod decoder;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -9,11 +9,14 @@
 //!   stay in the buffer untouched, so the caller can keep them for the next read.
 //! - Invalid UTF-8 fails as soon as the bytes holding it arrive, even inside a frame whose end
 //!   has not (§8.1 fail fast), not when the message completes.
+//! - A compressed message (RFC 7692) is inflated once whole, with the inflater the caller
+//!   passes (one per worker): the receiver keeps no compression state.
 //! - Between messages the receiver owns no memory (it is one null pointer).
 
 use bytes::BytesMut;
 
 use super::decoder::{decode_frame, FrameRules};
+use super::deflate::Inflater;
 use super::error::ProtocolError;
 use super::frame::decode_header;
 use super::message::{Assembler, Event};
@@ -45,16 +48,20 @@ impl Receiver {
     /// `Partial` means every whole frame was consumed and what is left (possibly nothing) is the
     /// start of a frame: read more and call again. An error means the connection must be failed
     /// with the error's close code; what is left in `buf` is then of no use.
+    ///
+    /// `inflater` inflates compressed messages (RFC 7692): pass the worker's on a connection
+    /// that negotiated permessage-deflate, whose `rules` then allow RSV1.
     pub fn receive(
         &mut self,
         buf: &mut BytesMut,
         rules: &FrameRules,
         max_message: usize,
+        mut inflater: Option<&mut Inflater>,
     ) -> Result<Status<Event>, ProtocolError> {
         loop {
             match decode_frame(buf, rules)? {
                 Status::Complete(frame) => {
-                    if let Some(event) = self.assembler.push(frame, max_message)? {
+                    if let Some(event) = self.assembler.push(frame, max_message, inflater.as_deref_mut())? {
                         return Ok(Status::Complete(event));
                     }
                 }
@@ -93,7 +100,7 @@ mod tests {
         let mut buf = BytesMut::from(bytes);
         let mut out = Vec::new();
         loop {
-            match receiver.receive(&mut buf, &RULES, 1 << 20) {
+            match receiver.receive(&mut buf, &RULES, 1 << 20, None) {
                 Ok(Status::Complete(event)) => out.push(Ok(event)),
                 Ok(Status::Partial) => return out,
                 Err(e) => {
@@ -129,11 +136,11 @@ mod tests {
         let frame = encode_masked_frame(true, OpCode::Binary, &[5; 10], KEY);
         let mut buf = BytesMut::from(&frame[..7]);
         let mut receiver = Receiver::new();
-        assert_eq!(receiver.receive(&mut buf, &RULES, 1024), Ok(Status::Partial));
+        assert_eq!(receiver.receive(&mut buf, &RULES, 1024, None), Ok(Status::Partial));
         assert_eq!(&buf[..], &frame[..7], "nothing consumed");
         buf.extend_from_slice(&frame[7..]);
         assert_eq!(
-            receiver.receive(&mut buf, &RULES, 1024),
+            receiver.receive(&mut buf, &RULES, 1024, None),
             Ok(Status::Complete(Event::Binary(Bytes::from(vec![5; 10]))))
         );
         assert!(buf.is_empty());
@@ -155,7 +162,7 @@ mod tests {
         assert_eq!(feed(&mut receiver, &unmasked), vec![Err(ProtocolError::UnmaskedFrame)]);
         let mut receiver = Receiver::new();
         let mut buf = BytesMut::from(&encode_masked_frame(true, OpCode::Binary, &[0; 100], KEY)[..]);
-        assert_eq!(receiver.receive(&mut buf, &RULES, 99), Err(ProtocolError::MessageTooLarge));
+        assert_eq!(receiver.receive(&mut buf, &RULES, 99, None), Err(ProtocolError::MessageTooLarge));
         assert_eq!(ProtocolError::MessageTooLarge.close_code(), 1009);
     }
 }

@@ -5,11 +5,12 @@
 //! Invariants: an idle open connection owns no read buffer (`rbuf` is released once empty), no
 //! write buffer (`wq` holds at most an inline slot) and no message buffer (the receiver is one
 //! null pointer); the session exists exactly while the connection is `Open`: leaving that phase
-//! takes it out and hands it to `on_close`. A TLS connection adds one boxed `TlsConn`, which
-//! holds no buffer while idle either.
+//! takes it out and hands it to `on_close`. No compression state either: permessage-deflate is a
+//! one-byte mode. A TLS connection adds one boxed `TlsConn`, which holds no buffer while idle.
 
 use mio::net::TcpStream;
 
+use super::deflate::Compression;
 use super::read_buf::ReadBuf;
 use super::timer::Tick;
 use super::tls::TlsConn;
@@ -54,6 +55,8 @@ pub(crate) struct Connection<S> {
     /// stays in the kernel (TCP backpressure on a client that pipelines deeply) until the
     /// response is out, when the connection is read again.
     pub(crate) read_paused: bool,
+    /// permessage-deflate, as negotiated at the upgrade.
+    pub(crate) compression: Compression,
     /// When the current phase's timeout (or the idle ping) is due.
     pub(crate) deadline: Tick,
     /// The tick of the wheel entry responsible for this connection (0: none).
@@ -79,6 +82,7 @@ impl<S> Connection<S> {
             awaiting: false,
             keep_alive: false,
             read_paused: false,
+            compression: Compression::Off,
             deadline: 0,
             timer_at: 0,
             rbuf: ReadBuf::default(),

@@ -14,8 +14,8 @@ use super::read_buf::ReadBuf;
 use super::service::Service;
 use super::token::ConnId;
 use super::worker::{get, Worker};
-use crate::proto::frame::{encode_frame, OpCode};
-use crate::proto::{CloseCode, Event, Status};
+use crate::proto::frame::{encode_frame, OpCode, RSV1};
+use crate::proto::{CloseCode, Event, FrameRules, Status};
 
 impl<S: Service> Worker<S> {
     /// Hands the received bytes to proto, phase by phase, and acts on what comes back.
@@ -50,9 +50,17 @@ impl<S: Service> Worker<S> {
         let Some(conn) = get(&mut self.conns, id) else {
             return false;
         };
-        match conn.receiver.receive(data, &self.limits.frame_rules, self.limits.max_message) {
+        // permessage-deflate gives RSV1 its meaning, and the worker's inflater reads it.
+        let inflated = self.deflate.inflater.inflated();
+        let (rules, inflater) = if conn.compression.inflates() {
+            (FrameRules { allowed_rsv: RSV1, ..self.limits.frame_rules }, Some(&mut self.deflate.inflater))
+        } else {
+            (self.limits.frame_rules, None)
+        };
+        match conn.receiver.receive(data, &rules, self.limits.max_message, inflater) {
             Ok(Status::Partial) => false,
             Ok(Status::Complete(event)) => {
+                self.metrics.decompressions.add(self.deflate.inflater.inflated() - inflated);
                 self.on_event(id, event);
                 true
             }

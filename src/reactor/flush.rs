@@ -14,6 +14,7 @@ use bytes::Bytes;
 use mio::Interest;
 
 use super::connection::{Connection, Phase};
+use super::deflate::Compression;
 use super::service::Service;
 use super::token::ConnId;
 use super::worker::{get, Worker};
@@ -54,6 +55,8 @@ impl<S: Service> Worker<S> {
     /// ping whatever the queue holds, as the keep-alive ping always was.
     pub(super) fn queue_send(&mut self, id: ConnId, head: Bytes, tail: Bytes, ping: bool) {
         if !ping {
+            let mode = get(&mut self.conns, id).map_or(Compression::Off, |c| c.compression);
+            let (head, tail) = self.deflate.outgoing(mode, head, tail, &self.metrics);
             return self.queue_data(id, head, tail, true);
         }
         let Some(conn) = get(&mut self.conns, id) else {

@@ -13,6 +13,7 @@ use mio::{Events, Poll, Waker};
 use super::admission::Admission;
 use super::bus::Bus;
 use super::connection::Connection;
+use super::deflate::Compression;
 use super::listener;
 use super::service::{Deferred, Io, ServerClose, Service};
 use super::shared::{Shared, NO_WORKER};
@@ -20,7 +21,8 @@ use super::token::{ConnId, WAKER};
 use super::worker::{Limits, Worker};
 use crate::config::Config;
 use crate::proto::client::client_request;
-use crate::proto::frame::{encode_masked_frame, OpCode, Role};
+use crate::proto::deflate::Compressor;
+use crate::proto::frame::{encode_masked_frame, OpCode, Role, RSV1};
 use crate::proto::{decode_frame, CloseCode, FrameRules, Request, Response, Status, Upgrade};
 
 /// Echoes messages. Plain requests: `/defer` keeps its `Deferred` for the test, `/drop` drops
@@ -68,25 +70,33 @@ struct Harness {
 impl Harness {
     /// A worker stepped by hand on this thread, and one upgraded client.
     fn new() -> Harness {
-        let mut h = Harness::http();
-        let (request, _) = client_request("x", "/", [1; 16], &[], &[]);
+        Harness::upgraded(Config::default(), &[]).0
+    }
+
+    /// `new` with `config`, the upgrade request carrying `headers`; returns the 101 as text.
+    fn upgraded(config: Config, headers: &[(&str, &str)]) -> (Harness, String) {
+        let mut h = Harness::http_with(config);
+        let (request, _) = client_request("x", "/", [1; 16], &[], headers);
         h.client.write_all(&request).unwrap();
         h.turn_until("upgrade", |w| w.metrics.handshakes.get() == 1);
         let mut response = [0u8; 512];
         let n = h.client.read(&mut response).unwrap();
         assert!(response[..n].starts_with(b"HTTP/1.1 101"));
-        h
+        (h, String::from_utf8_lossy(&response[..n]).into_owned())
     }
 
     /// A worker stepped by hand on this thread, and one client connected (and accepted) but
     /// still in its HTTP phase.
     fn http() -> Harness {
+        Harness::http_with(Config::default())
+    }
+
+    fn http_with(config: Config) -> Harness {
         let listener = listener::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
         let addr = listener.local_addr().unwrap();
-        let limits = Limits::new(&Config::default());
+        let limits = Limits::new(&config);
         let poll = Poll::new().unwrap();
         let waker = Waker::new(poll.registry(), WAKER).unwrap();
-        let config = Config::default();
         let shared = Arc::new(Shared {
             bus: Bus::new(vec![waker]),
             admission: Admission::new(config.max_connections, config.max_connections_per_ip),
@@ -218,6 +228,28 @@ fn an_idle_open_connection_owns_no_read_or_write_buffer() {
     h.send(&encode_masked_frame(true, OpCode::Continuation, b"c", [9; 4]));
     h.read_echo(5);
     assert_owns_no_buffer(h.conn());
+}
+
+#[test]
+fn an_idle_compressed_connection_holds_no_compression_state() {
+    let config = Config { compression: true, compression_threshold: 0, ..Config::default() };
+    let offer = [("Sec-WebSocket-Extensions", "permessage-deflate")];
+    let (mut h, response) = Harness::upgraded(config, &offer);
+    assert!(response.contains("Sec-WebSocket-Extensions: permessage-deflate;"), "{response}");
+    assert_eq!(h.conn().compression, Compression::On);
+    assert_owns_no_buffer(h.conn());
+    // A compressed message in two fragments (RSV1 on the first), echoed compressed.
+    let compressed = Compressor::new(6).compress(&[b'x'; 300]).unwrap().to_vec();
+    let mut first = encode_masked_frame(false, OpCode::Text, &compressed[..2], [3; 4]).to_vec();
+    first[0] |= RSV1 << 4;
+    h.send(&first);
+    assert!(h.conn().receiver.holds_memory(), "the fragment, while the message is open");
+    h.send(&encode_masked_frame(true, OpCode::Continuation, &compressed[2..], [3; 4]));
+    h.turn_until("the echo", |w| w.metrics.compressions.get() == 1);
+    assert_eq!(h.worker.metrics.decompressions.get(), 1);
+    assert_owns_no_buffer(h.conn());
+    // The state is the worker's: nothing of it is in the connection but its one-byte mode.
+    assert_eq!(std::mem::size_of::<Compression>(), 1);
 }
 
 #[test]

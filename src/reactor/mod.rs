@@ -18,12 +18,14 @@
 //!   encrypted, then written).
 //! - `close.rs`: every way a connection ends. `deadline.rs`: its timeouts. `stop.rs`: graceful stop.
 //! - `publish.rs`: the inbox and the per-turn batches to subscribers. `flush.rs`: queueing and writes.
+//! - `deflate.rs`: permessage-deflate: the worker's compressor and inflater, each connection's
+//!   mode, the compressed forms of outgoing frames.
 //! - `bus.rs`: inboxes between workers and topic interest, nothing else. `admission.rs`: the
 //!   server-wide connection counts. `shared.rs`: what all workers share, and the bus actions
 //!   (frame encoded once, then the bus) that `Io` and the server layer's `Remote` both use.
 //!
 //! Leaves first, so no file imports one that imports it back: `worker.rs` uses only the leaf
-//! files (`service.rs`, `stop.rs`, `bus.rs`, `shared.rs`, state and buffer types); the duty files
+//! files (`service.rs`, `stop.rs`, `bus.rs`, `shared.rs`, `deflate.rs`, state and buffer types); the duty files
 //! add `impl Worker` blocks and use `worker.rs`; `mod.rs` uses the worker to spawn it.
 //!
 //! Invariants:
@@ -42,6 +44,7 @@ mod bus;
 mod close;
 mod connection;
 mod deadline;
+mod deflate;
 mod dispatch;
 mod flush;
 mod listener;

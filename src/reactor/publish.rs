@@ -8,7 +8,9 @@
 //! subscriber); a subscribe takes effect between the publishes before and after it, never in
 //! the middle of a batch; a subscriber over its queue cap is dropped from or closed after the
 //! delivery, never during it; a publish that skips one connection (its sender) is delivered at
-//! once, after the topic's pending batch, so order per topic still holds. What a connection
+//! once, after the topic's pending batch, so order per topic still holds. A connection that
+//! takes compressed frames (permessage-deflate) gets the compressed batch of its topic (and of
+//! the broadcast), made once per worker however many such subscribers there are. What a connection
 //! receives follows the inbox's order: a send or close from the inbox first delivers what its
 //! connection's topics have pending, and an unsubscribe takes effect between the publishes
 //! before and after it, as a subscribe does.
@@ -68,13 +70,21 @@ impl<S: Service> Worker<S> {
         for envelope in envelopes.drain(..) {
             match envelope {
                 Envelope::Publish { topic, head, tail, except: None } => {
-                    let reached = self.topics.publish(&topic, &head, &tail, SHARE_THRESHOLD);
+                    let Worker { topics, deflate, metrics, .. } = self;
+                    let compress = || deflate.compress(&head, &tail, metrics);
+                    let reached = topics.publish(&topic, &head, &tail, SHARE_THRESHOLD, compress);
                     self.metrics.deliveries.add(reached as u64);
                 }
                 Envelope::Publish { topic, head, tail, except: Some(except) } => {
                     self.publish_except(&topic, &head, &tail, except);
                 }
-                Envelope::Broadcast { head, tail } => self.broadcast.push(&head, &tail, SHARE_THRESHOLD),
+                Envelope::Broadcast { head, tail } => {
+                    self.broadcast.push(&head, &tail, SHARE_THRESHOLD);
+                    if self.deflate.enabled {
+                        let (h, t) = self.deflate.compress(&head, &tail, &self.metrics).unwrap_or((head, tail));
+                        self.deflate.broadcast.push(&h, &t, SHARE_THRESHOLD);
+                    }
+                }
                 Envelope::Send { id, head, tail, ping } => {
                     self.deliver_pending_to(id);
                     self.queue_send(id, head, tail, ping);
@@ -91,7 +101,8 @@ impl<S: Service> Worker<S> {
                         // published for; the newcomer starts with the next one.
                         self.deliver_published(Some(&topic));
                     }
-                    if !open || !self.topics.subscribe(id.slot, &topic) {
+                    let compressed = get(&mut self.conns, id).is_some_and(|c| c.compression.compresses());
+                    if !open || !self.topics.subscribe(id.slot, &topic, compressed) {
                         self.shared.bus.uncount(self.index, &topic);
                     }
                 }
@@ -114,9 +125,10 @@ impl<S: Service> Worker<S> {
     /// has pending. A stale `except` (closed, slot reused) skips nobody.
     fn publish_except(&mut self, topic: &str, head: &Bytes, tail: &Bytes, except: ConnId) {
         let except_slot = if get(&mut self.conns, except).is_some() { except.slot } else { u32::MAX };
-        let Worker { topics, conns, dirty, slow, limits, metrics, index, .. } = self;
+        let Worker { topics, conns, dirty, slow, limits, metrics, index, deflate, .. } = self;
+        let compress = || deflate.compress(head, tail, metrics);
         let mut delivery = Delivery { dirty, slow, limits, metrics, worker: *index as u16 };
-        let reached = topics.publish_except(topic, head, tail, except_slot, |member, bytes| {
+        let reached = topics.publish_except(topic, head, tail, except_slot, compress, |member, bytes| {
             if let Some(conn) = conns.get_mut(member as usize) {
                 delivery.queue(member, conn, bytes);
             }
@@ -152,7 +164,7 @@ impl<S: Service> Worker<S> {
     /// Hands published batches to their subscribers (one `Bytes` clone each): those of one
     /// topic, or (None) those of every topic and the broadcast batch, at the end of a turn.
     pub(super) fn deliver_published(&mut self, topic: Option<&str>) {
-        let Worker { topics, broadcast, conns, dirty, slow, limits, metrics, index, .. } = self;
+        let Worker { topics, broadcast, deflate, conns, dirty, slow, limits, metrics, index, .. } = self;
         let mut delivery = Delivery { dirty, slow, limits, metrics, worker: *index as u16 };
         let mut to_member = |member: u32, bytes: &Bytes| {
             if let Some(conn) = conns.get_mut(member as usize) {
@@ -164,9 +176,14 @@ impl<S: Service> Worker<S> {
             None => {
                 topics.deliver(&mut to_member);
                 if !broadcast.is_empty() {
-                    for bytes in broadcast.take() {
-                        for (slot, conn) in conns.iter_mut() {
-                            delivery.queue(slot as u32, conn, &bytes);
+                    // Each connection gets the one batch that matches its mode.
+                    for (batch, compressed) in [(broadcast, false), (&mut deflate.broadcast, true)] {
+                        for bytes in batch.take() {
+                            for (slot, conn) in conns.iter_mut() {
+                                if conn.compression.compresses() == compressed {
+                                    delivery.queue(slot as u32, conn, &bytes);
+                                }
+                            }
                         }
                     }
                 }

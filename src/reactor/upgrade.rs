@@ -16,12 +16,13 @@ use std::mem;
 use bytes::{Bytes, BytesMut};
 
 use super::connection::Phase;
+use super::deflate::Compression;
 use super::flush::over_cap;
 use super::read_buf::ReadBuf;
 use super::service::Service;
 use super::token::ConnId;
 use super::worker::{get, Worker};
-use crate::proto::handshake::{accept_response, parse_request};
+use crate::proto::handshake::{accept_response_with, parse_request};
 use crate::proto::http::CONTINUE_RESPONSE;
 use crate::proto::{Parsed, Request, RequestStatus, Response, Upgrade};
 
@@ -81,11 +82,15 @@ impl<S: Service> Worker<S> {
         let protocol = upgrade.select_protocol(&self.limits.subprotocols);
         match self.service.open(&mut self.io, id, &upgrade, peer, protocol) {
             Ok(session) => {
-                let response = accept_response(&upgrade.accept, protocol);
+                // permessage-deflate: an offer that cannot be honoured is declined, never refused.
+                let deflate = if self.deflate.enabled { upgrade.negotiate_deflate() } else { None };
+                let extensions = deflate.as_ref().map(|a| a.response());
+                let response = accept_response_with(&upgrade.accept, protocol, extensions.as_deref());
                 self.handshaking = self.handshaking.saturating_sub(1);
                 if let Some(conn) = self.conns.get_mut(id.slot as usize) {
                     conn.session = Some(session);
                     conn.phase = Phase::Open;
+                    conn.compression = Compression::of(deflate.as_ref());
                     conn.wq.push(response, &self.metrics.queued_bytes);
                 }
                 self.metrics.handshakes.add(1);

@@ -20,6 +20,7 @@ use slab::Slab;
 
 use super::bus::Envelope;
 use super::connection::{Connection, Phase};
+use super::deflate::{Deflate, DeflateSettings};
 use super::read_buf::ReadBuf;
 use super::service::{Command, Io, ServerClose, Service};
 use super::shared::Shared;
@@ -52,6 +53,7 @@ pub(super) struct Limits {
     /// This worker's share of the server's `max_pending_handshakes`.
     pub(super) max_pending_handshakes: usize,
     pub(super) subprotocols: Vec<String>,
+    pub(super) deflate: DeflateSettings,
 }
 
 impl Limits {
@@ -76,6 +78,7 @@ impl Limits {
             per_ip: config.max_connections_per_ip > 0,
             max_pending_handshakes: config.max_pending_handshakes.div_ceil(config.workers.max(1)),
             subprotocols: config.subprotocols.clone(),
+            deflate: DeflateSettings::new(config),
         }
     }
 }
@@ -92,6 +95,8 @@ pub(crate) struct Worker<S: Service> {
     pub(super) conns: Slab<Connection<S::Session>>,
     pub(super) topics: Topics,
     pub(super) broadcast: Batch,
+    /// permessage-deflate: the compressor, the inflater, the compressed broadcast batch.
+    pub(super) deflate: Deflate,
     /// Connections found over their queue cap while delivering, closed once delivery is done.
     pub(super) slow: Vec<ConnId>,
     pub(super) service: S,
@@ -136,6 +141,7 @@ impl<S: Service> Worker<S> {
         let tls = shared.tls.clone().map(WorkerTls::new);
         let main_is_tls = tls.is_some() && tls_listener.is_none();
         let timers = Timers::new(Instant::now());
+        let deflate = Deflate::new(&limits.deflate);
         Ok(Worker {
             poll,
             listener: Some(listener),
@@ -145,6 +151,7 @@ impl<S: Service> Worker<S> {
             conns: Slab::new(),
             topics: Topics::new(),
             broadcast: Batch::default(),
+            deflate,
             slow: Vec::new(),
             service,
             io: Io { commands: Vec::new(), shared: shared.clone(), worker: index, request: None, deferred: false },

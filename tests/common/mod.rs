@@ -14,8 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use fanout::proto::client::{client_request, parse_response};
-use fanout::proto::frame::{encode_masked_frame, OpCode, Role};
+use fanout::proto::client::{client_request, parse_response, ClientAccepted};
+use fanout::proto::frame::{encode_masked_frame, OpCode, Role, RSV1};
 use fanout::proto::{decode_frame, Frame, FrameRules, HttpLimits, Status};
 use fanout::{CloseCode, Config, ConnId, Ctx, Handler, Message, Reject, Request, Server, ServerHandle};
 
@@ -133,12 +133,18 @@ impl RawClient {
 
     /// Connects and completes the upgrade to `path`.
     pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        RawClient::connect_with(addr, path, &[]).0
+    }
+
+    /// Connects and completes the upgrade to `path`, sending `headers` too (an extension
+    /// offer); returns what the 101 said.
+    pub fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (RawClient, ClientAccepted) {
         let mut c = RawClient::connect_tcp(addr);
-        let (request, accept) = client_request(&addr.to_string(), path, rand_nonce(), &[], &[]);
+        let (request, accept) = client_request(&addr.to_string(), path, rand_nonce(), &[], headers);
         c.send_raw(&request);
         loop {
             match parse_response(&mut c.buf, &accept, &HttpLimits::default()).expect("101") {
-                Status::Complete(_) => return c,
+                Status::Complete(accepted) => return (c, accepted),
                 Status::Partial => c.fill(),
             }
         }
@@ -161,9 +167,10 @@ impl RawClient {
         self.buf.extend_from_slice(&chunk[..n]);
     }
 
-    /// The next frame from the server (which must be unmasked).
+    /// The next frame from the server (which must be unmasked; RSV1 is let through for the
+    /// tests of permessage-deflate to look at).
     pub fn recv_frame(&mut self) -> Frame {
-        let rules = FrameRules { role: Role::Client, allowed_rsv: 0, max_frame_payload: 1 << 30 };
+        let rules = FrameRules { role: Role::Client, allowed_rsv: RSV1, max_frame_payload: 1 << 30 };
         loop {
             match decode_frame(&mut self.buf, &rules).expect("valid server frame") {
                 Status::Complete(f) => return f,
@@ -293,12 +300,12 @@ pub fn spawn_logged(mut command: Command) -> (ChildProcess, SocketAddr, Log) {
 /// Starts the example `name` on an ephemeral loopback port. The example is built by `cargo
 /// test` next to this test's own executable (target/debug/examples/, this is target/debug/deps/).
 pub fn start_example(name: &str) -> (ChildProcess, SocketAddr) {
-    start_example_with(name, &[])
+    start_example_with::<&str>(name, &[])
 }
 
-/// `start_example` with more arguments after the address (the echo example's `--tls-cert FILE
+/// `start_example` with more arguments after the address (`--compression`, `--tls-cert FILE
 /// --tls-key FILE`).
-pub fn start_example_with(name: &str, args: &[&std::ffi::OsStr]) -> (ChildProcess, SocketAddr) {
+pub fn start_example_with<A: AsRef<std::ffi::OsStr>>(name: &str, args: &[A]) -> (ChildProcess, SocketAddr) {
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
     assert!(path.exists(), "{} missing: run the whole `cargo test`, which builds the examples", path.display());
@@ -321,8 +328,13 @@ pub fn rss_bytes(pid: u32) -> u64 {
 /// Opens `n` upgraded, idle connections to `addr`: all requests first, then all answers, as a
 /// burst would.
 pub fn open_upgraded(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    open_upgraded_with(addr, n, "")
+}
+
+/// `open_upgraded` with `extra` header lines (each ending in CRLF) in every request.
+pub fn open_upgraded_with(addr: SocketAddr, n: usize, extra: &str) -> Vec<TcpStream> {
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     let mut conns: Vec<TcpStream> = (0..n)
         .map(|_| {

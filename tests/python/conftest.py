@@ -4,7 +4,8 @@ The server under test is the `echo` example. Build it first:
 
     cargo build --example echo
 
-Set FANOUT_ECHO_BIN to test another build (e.g. target/release/examples/echo). The TLS fixture
+Set FANOUT_ECHO_BIN to test another build (e.g. target/release/examples/echo). A second echo
+server runs with `--compression` for the permessage-deflate tests. The TLS fixture
 makes its own test CA and certificate (the `cryptography` package) and starts a second echo
 server with `--tls-cert FILE --tls-key FILE`.
 """
@@ -112,13 +113,24 @@ def _start_echo(extra_args, listen_re):
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def echo_server():
-    for proc, port, lines in _start_echo([], LISTEN_RE):
+def _run_echo(args):
+    """The echo example with `args` after its address, as an `EchoServer`; checked alive at
+    the end of the session (no test crashed it)."""
+    for proc, port, lines in _start_echo(args, LISTEN_RE):
         server = EchoServer(proc, port, lines)
         yield server
-        # Still alive after the whole session: no test crashed it.
         server.assert_alive()
+
+
+@pytest.fixture(scope="session")
+def echo_server():
+    yield from _run_echo([])
+
+
+@pytest.fixture(scope="session")
+def echo_server_compressed():
+    """The echo example with permessage-deflate on (`--compression`)."""
+    yield from _run_echo(["--compression"])
 
 
 def _test_pki(directory):
@@ -215,3 +227,11 @@ def server(echo_server):
     echo_server.assert_alive()
     yield echo_server
     echo_server.assert_alive()
+
+
+@pytest.fixture
+def cserver(echo_server_compressed):
+    """Per-test view of the compressing server that also checks it survived the test."""
+    echo_server_compressed.assert_alive()
+    yield echo_server_compressed
+    echo_server_compressed.assert_alive()

@@ -53,6 +53,7 @@ impl Net {
             pending: Vec::new(),
             frag: Vec::new(),
             frag_op: None,
+            frag_compressed: false,
             wbuf: Vec::new(),
             wpos: 0,
             dirty: false,

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use fanout::proto::deflate::Inflater;
 use fanout::proto::{OpCode, ProtocolError};
 use mio::net::TcpStream;
 use mio::{Poll, Registry, Token, Waker};
@@ -137,6 +138,8 @@ struct Conn {
     /// A fragmented message being assembled, and its opcode.
     frag: Vec<u8>,
     frag_op: Option<OpCode>,
+    /// The fragmented message is compressed (permessage-deflate).
+    frag_compressed: bool,
     wbuf: Vec<u8>,
     wpos: usize,
     dirty: bool,
@@ -186,6 +189,9 @@ pub struct Net {
     pub clock: Clock,
     /// When the current loop turn began (after poll returned).
     pub now: Instant,
+    /// Inflates the compressed messages of every connection of this thread (permessage-deflate,
+    /// no context takeover, so one is enough).
+    pub inflater: Inflater,
     pub shared: Arc<Shared>,
     /// This thread's index across the run.
     pub source: usize,
@@ -239,6 +245,7 @@ impl Net {
             rng: XorShift::new(0x9E37_79B9_7F4A_7C15 ^ (source as u64 + 1).wrapping_mul(0x1234_5678_9ABC)),
             clock,
             now: Instant::now(),
+            inflater: Inflater::new(),
             shared,
             source,
             tx,

@@ -339,16 +339,28 @@ impl<D: Driver> Reactor<D> {
     }
 }
 
+/// A compressed message, inflated for the driver; one that does not inflate counts as an error.
+fn deliver_compressed<D: Driver>(net: &mut Net, driver: &mut D, id: usize, text: bool, payload: &[u8], at: Instant) {
+    match net.inflater.inflate(payload, MAX_PAYLOAD) {
+        Ok(data) => driver.on_message(net, id, text, &data, at),
+        Err(_) => net.stats.counters.errors += 1,
+    }
+}
+
 /// One frame of connection `id`: data messages go to the driver, pings are answered, a close
 /// frame is answered and ends the connection. Returns whether the connection is still open.
 fn on_frame<D: Driver>(net: &mut Net, driver: &mut D, id: usize, f: RawFrame<'_>, at: Instant) -> bool {
     match f.opcode {
+        OpCode::Text | OpCode::Binary if f.fin && f.compressed => {
+            deliver_compressed(net, driver, id, f.opcode == OpCode::Text, f.payload, at)
+        }
         OpCode::Text | OpCode::Binary if f.fin => driver.on_message(net, id, f.opcode == OpCode::Text, f.payload, at),
         OpCode::Text | OpCode::Binary => {
             if let Some(Some(c)) = net.conns.get_mut(id) {
                 c.frag.clear();
                 c.frag.extend_from_slice(f.payload);
                 c.frag_op = Some(f.opcode);
+                c.frag_compressed = f.compressed;
             }
         }
         OpCode::Continuation => {
@@ -359,7 +371,11 @@ fn on_frame<D: Driver>(net: &mut Net, driver: &mut D, id: usize, f: RawFrame<'_>
             if f.fin {
                 let text = c.frag_op.take() == Some(OpCode::Text);
                 let whole = std::mem::take(&mut c.frag);
-                driver.on_message(net, id, text, &whole, at);
+                if std::mem::take(&mut c.frag_compressed) {
+                    deliver_compressed(net, driver, id, text, &whole, at);
+                } else {
+                    driver.on_message(net, id, text, &whole, at);
+                }
                 if let Some(Some(c)) = net.conns.get_mut(id) {
                     c.frag = whole;
                     c.frag.clear();
