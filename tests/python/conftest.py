@@ -211,14 +211,24 @@ class TlsEchoServer(EchoServer):
         return context
 
 
-@pytest.fixture(scope="session")
-def echo_tls_server(tmp_path_factory):
-    ca, cert, key = _test_pki(tmp_path_factory.mktemp("pki"))
-    args = ["--tls-cert", str(cert), "--tls-key", str(key)]
+def _run_tls_echo(directory, extra_args):
+    ca, cert, key = _test_pki(directory)
+    args = ["--tls-cert", str(cert), "--tls-key", str(key), *extra_args]
     for proc, port, lines in _start_echo(args, TLS_LISTEN_RE):
         server = TlsEchoServer(proc, port, lines, ca)
         yield server
         server.assert_alive()
+
+
+@pytest.fixture(scope="session")
+def echo_tls_server(tmp_path_factory):
+    yield from _run_tls_echo(tmp_path_factory.mktemp("pki"), [])
+
+
+@pytest.fixture(scope="session")
+def echo_tls_server_compressed(tmp_path_factory):
+    """Both at once: wss:// with permessage-deflate, compressed frames inside TLS records."""
+    yield from _run_tls_echo(tmp_path_factory.mktemp("pki-deflate"), ["--compression"])
 
 
 @pytest.fixture

@@ -104,3 +104,15 @@ def test_an_untrusted_client_refuses_the_test_certificate(echo_tls_server):
     finally:
         raw.close()
     assert_echo_works(echo_tls_server)
+
+
+def test_compressed_frames_inside_tls_records(echo_tls_server_compressed):
+    server = echo_tls_server_compressed
+    text = '{"event":"tick","data":{"price":' + ",".join(str(i) for i in range(400)) + "}}"
+    with wss(server, max_size=None) as ws:
+        ext = ws.response.headers["Sec-WebSocket-Extensions"]
+        assert ext.startswith("permessage-deflate") and "server_no_context_takeover" in ext, ext
+        for message in [text, text * 50, os.urandom(3000)]:
+            ws.send(message)
+            assert ws.recv(timeout=TIMEOUT) == message
+    assert_echo_works(server)
