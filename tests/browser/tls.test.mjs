@@ -2,7 +2,9 @@
 // certificate from a test CA this test makes (openssl). Chromium is told to trust that
 // certificate by its public key, `--ignore-certificate-errors-spki-list=<base64 SHA-256 of the
 // SPKI>`: a headless browser has no CA store the test may write to, and the flag trusts this
-// one key only (a page with any other certificate error still fails).
+// one key only (a page with any other certificate error still fails). The server runs with
+// --compression, and one test checks that Chromium negotiated permessage-deflate over wss:// and
+// inflated a compressed publish (compressed frames inside TLS records).
 //
 //   cd tests/browser && npm ci && FANOUT_BIN=$PWD/../../target/debug/fanout node --test tls.test.mjs
 
@@ -47,7 +49,7 @@ function spkiHash(pemFile) {
 
 function startServer(pki) {
   const child = spawn(FANOUT_BIN, ["serve", "--listen", "127.0.0.1:0", "--api-key", API_KEY,
-    "--tls-cert", pki.cert, "--tls-key", pki.key], { stdio: ["ignore", "ignore", "pipe"] });
+    "--tls-cert", pki.cert, "--tls-key", pki.key, "--compression"], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new Error("no listening line within 10 s")), 10_000);
@@ -135,6 +137,33 @@ test("the demo page over https talks wss:// and receives an https publish", asyn
   await line.waitFor(WAIT);
   assert.equal(await line.getAttribute("data-seq"), String(seq));
   assert.deepEqual(errors, []);
+});
+
+test("Chromium negotiates permessage-deflate over wss:// and inflates a compressed publish", async () => {
+  const page = await browser.newPage();
+  await page.goto(`https://localhost:${server.port}/`);
+  const text = "compressed inside TLS records ".repeat(40); // over the 256-byte threshold
+  const result = await page.evaluate(async ({ port, key, text }) => {
+    const ws = new WebSocket(`wss://localhost:${port}/`, "fanout.v1");
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error("no open")); });
+    const next = (op) => new Promise((resolve) => {
+      ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.op === op) resolve(m); };
+    });
+    const subscribed = next("subscribed");
+    ws.send(JSON.stringify({ op: "subscribe", channel: "deflated" }));
+    await subscribed;
+    const message = next("message");
+    const published = await fetch("/api/publish", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ channel: "deflated", data: { text } }),
+    });
+    const got = await message;
+    return { extensions: ws.extensions, status: published.status, data: got.data };
+  }, { port: server.port, key: API_KEY, text });
+  assert.match(result.extensions, /^permessage-deflate/, "the extension Chromium negotiated");
+  assert.equal(result.status, 200);
+  assert.deepEqual(result.data, { text });
 });
 
 test("a certificate Chromium was not told to trust is refused", async () => {
