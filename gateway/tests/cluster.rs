@@ -1125,3 +1125,27 @@ fn webhooks_are_sent_once_per_cluster_by_the_node_that_decided() {
     assert_eq!(names("member_removed"), ["alice", "bob"], "{events:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_unsubscribe_while_a_resume_is_checked_in_redis_stands() {
+    let redis = Redis::start();
+    let nodes = cluster(&redis, 1, &[]);
+    let a = &nodes[0];
+    let mut first = Native::connect(a.addr);
+    let epoch = epoch(&first.subscribe("held"));
+    assert_eq!(a.publish_seq("held", json!(1)), 1);
+    first.message();
+    // Redis answers nothing while stopped: the resume's epoch check stays out.
+    redis.signal("STOP");
+    let mut resumer = Native::connect(a.addr);
+    resumer.0.send(json!({"op": "subscribe", "channel": "held", "since": 0, "epoch": epoch}));
+    resumer.0.send(json!({"op": "unsubscribe", "channel": "held"}));
+    let reply = resumer.0.recv();
+    assert_eq!(reply["op"], "unsubscribed", "{reply}");
+    redis.signal("CONT");
+    // Once the check is answered, a publish reaches the other subscriber and not this one.
+    assert_eq!(a.publish_seq("held", json!(2)), 2);
+    assert_eq!(first.message()["seq"], 2);
+    let after = resumer.0.recv_within(Duration::from_millis(500));
+    assert!(after.is_none(), "nothing after unsubscribed: {after:?}");
+}

@@ -226,6 +226,7 @@ impl Engine {
             return self.count(key, &channel.name, w, member, max_members, again, link);
         }
         if matches!(w.side, Side::Native { since: Some(_), .. }) {
+            channel.resuming.insert(w.conn);
             return self.verify(key, channel, w, link);
         }
         self.answer(key, channel, w);
@@ -247,14 +248,20 @@ impl Engine {
             engine.link.in_flight.fetch_sub(1, Ordering::Relaxed);
             let mut channels = engine.channels.borrow_mut();
             let current = generation == engine.generation.get();
-            match (read, channels.get_mut(key.as_str())) {
-                (Ok(Ok((seq, epoch, entries))), Some(channel)) if current && channel.active => {
+            let Some(channel) = channels.get_mut(key.as_str()).filter(|c| c.resuming.contains(&w.conn)) else {
+                // It left (unsubscribed or closed) while the read was out: nothing to answer.
+                engine.link.waiting.fetch_sub(1, Ordering::AcqRel);
+                return;
+            };
+            channel.resuming.remove(&w.conn);
+            match read {
+                Ok(Ok((seq, epoch, entries))) if current && channel.active => {
                     if channel.version == version {
                         engine.apply_read(&key, channel, seq, &epoch, &entries);
                     }
                     engine.answer(&key, channel, w);
                 }
-                (Ok(Ok(_)), Some(channel)) if current && !channel.active => channel.waiting.push(w),
+                Ok(Ok(_)) if current => channel.waiting.push(w),
                 _ => {
                     engine.link.waiting.fetch_sub(1, Ordering::AcqRel);
                     (w.done)(&engine.remote, Err(Unavailable("the link to redis was lost".into())));

@@ -84,6 +84,9 @@ pub(super) struct Channel {
     /// Pusher joins counted in Redis and not answered yet (a leave meanwhile undoes them when
     /// the count comes back).
     pub(super) joining: HashSet<ConnId>,
+    /// Native resumes whose epoch check in Redis is out (`delivery::verify`); a leave meanwhile
+    /// takes the connection out, and the check's answer is then dropped.
+    pub(super) resuming: HashSet<ConnId>,
     pub(super) waiting: Vec<Waiting>,
 }
 
@@ -98,6 +101,7 @@ impl Channel {
             native: HashSet::new(),
             pusher: HashMap::new(),
             joining: HashSet::new(),
+            resuming: HashSet::new(),
             early: Vec::new(),
             version: 0,
             waiting: Vec::new(),
@@ -105,7 +109,11 @@ impl Channel {
     }
 
     pub(super) fn unused(&self) -> bool {
-        self.native.is_empty() && self.pusher.is_empty() && self.joining.is_empty() && self.waiting.is_empty()
+        self.native.is_empty()
+            && self.pusher.is_empty()
+            && self.joining.is_empty()
+            && self.resuming.is_empty()
+            && self.waiting.is_empty()
     }
 }
 

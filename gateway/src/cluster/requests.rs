@@ -56,6 +56,14 @@ impl Engine {
                 let Some(channel) = channels.get_mut(&key) else {
                     return;
                 };
+                // A join whose Redis step is out (a Pusher join being counted, a resume's epoch
+                // check) is marked off: when its answer comes back, the count is undone or the
+                // resume dropped.
+                if pusher {
+                    channel.joining.remove(&conn);
+                } else {
+                    channel.resuming.remove(&conn);
+                }
                 let pending = channel
                     .waiting
                     .iter()
@@ -63,8 +71,6 @@ impl Engine {
                 if let Some(at) = pending {
                     channel.waiting.remove(at);
                     self.link.waiting.fetch_sub(1, Ordering::AcqRel);
-                } else if pusher && channel.joining.remove(&conn) {
-                    // Counted in Redis already: undone when the count comes back.
                 } else {
                     let removed =
                         if pusher { channel.pusher.remove(&conn).is_some() } else { channel.native.remove(&conn) };
