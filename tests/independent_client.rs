@@ -153,6 +153,9 @@ fn shootout_example_speaks_the_websocket_shootout_protocol() {
     a.send(Message::text(r#"{"type":"broadcast","payload":[1,2]}"#)).unwrap();
     let mut to_a: Vec<String> = (0..2).map(|_| next_data(&mut a).into_text().unwrap().to_string()).collect();
     to_a.sort();
-    assert_eq!(to_a, [r#"{"type":"broadcast","payload":[1,2]}"#, r#"{"type":"broadcastResult","payload":[1,2]}"#]);
+    assert_eq!(
+        to_a,
+        [r#"{"type":"broadcast","payload":[1,2]}"#, r#"{"type":"broadcastResult","payload":[1,2],"listenerCount":2}"#]
+    );
     assert_eq!(next_data(&mut b), Message::text(r#"{"type":"broadcast","payload":[1,2]}"#));
 }
