@@ -7,6 +7,11 @@
 //! `Ctx::broadcast` encodes the frame once; the frames broadcast in one loop turn reach each
 //! connection as one shared buffer (one `writev` per connection per turn, a refcount bump per
 //! connection instead of a copy). Limits match the echo example (16 MiB messages).
+//!
+//! Correct with any `FANOUT_WORKERS` (the variable sets the worker count, 1 by default):
+//! `Ctx::broadcast` hands the frame to every worker's inbox, and each worker sends it to its own
+//! open connections, so a message reaches the connections of every worker, not only the
+//! sender's.
 
 mod common;
 

@@ -5,6 +5,10 @@
 //!
 //! Limits are raised to what the conformance suite sends (16 MiB messages); the echoed payload
 //! is queued without copying when it is large.
+//!
+//! Correct with any `FANOUT_WORKERS` (the variable sets the worker count, 1 by default): a reply
+//! goes back to the connection that sent, on the worker that holds it, so the handler keeps no
+//! state to share between workers.
 
 mod common;
 
