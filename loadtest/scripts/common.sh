@@ -8,8 +8,12 @@
 # still running when the script exits, for whatever reason, are stopped by the EXIT trap.
 #
 # Environment understood by every script ([default]):
-#   SERVER       fanout | tokio-tungstenite | fastwebsockets | sockudo, who is measured  [fanout]
-#                (sockudo, a Pusher server, only for broadcast and slow with PROTOCOL=pusher)
+#   SERVER       fanout | tokio-tungstenite | fastwebsockets | ws-node | sockudo, who is measured
+#                [fanout] (sockudo, a Pusher server, only for broadcast and slow with
+#                PROTOCOL=pusher; ws-node, Node.js with the `ws` package, one process, for echo,
+#                connect, idle, n2, broadcast and slow)
+#   COMPRESSION  1: the server accepts permessage-deflate (fanout's --compression, ws-node's)
+#                and the generator offers it (--compression)                     [0]
 #   WORKERS      server worker threads (`fanout serve --workers`, FANOUT_WORKERS for the
 #                examples, peers' --threads)                                   [1]
 #   THREADS      generator threads (--threads)                                     [1]
@@ -55,6 +59,7 @@ lt_init() {
     local name=$1
     : "${SERVER:=fanout}" "${WORKERS:=1}" "${THREADS:=1}" "${SLACK:=30}" "${API_KEY:=loadtest}"
     : "${SKIP_BUILD:=0}" "${SERVER_CPUS:=}" "${LOAD_CPUS:=}" "${EXTRA:=}" "${TLS:=0}" "${TLS_RESUME:=0}"
+    : "${COMPRESSION:=0}"
     : "${PUSHER_APP_ID:=fanout-load}" "${PUSHER_APP_KEY:=fanout-load-key}" "${PUSHER_APP_SECRET:=fanout-load-secret}"
     OUT=${OUT:-"$LT_ROOT/target/loadtest/$name-$(date +%Y%m%d-%H%M%S)"}
     mkdir -p "$OUT"
@@ -178,13 +183,22 @@ lt_server_cmd() {
             else
                 LT_SERVER_CMD=(env FANOUT_WORKERS="$WORKERS" "$LT_ROOT/target/release/examples/$role" 127.0.0.1:0)
             fi
+            # The examples take it after their address, the gateway as a flag: the same word.
+            if [[ $COMPRESSION == 1 ]]; then LT_SERVER_CMD+=(--compression); fi
             if [[ $TLS == 1 ]]; then
                 lt_tls_files
                 LT_SERVER_CMD+=(--tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem")
             fi
             ;;
         *) [[ $TLS != 1 ]] || lt_die "TLS=1: only SERVER=fanout serves wss:// here" ;;&
+        ws-node)
+            [[ $role == echo || $role == broadcast ]] || lt_die "ws-node serves echo and broadcast only"
+            [[ $WORKERS == 1 ]] || lt_die "ws-node is one Node.js process: WORKERS=1"
+            LT_SERVER_CMD=(node "$LT_ROOT/loadtest/peers/ws-node/server.js" --mode "$role" 127.0.0.1:0)
+            if [[ $COMPRESSION == 1 ]]; then LT_SERVER_CMD+=(--compression); fi
+            ;;
         tokio-tungstenite | fastwebsockets)
+            [[ $COMPRESSION != 1 ]] || lt_die "$kind has no permessage-deflate"
             [[ $role != gateway && $role != pusher ]] || lt_die "$kind has no gateway"
             LT_SERVER_CMD=("$(lt_peer_bin "$kind")" --mode "$role" --threads "$WORKERS" 127.0.0.1:0)
             ;;
@@ -201,7 +215,7 @@ lt_server_cmd() {
                 PUSHER_APP_SECRET="$PUSHER_APP_SECRET"
                 "$LT_SOCKUDO_DIR/target/bin/sockudo" --config "$LT_SOCKUDO_DIR/config.toml")
             ;;
-        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets | sockudo)" ;;
+        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets | ws-node | sockudo)" ;;
     esac
 }
 
@@ -225,6 +239,11 @@ lt_build() {
                 ;;
             # From crates.io, into peers/sockudo/target (a no-op once built; see its build.sh).
             sockudo) "$LT_SOCKUDO_DIR/build.sh" ;;
+            # From the npm registry, by its lockfile (a no-op once installed).
+            ws-node)
+                [[ -d $LT_ROOT/loadtest/peers/ws-node/node_modules/ws ]] ||
+                    (cd "$LT_ROOT/loadtest/peers/ws-node" && npm ci --no-audit --no-fund --silent)
+                ;;
             *)
                 cargo build --release --quiet --manifest-path "$LT_ROOT/loadtest/peers/$kind/Cargo.toml"
                 ;;
@@ -345,6 +364,7 @@ lt_gen_args() {
     LT_GEN+=(--threads "$THREADS" --server-pid "$pid" --json "$json" --svg "$svg")
     [[ -n ${PROCESSES:-} ]] && LT_GEN+=(--processes "$PROCESSES")
     [[ -n ${ADDRS:-} ]] && LT_GEN+=(--addrs "$ADDRS")
+    if [[ $COMPRESSION == 1 ]]; then LT_GEN+=(--compression); fi
     [[ $TLS == 1 ]] && LT_GEN+=(--tls-ca "$OUT/tls/ca.pem")
     [[ $TLS == 1 && $TLS_RESUME == 1 ]] && LT_GEN+=(--tls-resume)
     # shellcheck disable=SC2206
