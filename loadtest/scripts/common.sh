@@ -8,10 +8,10 @@
 # still running when the script exits, for whatever reason, are stopped by the EXIT trap.
 #
 # Environment understood by every script ([default]):
-#   SERVER       fanout | tokio-tungstenite | fastwebsockets | ws-node | sockudo, who is measured
-#                [fanout] (sockudo, a Pusher server, only for broadcast and slow with
-#                PROTOCOL=pusher; ws-node, Node.js with the `ws` package, one process, for echo,
-#                connect, idle, n2, broadcast and slow)
+#   SERVER       fanout | tokio-tungstenite | fastwebsockets | ws-node | uws-node | sockudo, who
+#                is measured [fanout] (sockudo, a Pusher server, only for broadcast and slow with
+#                PROTOCOL=pusher; ws-node (Node.js with the `ws` package) and uws-node
+#                (uWebSockets.js), one process each, not for the gateway's protocols)
 #   COMPRESSION  1: the server accepts permessage-deflate (fanout's --compression, ws-node's)
 #                and the generator offers it (--compression)                     [0]
 #   WORKERS      server worker threads (`fanout serve --workers`, FANOUT_WORKERS for the
@@ -191,10 +191,11 @@ lt_server_cmd() {
             fi
             ;;
         *) [[ $TLS != 1 ]] || lt_die "TLS=1: only SERVER=fanout serves wss:// here" ;;&
-        ws-node)
-            [[ $role == echo || $role == broadcast ]] || lt_die "ws-node serves echo and broadcast only"
-            [[ $WORKERS == 1 ]] || lt_die "ws-node is one Node.js process: WORKERS=1"
-            LT_SERVER_CMD=(node "$LT_ROOT/loadtest/peers/ws-node/server.js" --mode "$role" 127.0.0.1:0)
+        ws-node | uws-node)
+            [[ $role == echo || $role == broadcast || ($role == shootout && $kind == uws-node) ]] ||
+                lt_die "$kind does not serve $role"
+            [[ $WORKERS == 1 ]] || lt_die "$kind is one Node.js process: WORKERS=1"
+            LT_SERVER_CMD=(node "$LT_ROOT/loadtest/peers/$kind/server.js" --mode "$role" 127.0.0.1:0)
             if [[ $COMPRESSION == 1 ]]; then LT_SERVER_CMD+=(--compression); fi
             ;;
         tokio-tungstenite | fastwebsockets)
@@ -215,7 +216,7 @@ lt_server_cmd() {
                 PUSHER_APP_SECRET="$PUSHER_APP_SECRET"
                 "$LT_SOCKUDO_DIR/target/bin/sockudo" --config "$LT_SOCKUDO_DIR/config.toml")
             ;;
-        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets | ws-node | sockudo)" ;;
+        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets | ws-node | uws-node | sockudo)" ;;
     esac
 }
 
@@ -240,9 +241,9 @@ lt_build() {
             # From crates.io, into peers/sockudo/target (a no-op once built; see its build.sh).
             sockudo) "$LT_SOCKUDO_DIR/build.sh" ;;
             # From the npm registry, by its lockfile (a no-op once installed).
-            ws-node)
-                [[ -d $LT_ROOT/loadtest/peers/ws-node/node_modules/ws ]] ||
-                    (cd "$LT_ROOT/loadtest/peers/ws-node" && npm ci --no-audit --no-fund --silent)
+            ws-node | uws-node)
+                [[ -d $LT_ROOT/loadtest/peers/$kind/node_modules ]] ||
+                    (cd "$LT_ROOT/loadtest/peers/$kind" && npm ci --no-audit --no-fund --silent)
                 ;;
             *)
                 cargo build --release --quiet --manifest-path "$LT_ROOT/loadtest/peers/$kind/Cargo.toml"
