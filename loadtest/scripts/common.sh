@@ -8,8 +8,12 @@
 # still running when the script exits, for whatever reason, are stopped by the EXIT trap.
 #
 # Environment understood by every script ([default]):
-#   SERVER       fanout | tokio-tungstenite | fastwebsockets | sockudo, who is measured  [fanout]
-#                (sockudo, a Pusher server, only for broadcast and slow with PROTOCOL=pusher)
+#   SERVER       fanout | tokio-tungstenite | fastwebsockets | ws-node | uws-node | sockudo, who
+#                is measured [fanout] (sockudo, a Pusher server, only for broadcast and slow with
+#                PROTOCOL=pusher; ws-node (Node.js with the `ws` package) and uws-node
+#                (uWebSockets.js), one process each, not for the gateway's protocols)
+#   COMPRESSION  1: the server accepts permessage-deflate (fanout's --compression, ws-node's)
+#                and the generator offers it (--compression)                     [0]
 #   WORKERS      server worker threads (`fanout serve --workers`, FANOUT_WORKERS for the
 #                examples, peers' --threads)                                   [1]
 #   THREADS      generator threads (--threads)                                     [1]
@@ -24,6 +28,8 @@
 #   PUSHER_APP_ID, PUSHER_APP_KEY, PUSHER_APP_SECRET   PROTOCOL=pusher: the one app that fanout's
 #                gateway and sockudo are started with and the generator uses
 #                                          [fanout-load, fanout-load-key, fanout-load-secret]
+#   TLS          1: fanout serves wss:// (a test CA and certificate made in $OUT/tls by openssl)
+#                and the generator trusts that CA; TLS_RESUME=1 resumes sessions   [0]
 #   EXTRA        more generator flags, split on spaces                             [empty]
 #   LOAD_BIN     the generator                              [target/release/fanout-load]
 # Each scenario script documents its own variables (CONNS, DURATION, ...).
@@ -52,7 +58,8 @@ lt_scenario_arg() {
 lt_init() {
     local name=$1
     : "${SERVER:=fanout}" "${WORKERS:=1}" "${THREADS:=1}" "${SLACK:=30}" "${API_KEY:=loadtest}"
-    : "${SKIP_BUILD:=0}" "${SERVER_CPUS:=}" "${LOAD_CPUS:=}" "${EXTRA:=}"
+    : "${SKIP_BUILD:=0}" "${SERVER_CPUS:=}" "${LOAD_CPUS:=}" "${EXTRA:=}" "${TLS:=0}" "${TLS_RESUME:=0}"
+    : "${COMPRESSION:=0}"
     : "${PUSHER_APP_ID:=fanout-load}" "${PUSHER_APP_KEY:=fanout-load-key}" "${PUSHER_APP_SECRET:=fanout-load-secret}"
     OUT=${OUT:-"$LT_ROOT/target/loadtest/$name-$(date +%Y%m%d-%H%M%S)"}
     mkdir -p "$OUT"
@@ -133,6 +140,24 @@ lt_role() {
     esac
 }
 
+# lt_tls_files: a test CA and a certificate for localhost and 127.0.0.1 signed by it (ECDSA
+# P-256), in $OUT/tls, made once per script run.
+lt_tls_files() {
+    local dir="$OUT/tls"
+    [[ -f $dir/cert.pem ]] && return 0
+    mkdir -p "$dir"
+    (
+        cd "$dir" &&
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=fanout-load-ca \
+                -keyout ca.key -out ca.pem &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+                -keyout key.pem -out cert.csr &&
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' >ext.cnf &&
+            openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 -extfile ext.cnf \
+                -out cert.pem
+    ) >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log" >&2; lt_die "cannot make the test certificate"; }
+}
+
 lt_peer_bin() { echo "$LT_ROOT/loadtest/peers/$1/target/release/peer-$1"; }
 
 LT_SOCKUDO_DIR="$LT_ROOT/loadtest/peers/sockudo"
@@ -158,8 +183,23 @@ lt_server_cmd() {
             else
                 LT_SERVER_CMD=(env FANOUT_WORKERS="$WORKERS" "$LT_ROOT/target/release/examples/$role" 127.0.0.1:0)
             fi
+            # The examples take it after their address, the gateway as a flag: the same word.
+            if [[ $COMPRESSION == 1 ]]; then LT_SERVER_CMD+=(--compression); fi
+            if [[ $TLS == 1 ]]; then
+                lt_tls_files
+                LT_SERVER_CMD+=(--tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem")
+            fi
+            ;;
+        *) [[ $TLS != 1 ]] || lt_die "TLS=1: only SERVER=fanout serves wss:// here" ;;&
+        ws-node | uws-node)
+            [[ $role == echo || $role == broadcast || ($role == shootout && $kind == uws-node) ]] ||
+                lt_die "$kind does not serve $role"
+            [[ $WORKERS == 1 ]] || lt_die "$kind is one Node.js process: WORKERS=1"
+            LT_SERVER_CMD=(node "$LT_ROOT/loadtest/peers/$kind/server.js" --mode "$role" 127.0.0.1:0)
+            if [[ $COMPRESSION == 1 ]]; then LT_SERVER_CMD+=(--compression); fi
             ;;
         tokio-tungstenite | fastwebsockets)
+            [[ $COMPRESSION != 1 ]] || lt_die "$kind has no permessage-deflate"
             [[ $role != gateway && $role != pusher ]] || lt_die "$kind has no gateway"
             LT_SERVER_CMD=("$(lt_peer_bin "$kind")" --mode "$role" --threads "$WORKERS" 127.0.0.1:0)
             ;;
@@ -176,7 +216,7 @@ lt_server_cmd() {
                 PUSHER_APP_SECRET="$PUSHER_APP_SECRET"
                 "$LT_SOCKUDO_DIR/target/bin/sockudo" --config "$LT_SOCKUDO_DIR/config.toml")
             ;;
-        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets | sockudo)" ;;
+        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets | ws-node | uws-node | sockudo)" ;;
     esac
 }
 
@@ -200,6 +240,11 @@ lt_build() {
                 ;;
             # From crates.io, into peers/sockudo/target (a no-op once built; see its build.sh).
             sockudo) "$LT_SOCKUDO_DIR/build.sh" ;;
+            # From the npm registry, by its lockfile (a no-op once installed).
+            ws-node | uws-node)
+                [[ -d $LT_ROOT/loadtest/peers/$kind/node_modules ]] ||
+                    (cd "$LT_ROOT/loadtest/peers/$kind" && npm ci --no-audit --no-fund --silent)
+                ;;
             *)
                 cargo build --release --quiet --manifest-path "$LT_ROOT/loadtest/peers/$kind/Cargo.toml"
                 ;;
@@ -208,7 +253,7 @@ lt_build() {
 }
 
 # lt_start_server LABEL CMD...: starts a server in its own process group and waits for its
-# `listening on ws://ADDR/` line, or, with LT_SERVER_PORT set (see lt_server_cmd), until that
+# `listening on ws://ADDR/` (or `wss://`) line, or, with LT_SERVER_PORT set (see lt_server_cmd), until that
 # port on 127.0.0.1 accepts connections and the log holds LT_SERVER_CHECK. Sets SERVER_PID and
 # SERVER_URL.
 lt_start_server() {
@@ -232,7 +277,7 @@ lt_start_server() {
                 SERVER_URL="ws://127.0.0.1:$LT_SERVER_PORT/"
                 return 0
             fi
-        elif line=$(grep -s -m1 -o 'ws://[^/ ]*/' "$log"); then
+        elif line=$(grep -s -m1 -o 'wss\?://[^/ ]*/' "$log"); then
             SERVER_URL=$line
             return 0
         fi
@@ -320,6 +365,9 @@ lt_gen_args() {
     LT_GEN+=(--threads "$THREADS" --server-pid "$pid" --json "$json" --svg "$svg")
     [[ -n ${PROCESSES:-} ]] && LT_GEN+=(--processes "$PROCESSES")
     [[ -n ${ADDRS:-} ]] && LT_GEN+=(--addrs "$ADDRS")
+    if [[ $COMPRESSION == 1 ]]; then LT_GEN+=(--compression); fi
+    [[ $TLS == 1 ]] && LT_GEN+=(--tls-ca "$OUT/tls/ca.pem")
+    [[ $TLS == 1 && $TLS_RESUME == 1 ]] && LT_GEN+=(--tls-resume)
     # shellcheck disable=SC2206
     [[ -n $EXTRA ]] && LT_GEN+=($EXTRA)
     secs=$(lt_secs "$DURATION")

@@ -15,6 +15,7 @@ use clap::Parser;
 use crate::config::{BroadcastArgs, Config, Scenario, SlowArgs, Via, Wire};
 use crate::plan::{AddrPlan, Endpoint, Target};
 use crate::pusher;
+use crate::tls;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -70,11 +71,12 @@ impl Config {
             _ => None,
         };
         let endpoint = |url: &str| -> Result<Endpoint, String> {
-            let (host, port, host_header, mut path) = parse_url(url)?;
+            let (host, port, host_header, mut path, tls) = parse_url(url)?;
             if let (Some(key), "/") = (pusher_key, path.as_str()) {
                 path = pusher::ws_path(key);
             }
-            Ok(Endpoint { addrs: AddrPlan { host, port, addrs: common.addrs }, host: host_header, path })
+            let tls = if tls { Some(tls::server_name(&host_header)?) } else { None };
+            Ok(Endpoint { addrs: AddrPlan { host, port, addrs: common.addrs }, host: host_header, path, tls })
         };
         let endpoints = common.urls.iter().map(|u| endpoint(u)).collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
@@ -114,7 +116,22 @@ impl Config {
                     .push(format!("{per_tuple} connections per address tuple (of ~28k ephemeral ports): use --addrs"));
             }
         }
-        let target = Arc::new(Target { endpoints, publisher, headers, handshake_timeout: common.handshake_timeout });
+        let tls = match endpoints.iter().any(|e| e.tls.is_some()) {
+            true => Some(tls::client_config(common.tls_ca.as_deref(), common.tls_insecure, common.tls_resume)?),
+            false if common.tls_ca.is_some() || common.tls_insecure || common.tls_resume => {
+                return Err("--tls-ca, --tls-insecure and --tls-resume are for wss:// URLs".into())
+            }
+            false => None,
+        };
+        if let Some((_, e)) = &publisher {
+            if e.tls.is_some()
+                && matches!(&scenario, Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) if b.via() == Via::Http)
+            {
+                return Err("--via http publishes over plain HTTP: give --publish-url http://...".into());
+            }
+        }
+        let target =
+            Arc::new(Target { endpoints, publisher, headers, handshake_timeout: common.handshake_timeout, tls });
         Ok(Config { scenario, common, conns, target, args, warnings })
     }
 }
@@ -157,12 +174,13 @@ fn check_broadcast(b: &BroadcastArgs, conns: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// `ws://host[:port][/path]` -> (address, port, Host header, request target).
-pub fn parse_url(url: &str) -> Result<(Ipv4Addr, u16, String, String), String> {
-    if url.starts_with("wss://") {
-        return Err("wss:// is not supported (no TLS); use ws://".into());
-    }
-    let rest = url.strip_prefix("ws://").ok_or_else(|| format!("{url:?}: expected ws://host:port/path"))?;
+/// `ws://host[:port][/path]` or `wss://...` -> (address, port, Host header, request target, TLS).
+pub fn parse_url(url: &str) -> Result<(Ipv4Addr, u16, String, String, bool), String> {
+    let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(format!("{url:?}: expected ws://host:port/path or wss://")),
+    };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
         Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -170,7 +188,7 @@ pub fn parse_url(url: &str) -> Result<(Ipv4Addr, u16, String, String), String> {
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("{url:?}: bad port {p:?}"))?),
-        None => (authority, 80),
+        None => (authority, if tls { 443 } else { 80 }),
     };
     if host.is_empty() {
         return Err(format!("{url:?}: no host"));
@@ -186,7 +204,7 @@ pub fn parse_url(url: &str) -> Result<(Ipv4Addr, u16, String, String), String> {
             })
             .ok_or_else(|| format!("{host}: no IPv4 address"))?,
     };
-    Ok((ip, port, authority.to_owned(), path))
+    Ok((ip, port, authority.to_owned(), path, tls))
 }
 
 /// `--publish-url` takes the HTTP API's own scheme too: `http://H:P/` is `ws://H:P/`.
@@ -214,13 +232,17 @@ mod tests {
     fn urls() {
         assert_eq!(
             parse_url("ws://127.0.0.1:9001/").unwrap(),
-            (Ipv4Addr::LOCALHOST, 9001, "127.0.0.1:9001".into(), "/".into())
+            (Ipv4Addr::LOCALHOST, 9001, "127.0.0.1:9001".into(), "/".into(), false)
         );
         assert_eq!(parse_url("ws://127.0.0.1:8080/ws?token=x").unwrap().3, "/ws?token=x");
         assert_eq!(parse_url("ws://127.0.0.1:8080?a=1").unwrap().3, "/?a=1");
         assert_eq!(parse_url("ws://0.0.0.0").unwrap().0, Ipv4Addr::UNSPECIFIED);
         assert_eq!(parse_url("ws://localhost:1/").unwrap().0, Ipv4Addr::LOCALHOST);
-        assert!(parse_url("wss://x/").is_err());
+        assert_eq!(
+            parse_url("wss://127.0.0.1/x").unwrap(),
+            (Ipv4Addr::LOCALHOST, 443, "127.0.0.1".into(), "/x".into(), true)
+        );
+        assert!(parse_url("http://127.0.0.1/").is_err());
         assert!(parse_url("http://x/").is_err());
         assert!(parse_url("ws://127.0.0.1:99999/").is_err());
     }

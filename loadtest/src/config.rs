@@ -40,7 +40,7 @@ pub enum Scenario {
 /// Flags every scenario takes.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Server URL (ws:// only). Host 0.0.0.0 means "the server listens on every address":
+    /// Server URL (`ws://`, or `wss://` with --tls-ca or --tls-insecure). Host 0.0.0.0 means "the server listens on every address":
     /// destinations are then spread over 127.0.0.1..=127.0.0.N too (see --addrs). Repeatable:
     /// connection i goes to the (i mod N)-th of N URLs, e.g. the nodes of a cluster.
     #[arg(long = "url", default_value = "ws://127.0.0.1:9001/")]
@@ -89,6 +89,16 @@ pub struct Common {
     /// scenario reads them.
     #[arg(long)]
     pub compression: bool,
+    /// For `wss://` URLs: trust the certificates in this PEM file (a test CA, or the server's
+    /// own self-signed certificate) instead of none.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// For `wss://` URLs: accept any server certificate (loopback benchmarks only).
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// For `wss://` URLs: resume TLS sessions (tickets) instead of a full handshake each time.
+    #[arg(long)]
+    pub tls_resume: bool,
     /// Write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

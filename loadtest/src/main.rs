@@ -15,7 +15,7 @@
 //! net/reactor, net/connect    the loop, the client upgrade, frames in and out; opening sockets
 //! net, report                 Net and Driver, what a scenario acts through; figures and text
 //! config, shared              the scenario, its flags, Config; what the threads and coord share
-//! plan, stats, wire, pusher, util, sys   where (Target), measurements, frames, Pusher, clock, /proc
+//! plan, stats, wire, pusher, util, sys, tls   where (Target), measurements, frames, Pusher, clock, /proc, TLS
 //! ```
 //!
 //! From the server crate only `fanout::proto` is used: the generator must measure servers from
@@ -33,6 +33,7 @@ mod scenario;
 mod shared;
 mod stats;
 mod sys;
+mod tls;
 mod util;
 mod wire;
 

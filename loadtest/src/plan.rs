@@ -13,7 +13,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
 /// `total` split into `parts` contiguous ranges whose sizes differ by at most one, larger first.
 pub fn split(total: u64, parts: usize) -> Vec<Range<u64>> {
@@ -119,6 +123,8 @@ pub struct Endpoint {
     pub host: String,
     /// Request target (`/`, `/ws?x=1`).
     pub path: String,
+    /// The name the server's certificate is checked against, for a `wss://` URL.
+    pub tls: Option<ServerName<'static>>,
 }
 
 /// Where connections go and what their upgrade request says.
@@ -132,6 +138,8 @@ pub struct Target {
     pub publisher: Option<(u64, Endpoint)>,
     pub headers: Vec<(String, String)>,
     pub handshake_timeout: Duration,
+    /// How `wss://` endpoints speak TLS; set when any endpoint is one.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl Target {
@@ -228,6 +236,7 @@ mod tests {
             addrs: AddrPlan { host: Ipv4Addr::LOCALHOST, port, addrs: 1 },
             host: format!("127.0.0.1:{port}"),
             path: "/".into(),
+            tls: None,
         }
     }
 
@@ -239,6 +248,7 @@ mod tests {
             publisher: None,
             headers: Vec::new(),
             handshake_timeout: Duration::from_secs(5),
+            tls: None,
         };
         assert!((0..10).all(|i| t.endpoint(i) == &a));
         t.endpoints.push(b.clone());

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Token};
+use rustls::ClientConnection;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Conn, EndReason, Ended, Kind, Net, State};
@@ -35,6 +36,14 @@ impl Net {
             Err(e) if e.raw_os_error() == Some(115) || e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
+        let tls = match (&self.target.tls, &self.target.endpoint(index).tls, kind) {
+            (Some(config), Some(name), Kind::Ws) => {
+                let session = ClientConnection::new(config.clone(), name.clone())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                Some(Box::new(session))
+            }
+            _ => None,
+        };
         let mut stream = TcpStream::from_std(socket.into());
         let id = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
@@ -46,6 +55,7 @@ impl Net {
         }
         self.conns[id] = Some(Conn {
             stream,
+            tls,
             state: State::Connecting,
             kind,
             index,

@@ -29,6 +29,7 @@ use fanout::proto::deflate::Inflater;
 use fanout::proto::{OpCode, ProtocolError};
 use mio::net::TcpStream;
 use mio::{Poll, Registry, Token, Waker};
+use rustls::ClientConnection;
 use socket2::SockRef;
 
 use crate::plan::Target;
@@ -72,6 +73,8 @@ pub enum EndReason {
     Status(u16),
     BadHandshake,
     Protocol(ProtocolError),
+    /// The TLS handshake or a record failed.
+    Tls(String),
     /// The server sent a close frame with this code (1005 = no code).
     CloseFrame(u16),
     /// We closed it.
@@ -103,6 +106,7 @@ impl EndReason {
             EndReason::Eof => "closed by server".into(),
             EndReason::Status(s) => format!("status {s}"),
             EndReason::BadHandshake => "bad handshake".into(),
+            EndReason::Tls(e) => format!("tls: {e}"),
             EndReason::Protocol(e) => format!("protocol error: {e}"),
             EndReason::CloseFrame(c) => format!("close {c}"),
             EndReason::Local => "closed by us".into(),
@@ -129,6 +133,9 @@ enum State {
 
 struct Conn {
     stream: TcpStream,
+    /// The TLS session of a `wss://` connection: `wbuf` holds plaintext, which is handed to it
+    /// and leaves as records.
+    tls: Option<Box<ClientConnection>>,
     state: State,
     kind: Kind,
     index: u64,
@@ -148,6 +155,42 @@ struct Conn {
     wants_write: bool,
     /// Not read any more (`slow` subscribers): the kernel's buffers fill and the server sees it.
     paused: bool,
+}
+
+impl Conn {
+    /// Writes what `wbuf` holds: with one `write` on plain TCP, or through the TLS session,
+    /// whose records (handshake messages too) leave with as many writes as the socket takes.
+    /// Returns whether bytes still wait for room in the socket.
+    fn write_out(&mut self) -> io::Result<bool> {
+        let Some(tls) = self.tls.as_mut() else {
+            self.wpos += self.stream.write(&self.wbuf[self.wpos..])?;
+            return Ok(self.written());
+        };
+        if self.wpos < self.wbuf.len() {
+            // Before the handshake ends rustls holds the plaintext (up to its buffer limit).
+            self.wpos += tls.writer().write(&self.wbuf[self.wpos..])?;
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut self.stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.written();
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.written())
+    }
+
+    /// Forgets the part of `wbuf` already written; returns whether any is left.
+    fn written(&mut self) -> bool {
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        }
+        !self.wbuf.is_empty()
+    }
 }
 
 /// How a thread is tied to the rest of its process: the run's clock, what the threads share,
@@ -338,7 +381,7 @@ impl Net {
             if matches!(c.state, State::Open) && c.kind == Kind::Ws {
                 let key = self.rng.next_u32().to_ne_bytes();
                 push_frame(&mut c.wbuf, OpCode::Close, &1000u16.to_be_bytes(), key);
-                let _ = c.stream.write(&c.wbuf[c.wpos..]);
+                let _ = c.write_out();
             }
             if abort {
                 let _ = SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));

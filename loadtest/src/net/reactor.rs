@@ -8,7 +8,7 @@
 //! interest only while a partial write waits). Must not: know any scenario's message format; what
 //! a message means is the `Driver`'s.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -85,17 +85,12 @@ impl Net {
             return;
         }
         c.dirty = false;
-        let result = match c.stream.write(&c.wbuf[c.wpos..]) {
-            Ok(n) => {
-                c.wpos += n;
-                if c.wpos == c.wbuf.len() {
-                    c.wbuf.clear();
-                    c.wpos = 0;
-                }
+        let result = match c.write_out() {
+            Ok(left) => {
                 // A partial write waits for the WRITABLE edge (see `Reactor::event`). The interest
                 // set at connect is dropped on the first write after the upgrade, not at connect:
                 // `connect` closes right after the 101 and would only pay for the change.
-                let waiting = !c.wbuf.is_empty() || !matches!(c.state, State::Open);
+                let waiting = left || !matches!(c.state, State::Open);
                 set_write_interest(&self.registry, c, id, waiting)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => set_write_interest(&self.registry, c, id, true),
@@ -232,7 +227,7 @@ impl<D: Driver> Reactor<D> {
         }
         if writable {
             if let Some(Some(c)) = self.net.conns.get(id) {
-                if c.wpos < c.wbuf.len() {
+                if c.wpos < c.wbuf.len() || c.tls.as_ref().is_some_and(|t| t.wants_write()) {
                     self.net.mark_dirty(id);
                 }
             }
@@ -247,6 +242,9 @@ impl<D: Driver> Reactor<D> {
     /// Reads until the socket is drained: a read shorter than the buffer means it was empty,
     /// and new data raises a new edge, so the extra read that would return WouldBlock is skipped.
     fn read(&mut self, id: usize) {
+        if let Some(Some(Conn { tls: Some(_), .. })) = self.net.conns.get(id) {
+            return self.read_tls(id);
+        }
         loop {
             let Some(Some(c)) = self.net.conns.get_mut(id) else {
                 return;
@@ -272,6 +270,53 @@ impl<D: Driver> Reactor<D> {
                     self.net.end(id, EndReason::from_io(&e));
                     return;
                 }
+            }
+        }
+    }
+
+    /// `read` for a TLS connection: records in until the socket is drained, each batch's
+    /// plaintext handed on through `self.rbuf` like plain bytes.
+    fn read_tls(&mut self, id: usize) {
+        loop {
+            let Some(Some(c)) = self.net.conns.get_mut(id) else {
+                return;
+            };
+            let Some(tls) = c.tls.as_mut() else {
+                return;
+            };
+            if c.paused || matches!(c.state, State::Connecting) {
+                return;
+            }
+            let eof = match tls.read_tls(&mut c.stream) {
+                Ok(n) => n == 0,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.net.end(id, EndReason::from_io(&e)),
+            };
+            if let Err(e) = tls.process_new_packets() {
+                // The alert rustls queued tells the server why.
+                let _ = tls.write_tls(&mut c.stream);
+                return self.net.end(id, EndReason::Tls(e.to_string()));
+            }
+            if tls.wants_write() {
+                // Handshake messages, or the request held until the handshake ended.
+                self.net.mark_dirty(id);
+            }
+            loop {
+                let Reactor { net, rbuf, .. } = self;
+                let Some(Some(Conn { tls: Some(tls), .. })) = net.conns.get_mut(id) else {
+                    return;
+                };
+                match tls.reader().read(rbuf) {
+                    Ok(0) => return net.end(id, EndReason::Eof),
+                    Ok(n) => self.data(id, n, Instant::now()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return net.end(id, EndReason::Eof),
+                    Err(e) => return net.end(id, EndReason::from_io(&e)),
+                }
+            }
+            if eof {
+                return self.net.end(id, EndReason::Eof);
             }
         }
     }
@@ -396,7 +441,7 @@ fn on_frame<D: Driver>(net: &mut Net, driver: &mut D, id: usize, f: RawFrame<'_>
                 let key = net.rng.next_u32().to_ne_bytes();
                 let echo = if code == 1005 { vec![] } else { code.to_be_bytes().to_vec() };
                 push_frame(&mut c.wbuf, OpCode::Close, &echo, key);
-                let _ = c.stream.write(&c.wbuf[c.wpos..]);
+                let _ = c.write_out();
             }
             net.end(id, EndReason::CloseFrame(code));
         }

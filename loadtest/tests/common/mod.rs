@@ -82,8 +82,15 @@ fn start(path: &Path, args: &[&str], marker: &str) -> Server {
 
 /// The echo example of the main crate on an ephemeral port.
 pub fn start_echo() -> Server {
+    start_echo_with(&[])
+}
+
+/// The echo example with `extra` arguments after its address (`--tls-cert FILE`, ...).
+pub fn start_echo_with(extra: &[&str]) -> Server {
     build_main_crate();
-    start(&target_dir().join("examples").join("echo"), &["127.0.0.1:0"], "echo: listening on")
+    let mut args = vec!["127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    start(&target_dir().join("examples").join("echo"), &args, "echo: listening on")
 }
 
 /// The fanout gateway on an ephemeral port.
