@@ -157,6 +157,10 @@ pub struct Upgrade {
 impl Upgrade {
     /// The first protocol the client offered that the server supports (client's preference order).
     pub fn select_protocol<'a>(&self, supported: &'a [String]) -> Option<&'a str> {
+        if supported.is_empty() {
+            // The common case: nothing to choose from, so the offers need no scan.
+            return None;
+        }
         self.request
             .offered_protocols()
             .find_map(|offered| supported.iter().find(|s| s.as_str() == offered))
@@ -166,9 +170,7 @@ impl Upgrade {
     /// The first permessage-deflate offer the server can honour (RFC 7692), or `None`: no offer,
     /// or none that can be honoured, which declines the extension without failing the upgrade.
     pub fn negotiate_deflate(&self) -> Option<Agreement> {
-        deflate::negotiate(
-            self.request.headers().filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions")).map(|(_, v)| v),
-        )
+        deflate::negotiate(self.request.header_values("sec-websocket-extensions"))
     }
 }
 
@@ -186,18 +188,19 @@ pub fn parse_request(buf: &mut BytesMut, limits: &HttpLimits) -> Result<RequestS
         Framed::Complete(request) => request,
         Framed::Partial { expects_continue } => return Ok(RequestStatus::Partial { expects_continue }),
     };
-    let wants_upgrade = request.has_token("upgrade", "websocket") || request.header("sec-websocket-key").is_some();
-    if !wants_upgrade {
+    let upgrade_token = request.has_token("upgrade", "websocket");
+    if !upgrade_token && request.header("sec-websocket-key").is_none() {
         return Ok(RequestStatus::Complete(Parsed::Http(request)));
     }
-    validate_upgrade(request).map(|u| RequestStatus::Complete(Parsed::Upgrade(u)))
+    validate_upgrade(request, upgrade_token).map(|u| RequestStatus::Complete(Parsed::Upgrade(u)))
 }
 
 /// §4.2.1: "If the server, while reading the handshake, finds that the client did not send a
 /// handshake that matches the description below [...], the server MUST stop processing the
 /// client's handshake and return an HTTP response with an appropriate error code (such as 400
 /// Bad Request)." Checked in the order a client most likely gets wrong first.
-fn validate_upgrade(request: Request) -> Result<Upgrade, RequestError> {
+/// `upgrade_token`: whether the Upgrade header names websocket (the caller looked already).
+fn validate_upgrade(request: Request, upgrade_token: bool) -> Result<Upgrade, RequestError> {
     // §4.1 item 2: "The method of the request MUST be GET, and the HTTP version MUST be at
     // least 1.1."
     if request.method() != "GET" {
@@ -212,7 +215,7 @@ fn validate_upgrade(request: Request) -> Result<Upgrade, RequestError> {
     }
     // §4.1 item 5: "The request MUST contain an |Upgrade| header field whose value MUST include
     // the "websocket" keyword."
-    if !request.has_token("upgrade", "websocket") {
+    if !upgrade_token {
         return Err(RequestError::MissingUpgradeToken);
     }
     // §4.1 item 6: "The request MUST contain a |Connection| header field whose value MUST
