@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         Some(Command::Token { secret, sub, subscribe, publish, ttl }) => {
             let exp = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl).as_secs();
             let clean = |v: Vec<String>| v.into_iter().filter(|p| !p.is_empty()).collect();
-            let claims = auth::Claims { sub, exp, subscribe: clean(subscribe), publish: clean(publish) };
+            let claims = auth::Claims { sub, exp, nbf: None, subscribe: clean(subscribe), publish: clean(publish) };
             println!("{}", auth::mint(&claims, &secret));
             return ExitCode::SUCCESS;
         }
