@@ -3,7 +3,8 @@
 //!
 //! Owns: the process: exit codes (0 served and drained, 1 could not serve, 2 bad settings), the
 //! first SIGTERM/SIGINT drains and a second exits at once, SIGHUP reloads the TLS certificate, the
-//! "listening on" line on stderr that tests and scripts wait for. Must not: hold settings logic (that is `settings`) or protocol
+//! "listening on" line on stderr that tests and scripts wait for (after the admin listener's
+//! line, when there is one). Must not: hold settings logic (that is `settings`) or protocol
 //! logic (that is `app` and `native`).
 
 use std::process::ExitCode;
@@ -130,13 +131,18 @@ fn main() -> ExitCode {
         }
     };
     raise_file_limit(server.max_connections);
-    let handle = match gateway::start(server, gateway_config) {
-        Ok(handle) => handle,
+    let servers = match gateway::start_servers(server, gateway_config) {
+        Ok(servers) => servers,
         Err(e) => {
             eprintln!("fanout: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let handle = &servers.main;
+    if let Some(admin) = servers.admin_addr() {
+        // Before the "listening on" line, which tests and scripts wait for.
+        eprintln!("fanout: admin listener at http://{admin}/ (/metrics, /api/stats, /healthz)");
+    }
     eprintln!("fanout: listening on {}", gateway::describe(handle.local_addr(), handle.tls_local_addr()));
     // First SIGTERM/SIGINT: drain gracefully. Second: exit at once. SIGHUP: reload the TLS
     // certificate and key.
@@ -168,7 +174,8 @@ fn main() -> ExitCode {
         }
         Err(e) => log::warn!("cannot handle signals ({e}); SIGTERM stops the process abruptly"),
     }
-    match handle.join() {
+    // The admin listener stops once the main server has drained.
+    match servers.join() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fanout: {e}");
