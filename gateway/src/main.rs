@@ -56,6 +56,10 @@ enum Command {
         /// Lifetime: a number with s, m, h or d (e.g. 1h).
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
+        /// Valid only this long from now (the `nbf` claim), e.g. 10m; the lifetime counts from
+        /// then. Unset: valid at once, no `nbf`.
+        #[arg(long, value_parser = parse_ttl)]
+        not_before: Option<Duration>,
     },
 }
 
@@ -87,10 +91,12 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let (args, serve_matches) = match cli.command {
-        Some(Command::Token { secret, sub, subscribe, publish, ttl }) => {
-            let exp = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl).as_secs();
+        Some(Command::Token { secret, sub, subscribe, publish, ttl, not_before }) => {
+            let from =
+                SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + not_before.unwrap_or_default();
+            let (exp, nbf) = ((from + ttl).as_secs(), not_before.map(|_| from.as_secs()));
             let clean = |v: Vec<String>| v.into_iter().filter(|p| !p.is_empty()).collect();
-            let claims = auth::Claims { sub, exp, nbf: None, subscribe: clean(subscribe), publish: clean(publish) };
+            let claims = auth::Claims { sub, exp, nbf, subscribe: clean(subscribe), publish: clean(publish) };
             println!("{}", auth::mint(&claims, &secret));
             return ExitCode::SUCCESS;
         }

@@ -498,6 +498,13 @@ fn token_command_prints_a_token_the_server_accepts() {
     assert_eq!((claims.sub.as_str(), claims.subscribe.len(), claims.publish.len()), ("alice", 2, 1));
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     assert!((now + 3590..=now + 3610).contains(&claims.exp));
+    assert_eq!(claims.nbf, None);
+
+    let args = ["token", "--secret", "s3cret", "--sub", "bob", "--not-before", "10m", "--ttl", "1h"];
+    let out = Command::new(env!("CARGO_BIN_EXE_fanout")).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let later = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(auth::verify(&later, "s3cret").unwrap_err(), "token not yet valid (nbf)");
 }
 
 #[test]
