@@ -2,8 +2,9 @@
 //! Redis client, a timer), where no callback and so no `Ctx` is at hand; and `Pending`, an HTTP
 //! response such a thread may give later.
 //!
-//! Owns: `Remote` and `Pending`. Must not: touch a worker's state; every action (a response
-//! too) is an envelope in the target worker's inbox, applied at that worker's next turn,
+//! Owns: `Remote` (its read-only figures too: counters, top topics, the Prometheus text, the
+//! one body `Ctx::prometheus` uses) and `Pending`. Must not: touch a worker's state; every
+//! action (a response too) is an envelope in the target worker's inbox, applied at that worker's next turn,
 //! exactly as a callback's action for another worker's connection is. Invariants: the actions
 //! one thread makes reach each worker in the order they were made (an inbox is FIFO),
 //! interleaved with the callbacks' bus actions in the order they were enqueued; a remote
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::message::Message;
+use crate::metrics::{self, Snapshot};
 use crate::proto::{CloseCode, Response};
 use crate::reactor::{ConnId, Deferred, Shared, NO_WORKER};
 
@@ -102,6 +104,50 @@ impl Remote {
     pub fn workers(&self) -> usize {
         self.shared.workers()
     }
+
+    /// The `n` topics with the most subscribers over all workers, most first (as
+    /// `Ctx::top_topics`), for a thread or another server that reports on this one.
+    pub fn top_topics(&self, n: usize) -> Vec<(String, u64)> {
+        self.shared.bus.top_topics(n)
+    }
+
+    /// Each worker's counters, in worker order (as `Ctx::worker_stats`).
+    pub fn worker_stats(&self) -> Vec<Snapshot> {
+        self.shared.worker_stats()
+    }
+
+    /// The server's counters in the Prometheus text format, the same text as
+    /// `Ctx::prometheus`: an admin listener served by a second server reports on this one.
+    pub fn prometheus(&self, extra: &[(&str, &str, &str, u64)]) -> String {
+        prometheus(&self.shared, extra)
+    }
+}
+
+/// The Prometheus text of the server `shared` belongs to: per worker, the server-wide figures,
+/// then the caller's `extra` lines (name, help, type, value). One body for `Ctx` and `Remote`.
+pub(crate) fn prometheus(shared: &Shared, extra: &[(&str, &str, &str, u64)]) -> String {
+    let bus = &shared.bus;
+    let mut all = vec![
+        ("websockets", "Open WebSocket connections, all workers.", "gauge", shared.admission.open_count() as u64),
+        ("topics", "Topics with at least one subscriber.", "gauge", bus.topic_count() as u64),
+        (
+            "inbox_overflows_total",
+            "Cross-worker envelopes dropped because an inbox was full.",
+            "counter",
+            bus.inbox_overflows(),
+        ),
+        ("draining", "1 while the server shuts down.", "gauge", u64::from(bus.stop_requested())),
+    ];
+    if let Some(expiry) = shared.tls_cert_expiry() {
+        all.push((
+            "tls_cert_expiry_seconds",
+            "The serving TLS certificate's notAfter, in seconds since the Unix epoch.",
+            "gauge",
+            expiry,
+        ));
+    }
+    all.extend_from_slice(extra);
+    metrics::prometheus(&shared.worker_stats(), &all)
 }
 
 /// The HTTP response owed to a client whose request `Handler::on_request` deferred

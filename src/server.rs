@@ -154,28 +154,7 @@ impl Ctx<'_> {
     /// The server's counters in the Prometheus text format (per worker, plus server-wide
     /// figures and the caller's `extra` lines: name, help, type, value).
     pub fn prometheus(&self, extra: &[(&str, &str, &str, u64)]) -> String {
-        let (open, topics, overflows) = self.io.server_figures();
-        let mut all = vec![
-            ("websockets", "Open WebSocket connections, all workers.", "gauge", open),
-            ("topics", "Topics with at least one subscriber.", "gauge", topics),
-            (
-                "inbox_overflows_total",
-                "Cross-worker envelopes dropped because an inbox was full.",
-                "counter",
-                overflows,
-            ),
-            ("draining", "1 while the server shuts down.", "gauge", u64::from(self.io.stopping())),
-        ];
-        if let Some(expiry) = self.io.shared().tls_cert_expiry() {
-            all.push((
-                "tls_cert_expiry_seconds",
-                "The serving TLS certificate's notAfter, in seconds since the Unix epoch.",
-                "gauge",
-                expiry,
-            ));
-        }
-        all.extend_from_slice(extra);
-        metrics::prometheus(&self.io.worker_stats(), &all)
+        crate::remote::prometheus(self.io.shared(), extra)
     }
 
     /// A handle for acting on the server from another thread: hand it to a thread the handler

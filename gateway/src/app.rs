@@ -23,6 +23,7 @@ use fanout::{
 };
 use serde_json::value::RawValue;
 
+use crate::admin::{self, Servers};
 use crate::cluster::{self, Cluster};
 use crate::history::{History, TooManyChannels};
 use crate::http;
@@ -33,7 +34,7 @@ use crate::pusher::apps::{self as pusher_apps, AppConfig};
 use crate::pusher::protocol::ErrorCode;
 use crate::pusher::session::PusherSession;
 use crate::pusher::{self, Pusher};
-use crate::space::{Origin, Publish, Space};
+use crate::space::{publish_locked, Origin, Publish, Space};
 
 /// Settings of the `fanout` gateway on top of the server's `Config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,19 @@ pub struct GatewayConfig {
     pub pusher_apps: Vec<AppConfig>,
     /// The Redis engine (`--redis-url`); None: one process, everything in memory.
     pub redis: Option<cluster::Settings>,
+    /// A second address serving `/metrics`, `/api/stats` and `/healthz` (`start_servers`);
+    /// then the main listener answers 404 to the first two. None: they stay on the main one.
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token `/metrics` and `/api/stats` require wherever they are served. Required
+    /// for an `admin_listen` that is not loopback.
+    pub admin_token: Option<String>,
+    /// The demo page at `/`. Default on; off, `/` answers 404.
+    pub demo: bool,
+    /// Messages one `POST /api/publish` array may hold. Default 1,000; more get 413.
+    pub publish_batch_max: usize,
+    /// Largest `data` of one message published over HTTP, in bytes. Default 64 KiB (the
+    /// gateway's `--max-message-size`), so a batch's body limit does not raise it.
+    pub max_publish_size: usize,
 }
 
 impl Default for GatewayConfig {
@@ -81,6 +95,11 @@ impl Default for GatewayConfig {
             max_channels_per_connection: 100,
             pusher_apps: Vec::new(),
             redis: None,
+            admin_listen: None,
+            admin_token: None,
+            demo: true,
+            publish_batch_max: 1000,
+            max_publish_size: 64 * 1024,
         }
     }
 }
@@ -104,6 +123,10 @@ impl GatewayConfig {
         if self.api_key.as_deref().is_some_and(str::is_empty) {
             return Err("api_key must not be empty".into());
         }
+        admin::validate(self.admin_listen, self.admin_token.as_deref())?;
+        if self.publish_batch_max == 0 || self.max_publish_size == 0 {
+            return Err("publish_batch_max and max_message_size must be greater than 0".into());
+        }
         if self.max_channels == 0 {
             return Err("max_channels must be greater than 0".into());
         }
@@ -121,6 +144,7 @@ impl GatewayConfig {
 struct Shared {
     config: GatewayConfig,
     anonymous: bool,
+    endpoints: http::Endpoints,
     space: Arc<Space>,
     pusher: Option<Pusher>,
     /// The Redis engine: with it, seq, history and delivery go through Redis (`crate::cluster`).
@@ -144,8 +168,17 @@ pub struct NativeSession {
     channels: Vec<Box<str>>,
 }
 
-/// Starts the gateway on `server` settings (the subprotocol is added to them).
-pub fn start(mut server: Config, gateway: GatewayConfig) -> io::Result<ServerHandle> {
+/// Starts the gateway on `server` settings (the subprotocol is added to them), without an
+/// admin listener (`start_servers` starts one): an error when `admin_listen` is set.
+pub fn start(server: Config, gateway: GatewayConfig) -> io::Result<ServerHandle> {
+    if gateway.admin_listen.is_some() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "admin_listen: start the gateway with start_servers"));
+    }
+    start_servers(server, gateway).map(|servers| servers.main)
+}
+
+/// Starts the gateway and, with `admin_listen`, its admin listener (`crate::admin`).
+pub fn start_servers(mut server: Config, gateway: GatewayConfig) -> io::Result<Servers> {
     gateway.validate(server.listen).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if !server.subprotocols.iter().any(|p| p == SUBPROTOCOL) {
         server.subprotocols.push(SUBPROTOCOL.to_owned());
@@ -166,20 +199,35 @@ pub fn start(mut server: Config, gateway: GatewayConfig) -> io::Result<ServerHan
         max_channels_per_connection: gateway.max_channels_per_connection,
         cluster: cluster.clone(),
     };
+    let endpoints = http::Endpoints {
+        demo: gateway.demo,
+        admin_token: gateway.admin_token.clone(),
+        admin_elsewhere: gateway.admin_listen.is_some(),
+        batch_max: gateway.publish_batch_max,
+        max_data: gateway.max_publish_size,
+    };
     let shared = Arc::new(Shared {
         anonymous: gateway.anonymous_allowed(server.listen),
+        endpoints,
         config: gateway,
         pusher: Pusher::new(settings, space.clone()),
         space,
         cluster: cluster.clone(),
     });
     let cluster_handle = cluster;
+    let admin_listen = shared.config.admin_listen;
+    let for_admin = shared.clone();
     let handle = Server::new(server).start(move || Gateway { shared: shared.clone() })?;
     if let (Some(engine), Some(cluster)) = (engine, &cluster_handle) {
-        // It ends by itself once the handlers, and with them every `Cluster` handle, are gone.
+        // It ends by itself once the handlers, and with them every `Cluster` handle, are gone
+        // (the admin server's too: `Servers::join` stops it after the main one).
         engine.start(cluster, handle.remote())?;
     }
-    Ok(handle)
+    let admin = match admin_listen {
+        Some(listen) => Some(admin::start(listen, handle.remote(), move || Gateway { shared: for_admin.clone() })?),
+        None => None,
+    };
+    Ok(Servers { main: handle, admin })
 }
 
 /// The `activity_timeout` Pusher clients are told: half the idle timeout, so a client pings
@@ -452,14 +500,31 @@ impl http::Api for Gateway {
         self.shared.anonymous
     }
 
-    fn publish(
-        &self,
-        ctx: &mut Ctx<'_>,
-        channel: &str,
-        event: Option<&str>,
-        data: &RawValue,
-    ) -> Result<u64, TooManyChannels> {
-        Gateway::publish(self, ctx, channel, event, data)
+    fn endpoints(&self) -> &http::Endpoints {
+        &self.shared.endpoints
+    }
+
+    fn publish(&self, ctx: &mut Ctx<'_>, items: &[http::Item<'_>]) -> Result<Vec<u64>, TooManyChannels> {
+        // One lock for the whole batch: checked to fit first, so it is published whole or not
+        // at all, and no other publish falls between two of its messages on a channel.
+        let mut channels = self.history();
+        if !channels.fits(items.iter().map(|i| i.channel.as_str()), Instant::now()) {
+            return Err(TooManyChannels);
+        }
+        let mut seqs = Vec::with_capacity(items.len());
+        for i in items {
+            let p = Publish {
+                channel: &i.channel,
+                key: &i.channel,
+                event: i.event.as_deref(),
+                data: i.data.get(),
+                origin: Origin::Native,
+                user_id: None,
+                except: None,
+            };
+            seqs.push(publish_locked(&mut channels, ctx, p)?);
+        }
+        Ok(seqs)
     }
 
     fn pusher_api(&self, ctx: &mut Ctx<'_>, request: &Request<'_>) -> Option<Response> {

@@ -7,6 +7,7 @@
 //!   settings.rs  (clap + TOML + env in one field list -> Config + GatewayConfig)
 //!      |
 //!   app.rs  (the Handler: native or Pusher sessions, subscribe / publish / resume)
+//!      |   admin.rs  (the admin listener: /metrics, /api/stats, /healthz of the main server)
 //!      |        \
 //!   http.rs    pusher/     (/api/publish, /healthz, /metrics, the demo page; Pusher protocol 7:
 //!      |        |    \      /app/{key}, the signed /apps/{id}/ API, presence, webhooks)
@@ -23,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod cluster;
 pub mod history;

@@ -3,7 +3,8 @@
 //!
 //! Owns: the process: exit codes (0 served and drained, 1 could not serve, 2 bad settings), the
 //! first SIGTERM/SIGINT drains and a second exits at once, SIGHUP reloads the TLS certificate, the
-//! "listening on" line on stderr that tests and scripts wait for. Must not: hold settings logic (that is `settings`) or protocol
+//! "listening on" line on stderr that tests and scripts wait for (after the admin listener's
+//! line, when there is one). Must not: hold settings logic (that is `settings`) or protocol
 //! logic (that is `app` and `native`).
 
 use std::process::ExitCode;
@@ -55,6 +56,10 @@ enum Command {
         /// Lifetime: a number with s, m, h or d (e.g. 1h).
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
+        /// Valid only this long from now (the `nbf` claim), e.g. 10m; the lifetime counts from
+        /// then. Unset: valid at once, no `nbf`.
+        #[arg(long, value_parser = parse_ttl)]
+        not_before: Option<Duration>,
     },
 }
 
@@ -86,10 +91,12 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let (args, serve_matches) = match cli.command {
-        Some(Command::Token { secret, sub, subscribe, publish, ttl }) => {
-            let exp = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + ttl).as_secs();
+        Some(Command::Token { secret, sub, subscribe, publish, ttl, not_before }) => {
+            let from =
+                SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + not_before.unwrap_or_default();
+            let (exp, nbf) = ((from + ttl).as_secs(), not_before.map(|_| from.as_secs()));
             let clean = |v: Vec<String>| v.into_iter().filter(|p| !p.is_empty()).collect();
-            let claims = auth::Claims { sub, exp, subscribe: clean(subscribe), publish: clean(publish) };
+            let claims = auth::Claims { sub, exp, nbf, subscribe: clean(subscribe), publish: clean(publish) };
             println!("{}", auth::mint(&claims, &secret));
             return ExitCode::SUCCESS;
         }
@@ -130,13 +137,18 @@ fn main() -> ExitCode {
         }
     };
     raise_file_limit(server.max_connections);
-    let handle = match gateway::start(server, gateway_config) {
-        Ok(handle) => handle,
+    let servers = match gateway::start_servers(server, gateway_config) {
+        Ok(servers) => servers,
         Err(e) => {
             eprintln!("fanout: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let handle = &servers.main;
+    if let Some(admin) = servers.admin_addr() {
+        // Before the "listening on" line, which tests and scripts wait for.
+        eprintln!("fanout: admin listener at http://{admin}/ (/metrics, /api/stats, /healthz)");
+    }
     eprintln!("fanout: listening on {}", gateway::describe(handle.local_addr(), handle.tls_local_addr()));
     // First SIGTERM/SIGINT: drain gracefully. Second: exit at once. SIGHUP: reload the TLS
     // certificate and key.
@@ -168,7 +180,8 @@ fn main() -> ExitCode {
         }
         Err(e) => log::warn!("cannot handle signals ({e}); SIGTERM stops the process abruptly"),
     }
-    match handle.join() {
+    // The admin listener stops once the main server has drained.
+    match servers.join() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fanout: {e}");

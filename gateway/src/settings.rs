@@ -28,6 +28,11 @@ use crate::pusher::apps::{AppConfig, PusherFile};
 /// allowed to publish makes every subscriber's queue hold each message.
 const MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
+/// The gateway's default largest HTTP request body: 1 MiB, room for a publish batch of
+/// hundreds of small messages (each still within `MAX_MESSAGE_SIZE`). A body is held whole
+/// while its request is read, so this times the connections sending one is the memory at stake.
+const MAX_BODY_SIZE: usize = 1024 * 1024;
+
 /// `--slow-consumer`: the library's `SlowConsumerPolicy` as a flag and file value (`close`,
 /// `drop`). The variants have no doc comments on purpose: clap would turn them into a long
 /// help text for the flag.
@@ -154,7 +159,7 @@ settings! {
     /// Channels one connection may be subscribed to at once; further subscribes are refused.
     #[arg(long, env = "FANOUT_MAX_CHANNELS_PER_CONNECTION", default_value_t = GatewayConfig::default().max_channels_per_connection)]
     max_channels_per_connection: usize,
-    /// Largest message (and frame, and HTTP publish body) in bytes.
+    /// Largest message (and frame, and data of a message published over HTTP) in bytes.
     #[arg(long, env = "FANOUT_MAX_MESSAGE_SIZE", default_value_t = MAX_MESSAGE_SIZE)]
     max_message_size: usize,
     /// Bytes queued for one client before it is a slow consumer.
@@ -238,6 +243,24 @@ settings! {
     /// Publishes and subscribes waiting for Redis at most; more are refused at once.
     #[arg(long, env = "FANOUT_REDIS_QUEUE", default_value_t = Settings::new("").queue)]
     redis_queue: usize,
+    /// A second address serving /metrics, /api/stats and /healthz (then --listen answers 404 to
+    /// the first two); one that is not loopback requires --admin-token.
+    #[arg(long, env = "FANOUT_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Bearer token that /metrics and /api/stats require wherever they are served (/healthz
+    /// stays open for load balancers).
+    #[arg(long, env = "FANOUT_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// No demo page: GET / answers 404.
+    #[arg(long, env = "FANOUT_NO_DEMO")]
+    no_demo: bool,
+    /// Messages one POST /api/publish array may hold; a longer batch gets 413.
+    #[arg(long, env = "FANOUT_PUBLISH_BATCH_MAX", default_value_t = GatewayConfig::default().publish_batch_max)]
+    publish_batch_max: usize,
+    /// Largest HTTP request body in bytes (room for a publish batch); each message's data stays
+    /// within --max-message-size.
+    #[arg(long, env = "FANOUT_MAX_BODY_SIZE", default_value_t = MAX_BODY_SIZE)]
+    max_body_size: usize,
     file_only {
         /// `[pusher]`: `[[pusher.apps]]` tables, one per Pusher app (id, key, secret,
         /// client_events, max_connections, max_presence_members, max_event_size, webhook_url,
@@ -269,7 +292,7 @@ impl ServeArgs {
             workers,
             max_frame_size: self.max_message_size,
             max_message_size: self.max_message_size,
-            max_body_bytes: self.max_message_size,
+            max_body_bytes: self.max_body_size,
             max_queued_bytes: self.max_queued_bytes,
             slow_consumer: self.slow_consumer.into(),
             idle_timeout: Duration::from_secs(self.idle_timeout),
@@ -313,6 +336,11 @@ impl ServeArgs {
                 max_message: self.max_message_size,
                 ..Settings::new(&url)
             }),
+            admin_listen: self.admin_listen,
+            admin_token: self.admin_token,
+            demo: !self.no_demo,
+            publish_batch_max: self.publish_batch_max,
+            max_publish_size: self.max_message_size,
         };
         server.validate()?;
         gateway.validate(server.listen)?;
@@ -375,7 +403,7 @@ pub fn default_file() -> String {
         let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
         let defaults: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
         let value = match (id, defaults.first()) {
-            ("allow_anonymous" | "compression", _) => "false".to_string(),
+            ("allow_anonymous" | "compression" | "no_demo", _) => "false".to_string(),
             ("allowed_origins" | "redis_ingest", _) => "[]".to_string(),
             (_, Some(d)) if d.parse::<u64>().is_ok() => d.clone(),
             (_, Some(d)) => format!("{d:?}"),
@@ -439,7 +467,7 @@ mod tests {
         let (server, gateway) = Cli::parse_from(["fanout", "--workers", "1"]).serve.into_configs().unwrap();
         let size = MAX_MESSAGE_SIZE;
         let expected =
-            Config { max_frame_size: size, max_message_size: size, max_body_bytes: size, ..Config::default() };
+            Config { max_frame_size: size, max_message_size: size, max_body_bytes: MAX_BODY_SIZE, ..Config::default() };
         assert_eq!(server, expected);
         assert_eq!(gateway, GatewayConfig::default());
     }

@@ -68,6 +68,8 @@ fn config_check_names_the_file_the_key_and_the_reason() {
         ("workers = 0\n", "workers must be between 1 and 64"),
         ("listen = \"0.0.0.0:8080\"\n", "--jwt-secret"),
         ("slow_consumer = \"maybe\"\n", "slow_consumer"),
+        ("admin_listen = \"0.0.0.0:9090\"\n", "--admin-token"),
+        ("publish_batch_max = 0\n", "publish_batch_max"),
     ];
     for (text, reason) in cases {
         let (ok, said) = check(text);
@@ -82,14 +84,18 @@ fn the_default_file_is_commented_complete_and_checks_ok() {
     let out = fanout().args(["config", "default"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for key in ["listen", "workers", "jwt_secret", "history_ttl", "max_connections_per_ip", "drain_window"] {
+    let keys = ["listen", "workers", "jwt_secret", "history_ttl", "max_connections_per_ip", "drain_window"];
+    let admin = ["admin_listen", "admin_token", "no_demo", "publish_batch_max", "max_body_size"];
+    for key in keys.into_iter().chain(admin) {
         assert!(text.contains(&format!("# {key} = ")), "{key} missing from\n{text}");
     }
     let (ok, said) = check(&text);
     assert!(ok, "{said}");
     let help = fanout().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    for flag in ["--config", "--workers", "--max-connections-per-ip", "--drain-window", "[env: FANOUT_HISTORY_SIZE="] {
+    let flags = ["--config", "--workers", "--max-connections-per-ip", "--drain-window", "[env: FANOUT_HISTORY_SIZE="];
+    let admin = ["--admin-listen", "[env: FANOUT_ADMIN_TOKEN]", "--no-demo", "--publish-batch-max", "--max-body-size"];
+    for flag in flags.into_iter().chain(admin) {
         assert!(help.contains(flag), "{flag} missing from serve --help");
     }
 }

@@ -35,6 +35,7 @@ fn token(sub: &[&str], publish: &[&str], exp_in: i64) -> String {
     let claims = auth::Claims {
         sub: "alice".into(),
         exp: (now + exp_in) as u64,
+        nbf: None,
         subscribe: sub.iter().map(|s| s.to_string()).collect(),
         publish: publish.iter().map(|s| s.to_string()).collect(),
     };
@@ -198,6 +199,16 @@ fn auth_matrix() {
     assert_eq!(try_connect(addr, &format!("/?token={forged}"), &[]).err(), Some(401), "bad signature");
     let expired = token(&["news"], &[], -10);
     assert_eq!(try_connect(addr, &format!("/?token={expired}"), &[]).err(), Some(401), "expired");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let early = auth::Claims {
+        sub: "alice".into(),
+        exp: now + 7200,
+        nbf: Some(now + 3600),
+        subscribe: vec!["news".into()],
+        publish: vec![],
+    };
+    let early = auth::mint(&early, "s3cret");
+    assert_eq!(try_connect(addr, &format!("/?token={early}"), &[]).err(), Some(401), "not yet valid (nbf)");
     let auth_header = format!("Bearer {good}");
     let cookie = format!("a=b; fanout_token={good}");
     let protocols = format!("fanout.v1, bearer.{good}");
@@ -487,6 +498,13 @@ fn token_command_prints_a_token_the_server_accepts() {
     assert_eq!((claims.sub.as_str(), claims.subscribe.len(), claims.publish.len()), ("alice", 2, 1));
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     assert!((now + 3590..=now + 3610).contains(&claims.exp));
+    assert_eq!(claims.nbf, None);
+
+    let args = ["token", "--secret", "s3cret", "--sub", "bob", "--not-before", "10m", "--ttl", "1h"];
+    let out = Command::new(env!("CARGO_BIN_EXE_fanout")).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let later = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(auth::verify(&later, "s3cret").unwrap_err(), "token not yet valid (nbf)");
 }
 
 #[test]

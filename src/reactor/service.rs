@@ -204,13 +204,6 @@ impl Io {
         self.shared.worker_stats()
     }
 
-    /// Server-wide figures: (open WebSocket connections, topics with subscribers, envelopes
-    /// dropped by full inboxes).
-    pub(crate) fn server_figures(&self) -> (u64, u64, u64) {
-        let bus = &self.shared.bus;
-        (self.shared.admission.open_count() as u64, bus.topic_count() as u64, bus.inbox_overflows())
-    }
-
     pub(crate) fn worker_index(&self) -> usize {
         self.worker
     }

@@ -30,7 +30,9 @@ pub mod script;
 mod types;
 pub mod wire;
 
-pub use types::{Happened, Hook, JoinDone, Joined, Member, PublishDone, Query, QueryDone, Settings, Side, Unavailable};
+pub use types::{
+    BatchDone, Happened, Hook, JoinDone, Joined, Member, PublishDone, Query, QueryDone, Settings, Side, Unavailable,
+};
 use types::{Link, Request};
 
 use std::io;
@@ -129,6 +131,34 @@ impl Cluster {
             except: None,
         };
         self.publish(channel, body.encode(), is_cache_channel(channel), done)
+    }
+
+    /// Native publishes of `(channel, event, data)` in one Redis transaction (one round trip):
+    /// `done` gets their seqs in order, or the refusal; Redis applies all of them or none.
+    pub fn publish_batch(&self, items: &[(&str, Option<&str>, &RawValue)], done: BatchDone) {
+        if let Err(e) = self.admit() {
+            return done(Err(e));
+        }
+        let items = items
+            .iter()
+            .map(|&(channel, event, data)| {
+                let body = wire::Body {
+                    channel: channel.into(),
+                    event: event.map(Into::into),
+                    data,
+                    pusher: None,
+                    user_id: None,
+                    except: None,
+                };
+                (channel.into(), body.encode(), is_cache_channel(channel))
+            })
+            .collect();
+        if let Err(refused) = self.tx.send(Request::PublishBatch { items, done }) {
+            self.link.waiting.fetch_sub(1, Ordering::AcqRel);
+            if let Request::PublishBatch { done, .. } = refused.0 {
+                done(Err(Unavailable("the redis engine has stopped".into())));
+            }
+        }
     }
 
     /// A publish as the space describes it (a Pusher trigger or client event), except to the

@@ -134,6 +134,9 @@ pub struct Joined {
 
 /// Called on the engine thread with the seq a publish got, or why it got none.
 pub type PublishDone = Box<dyn FnOnce(Result<u64, Unavailable>) + Send>;
+/// Called on the engine thread with the seqs of a batch's publishes, in its order, or why it
+/// got none (a batch is published whole or not at all).
+pub type BatchDone = Box<dyn FnOnce(Result<Vec<u64>, Unavailable>) + Send>;
 /// Called on the engine thread when a join completes: sends the reply and the replay, and says
 /// whether the connection is to join the channel's topic (after them, on the same thread).
 pub type JoinDone = Box<dyn FnOnce(&Remote, Result<Joined, Unavailable>) -> bool + Send>;
@@ -144,6 +147,11 @@ pub(crate) enum Request {
         body: String,
         keep_last: bool,
         done: PublishDone,
+    },
+    /// Publishes in one Redis transaction: (key, body, keep_last) each, in order.
+    PublishBatch {
+        items: Vec<(Box<str>, String, bool)>,
+        done: BatchDone,
     },
     Join {
         conn: ConnId,

@@ -2,8 +2,9 @@
 //!
 //! Owns: `Claims`, token verification and minting (the `jsonwebtoken` crate), where a token may
 //! come from in a request, and `Permissions`. Invariants: a token is never logged or echoed (the
-//! `bearer.<token>` subprotocol entry is never selected); an expired or badly signed token is
-//! refused at the handshake; a pattern matches exactly, or as a prefix when it ends in `*`.
+//! `bearer.<token>` subprotocol entry is never selected); an expired, not yet valid (`nbf` in
+//! the future) or badly signed token is refused at the handshake, `exp` and `nbf` with the same
+//! leeway (`LEEWAY_SECS`); a pattern matches exactly, or as a prefix when it ends in `*`.
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,9 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Not before: seconds since the Unix epoch before which the token is refused (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Channel patterns the client may subscribe to.
     #[serde(default)]
     pub subscribe: Vec<String>,
@@ -60,14 +64,22 @@ pub fn pattern_matches(pattern: &str, channel: &str) -> bool {
     }
 }
 
+/// Seconds of clock difference allowed on both `exp` and `nbf`: a backend whose clock runs a
+/// little ahead of this server's mints tokens with `nbf` = its now (many JWT libraries do), and
+/// they must work at once; a few seconds more on `exp` is the same allowance the other way.
+pub const LEEWAY_SECS: u64 = 5;
+
 /// Why a token was refused (said in the 401 body; never contains the token).
 pub fn verify(token: &str, secret: &str) -> Result<Claims, String> {
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 0;
+    validation.leeway = LEEWAY_SECS;
+    // Off by default in jsonwebtoken: a token minted for later would be accepted at once.
+    validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "sub"]);
     decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation).map(|data| data.claims).map_err(
         |e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".to_string(),
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => "token not yet valid (nbf)".to_string(),
             jsonwebtoken::errors::ErrorKind::InvalidSignature => "invalid token signature".to_string(),
             _ => "invalid token".to_string(),
         },
@@ -108,7 +120,7 @@ mod tests {
     use super::*;
 
     fn claims(exp: u64) -> Claims {
-        Claims { sub: "alice".into(), exp, subscribe: vec!["news".into(), "chat:*".into()], publish: vec![] }
+        Claims { sub: "alice".into(), exp, nbf: None, subscribe: vec!["news".into(), "chat:*".into()], publish: vec![] }
     }
 
     fn now() -> u64 {
@@ -133,6 +145,18 @@ mod tests {
         assert_eq!(verify(&good, "other").unwrap_err(), "invalid token signature");
         assert_eq!(verify(&mint(&claims(now() - 10), "s3cret"), "s3cret").unwrap_err(), "token expired");
         assert_eq!(verify("not.a.token", "s3cret").unwrap_err(), "invalid token");
+    }
+
+    #[test]
+    fn verify_honours_nbf_with_the_leeway_of_exp() {
+        let valid = |nbf: Option<u64>, exp: u64| verify(&mint(&Claims { nbf, ..claims(exp) }, "s3cret"), "s3cret");
+        let (now, leeway) = (now(), LEEWAY_SECS);
+        assert_eq!(valid(Some(now + leeway + 60), now + 600).unwrap_err(), "token not yet valid (nbf)");
+        assert_eq!(valid(Some(now + 1), now + 600).unwrap().nbf, Some(now + 1), "within the leeway");
+        assert_eq!(valid(Some(now - 1), now + 600).unwrap().nbf, Some(now - 1));
+        assert!(valid(None, now - 1).is_ok(), "exp has the same leeway");
+        assert_eq!(valid(None, now - leeway - 10).unwrap_err(), "token expired");
+        assert_eq!(valid(None, now + 600).unwrap().nbf, None, "nbf is optional");
     }
 
     #[test]
