@@ -542,11 +542,11 @@ impl http::Api for Gateway {
     }
 }
 
-/// The address to print for people: `http://127.0.0.1:8080/`.
-pub fn describe(addr: SocketAddr, tls: Option<SocketAddr>) -> String {
+/// The address to print for people: `http://127.0.0.1:8080/`; the demo page only when served.
+pub fn describe(addr: SocketAddr, tls: Option<SocketAddr>, demo: bool) -> String {
     let (http, ws) = if tls == Some(addr) { ("https", "wss") } else { ("http", "ws") };
-    let mut line =
-        format!("{http}://{addr}/ (demo page), {ws}://{addr}/ (WebSocket), POST {http}://{addr}/api/publish");
+    let page = if demo { format!("{http}://{addr}/ (demo page), ") } else { String::new() };
+    let mut line = format!("{page}{ws}://{addr}/ (WebSocket), POST {http}://{addr}/api/publish");
     if let Some(tls) = tls.filter(|&tls| tls != addr) {
         line.push_str(&format!("; TLS on https://{tls}/ and wss://{tls}/"));
     }

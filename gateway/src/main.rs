@@ -137,6 +137,7 @@ fn main() -> ExitCode {
         }
     };
     raise_file_limit(server.max_connections);
+    let demo = gateway_config.demo;
     let servers = match gateway::start_servers(server, gateway_config) {
         Ok(servers) => servers,
         Err(e) => {
@@ -149,7 +150,7 @@ fn main() -> ExitCode {
         // Before the "listening on" line, which tests and scripts wait for.
         eprintln!("fanout: admin listener at http://{admin}/ (/metrics, /api/stats, /healthz)");
     }
-    eprintln!("fanout: listening on {}", gateway::describe(handle.local_addr(), handle.tls_local_addr()));
+    eprintln!("fanout: listening on {}", gateway::describe(handle.local_addr(), handle.tls_local_addr(), demo));
     // First SIGTERM/SIGINT: drain gracefully. Second: exit at once. SIGHUP: reload the TLS
     // certificate and key.
     let trigger = handle.shutdown_trigger();
