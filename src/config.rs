@@ -4,8 +4,10 @@
 //! the reactor and the public API read it, nothing here reads them. Invariant: a `Config` that
 //! passed `validate` cannot make the server hold unbounded memory or wait forever.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Server configuration. `Config::default()` is safe to expose to untrusted clients.
@@ -101,6 +103,136 @@ pub struct Config {
     /// once per worker, so with many subscribers per publish a higher level costs little and
     /// saves bytes on every delivery; with mostly direct sends, keep it low.
     pub compression_level: u32,
+    /// Peers whose word on the client's address is taken: the addresses of your reverse proxies
+    /// and load balancers. From a trusted peer, the client address (for the per-address limits,
+    /// the handshake rate, the logs and `Request::peer`) comes from its PROXY header
+    /// (`proxy_protocol`), else from `X-Forwarded-For`, walked from the right past trusted hops
+    /// (an entry that is no address falls back to the peer's own). From any other peer both
+    /// are ignored: anyone can write them. Default empty: the TCP peer is the client. List only
+    /// proxies you run; trusting more lets their clients pick any address.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Expect the PROXY protocol header (version 1 or 2, detected) before the first byte of
+    /// every connection from a `trusted_proxies` peer (HAProxy's `send-proxy`, an AWS NLB's
+    /// proxy protocol). A trusted peer's connection without a valid one is closed unanswered,
+    /// logged with the reason and counted (`proxy_header_errors`); `LOCAL` and `UNKNOWN` headers
+    /// (health checks) keep the peer's address. Untrusted peers send no header: their bytes are
+    /// HTTP (or TLS), so a PROXY line from one gets 400. Default off; needs `trusted_proxies`.
+    pub proxy_protocol: bool,
+    /// Upgrades one client address may start, as a token bucket: `count` per `per`, up to
+    /// `burst` at once. Over it an upgrade gets 429 with `Retry-After` and is counted
+    /// (`rejected_handshake_rate`). Blunts reconnect storms and scanners; plain HTTP requests
+    /// are not limited. Default `None` (no limit): behind a proxy without `trusted_proxies`
+    /// every client shares the proxy's address, and a NAT can hide thousands of clients.
+    pub handshake_rate_per_ip: Option<RateLimit>,
+    /// Client addresses the handshake rate remembers at most (about 50 bytes each). Default
+    /// 65,536. When it is full, addresses whose bucket has refilled are forgotten first, then
+    /// arbitrary ones: bounded memory wins over exactness when more addresses than this hurry.
+    pub handshake_rate_max_addresses: usize,
+}
+
+/// An IP network, `10.0.0.0/8` or `2001:db8::/32`; a bare address is one host (`/32`,
+/// `/128`). An IPv4 network also matches the IPv4-mapped IPv6 form of its addresses
+/// (`::ffff:10.0.0.1`), which a dual-stack listener reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// The network of `addr` with `prefix` leading bits (the rest are cleared). An error when
+    /// the prefix is longer than the address.
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Cidr, String> {
+        // `::ffff:a.b.c.d/112` is the IPv4 network `a.b.c.d/16`.
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => (addr.to_canonical(), prefix - 96),
+            _ => (addr, prefix),
+        };
+        let network = match addr {
+            IpAddr::V4(v4) if prefix <= 32 => {
+                IpAddr::V4((u32::from(v4) & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)).into())
+            }
+            IpAddr::V6(v6) if prefix <= 128 => {
+                IpAddr::V6((u128::from(v6) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)).into())
+            }
+            other => return Err(format!("prefix /{prefix} is too long for {other}")),
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Cidr::new(ip.to_canonical(), self.prefix).is_ok_and(|c| c.network == self.network)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| format!("{text:?} is no IP address or network"))?;
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().map_err(|_| format!("{text:?}: bad prefix length"))?,
+            None if addr.to_canonical().is_ipv4() => 32,
+            None => 128,
+        };
+        Cidr::new(addr, prefix).map_err(|e| format!("{text:?}: {e}"))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// A token bucket's rate: `count` events per `per`, and up to `burst` at once. Written
+/// `20/s`, `600/m` or `1/h`, with the burst after a colon (`20/s:40`); without one the burst is
+/// `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Events per `per`, on average.
+    pub count: u32,
+    /// The period `count` is spread over.
+    pub per: Duration,
+    /// Events allowed back to back after a quiet spell.
+    pub burst: u32,
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RateLimit, String> {
+        let bad = || format!("{text:?}: expected COUNT/UNIT[:BURST] with UNIT s, m or h (e.g. 20/s:40)");
+        let (rate, burst) = match text.trim().split_once(':') {
+            Some((rate, burst)) => (rate, Some(burst.parse::<u32>().map_err(|_| bad())?)),
+            None => (text.trim(), None),
+        };
+        let (count, unit) = rate.split_once('/').ok_or_else(bad)?;
+        let count = count.parse::<u32>().map_err(|_| bad())?;
+        let per = match unit {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        Ok(RateLimit { count, per, burst: burst.unwrap_or(count) })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            60 => "m",
+            3600 => "h",
+            _ => "s",
+        };
+        write!(f, "{}/{unit}:{}", self.count, self.burst)
+    }
 }
 
 /// See `Config::slow_consumer`.
@@ -141,6 +273,10 @@ impl Default for Config {
             compression: false,
             compression_threshold: 256,
             compression_level: 1,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+            handshake_rate_per_ip: None,
+            handshake_rate_max_addresses: 65_536,
         }
     }
 }
@@ -203,6 +339,20 @@ impl Config {
         if self.tls_listen.is_some_and(|tls| tls == self.listen && tls.port() != 0) {
             return Err(format!("tls_listen must differ from listen ({})", self.listen));
         }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err("proxy_protocol needs trusted_proxies: the header is read from trusted peers only".into());
+        }
+        if let Some(rate) = self.handshake_rate_per_ip {
+            if rate.count == 0 || rate.burst == 0 || rate.per.is_zero() {
+                return Err(format!("handshake_rate_per_ip {rate}: count, burst and period must be positive"));
+            }
+            if rate.per.as_nanos() < u128::from(rate.count) {
+                return Err(format!("handshake_rate_per_ip {rate}: more than one per nanosecond"));
+            }
+            if self.handshake_rate_max_addresses == 0 {
+                return Err("handshake_rate_max_addresses must be greater than 0".into());
+            }
+        }
         Ok(())
     }
 
@@ -234,10 +384,64 @@ mod tests {
             (Config { tls_listen: Some("127.0.0.1:8443".parse().unwrap()), ..Config::default() }, "tls_listen"),
             (Config { compression_level: 0, ..Config::default() }, "compression_level"),
             (Config { compression_level: 10, ..Config::default() }, "compression_level"),
+            (Config { proxy_protocol: true, ..Config::default() }, "trusted_proxies"),
+            (
+                Config {
+                    handshake_rate_per_ip: Some(RateLimit { count: 0, per: Duration::from_secs(1), burst: 1 }),
+                    ..Config::default()
+                },
+                "handshake_rate_per_ip",
+            ),
+            (
+                Config {
+                    handshake_rate_per_ip: Some("1/s".parse().unwrap()),
+                    handshake_rate_max_addresses: 0,
+                    ..Config::default()
+                },
+                "handshake_rate_max_addresses",
+            ),
         ];
         for (config, name) in cases {
             let err = config.validate().unwrap_err();
             assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn networks_parse_and_match_their_addresses_only() {
+        let cases: &[(&str, &str, &[&str], &[&str])] = &[
+            ("10.0.0.0/8", "10.0.0.0/8", &["10.0.0.1", "10.255.255.255", "::ffff:10.1.2.3"], &["11.0.0.1", "::1"]),
+            ("10.1.2.3/8", "10.0.0.0/8", &["10.9.9.9"], &["9.255.255.255"]),
+            ("127.0.0.1", "127.0.0.1/32", &["127.0.0.1"], &["127.0.0.2"]),
+            ("0.0.0.0/0", "0.0.0.0/0", &["1.2.3.4", "255.255.255.255"], &["::2"]),
+            ("2001:db8::/32", "2001:db8::/32", &["2001:db8:1::5"], &["2001:db9::1", "10.0.0.1"]),
+            ("::1", "::1/128", &["::1"], &["::2"]),
+            ("::ffff:192.168.0.0/112", "192.168.0.0/16", &["192.168.3.4", "::ffff:192.168.0.9"], &["192.169.0.1"]),
+        ];
+        for (text, shown, inside, outside) in cases {
+            let cidr: Cidr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(cidr.to_string(), *shown);
+            for ip in *inside {
+                assert!(cidr.contains(ip.parse().unwrap()), "{text} contains {ip}");
+            }
+            for ip in *outside {
+                assert!(!cidr.contains(ip.parse().unwrap()), "{text} excludes {ip}");
+            }
+        }
+        for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "10.0.0.0/x", "example.com", ""] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rates_parse_with_and_without_a_burst() {
+        let rate: RateLimit = "20/s:40".parse().unwrap();
+        assert_eq!(rate, RateLimit { count: 20, per: Duration::from_secs(1), burst: 40 });
+        assert_eq!("600/m".parse::<RateLimit>().unwrap().burst, 600);
+        assert_eq!("1/h".parse::<RateLimit>().unwrap().per, Duration::from_secs(3600));
+        assert_eq!(rate.to_string().parse::<RateLimit>().unwrap(), rate);
+        for bad in ["20", "20/d", "x/s", "20/s:", "20/s:x", "-1/s"] {
+            assert!(bad.parse::<RateLimit>().unwrap_err().contains("COUNT/UNIT"), "{bad}");
         }
     }
 }

@@ -43,7 +43,7 @@ pub mod server;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use config::{Config, SlowConsumerPolicy};
+pub use config::{Cidr, Config, RateLimit, SlowConsumerPolicy};
 pub use remote::{Pending, Remote};
 pub use server::{
     CloseCode, ConnId, Ctx, Handler, Message, Reject, Request, Response, Server, ServerClose, ServerHandle,

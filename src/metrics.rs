@@ -79,8 +79,12 @@ metrics! {
     rejected_per_ip,
     /// ... because the server was draining (503).
     rejected_draining,
+    /// ... because the client address went over `handshake_rate_per_ip` (429).
+    rejected_handshake_rate,
     /// Accepted sockets closed unread because `max_pending_handshakes` were in progress.
     rejected_pending_handshakes,
+    /// Connections from a trusted proxy closed for a missing or malformed PROXY header.
+    proxy_header_errors,
     /// Plain HTTP requests answered.
     http_requests,
     /// Plain HTTP requests whose handler deferred its response (`Ctx::defer`).
@@ -152,6 +156,7 @@ const FAILURE_REASONS: &[(&str, &str)] = &[
     ("rejected_max_connections", "max_connections"),
     ("rejected_per_ip", "max_connections_per_ip"),
     ("rejected_draining", "draining"),
+    ("rejected_handshake_rate", "handshake_rate"),
 ];
 
 /// The Prometheus text exposition of per-worker counters, labelled `worker="i"`, plus

@@ -49,7 +49,9 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    /// The client's address.
+    /// The client's address: the TCP peer's, or, when that peer is one of
+    /// `Config::trusted_proxies`, the one its PROXY header or `X-Forwarded-For` names (port 0
+    /// when the header gives none). The same address the per-address limits count.
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }

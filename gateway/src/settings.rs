@@ -207,6 +207,19 @@ settings! {
     /// Messages shorter than this many bytes go uncompressed even with --compression.
     #[arg(long, env = "FANOUT_COMPRESSION_THRESHOLD", default_value_t = Config::default().compression_threshold)]
     compression_threshold: usize,
+    /// Comma-separated networks of your reverse proxies and load balancers (10.0.0.0/8, ::1):
+    /// from these peers only, the client address comes from X-Forwarded-For or, with
+    /// --proxy-protocol, from the PROXY header. Empty: the TCP peer is the client.
+    #[arg(long, env = "FANOUT_TRUSTED_PROXIES", value_delimiter = ',', default_value = "")]
+    trusted_proxies: Vec<String>,
+    /// Connections from --trusted-proxies start with a PROXY protocol header, v1 or v2 (HAProxy's
+    /// send-proxy, a load balancer's proxy protocol); one without a valid header is closed.
+    #[arg(long, env = "FANOUT_PROXY_PROTOCOL")]
+    proxy_protocol: bool,
+    /// Upgrades per client address, COUNT/UNIT[:BURST] with UNIT s, m or h (e.g. 20/s:40);
+    /// beyond it, 429 with Retry-After. off: no limit.
+    #[arg(long, env = "FANOUT_HANDSHAKE_RATE_PER_IP", default_value = "off")]
+    handshake_rate_per_ip: String,
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -307,6 +320,9 @@ impl ServeArgs {
             tls_watch_interval: Duration::from_secs(self.tls_watch),
             compression: self.compression,
             compression_threshold: self.compression_threshold,
+            trusted_proxies: trusted_proxies(&self.trusted_proxies)?,
+            proxy_protocol: self.proxy_protocol,
+            handshake_rate_per_ip: handshake_rate(&self.handshake_rate_per_ip)?,
             ..Config::default()
         };
         let gateway = GatewayConfig {
@@ -363,6 +379,24 @@ impl ServeArgs {
     }
 }
 
+/// `--trusted-proxies`: each entry a network or an address; the error names the setting.
+fn trusted_proxies(entries: &[String]) -> Result<Vec<fanout::Cidr>, String> {
+    entries
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .map(|e| e.parse().map_err(|why| format!("trusted_proxies: {why}")))
+        .collect()
+}
+
+/// `--handshake-rate-per-ip`: `off` (or `0`) for none, else `COUNT/UNIT[:BURST]`.
+fn handshake_rate(text: &str) -> Result<Option<fanout::RateLimit>, String> {
+    match text.trim() {
+        "off" | "0" | "" => Ok(None),
+        rate => rate.parse().map(Some).map_err(|why| format!("handshake_rate_per_ip: {why}")),
+    }
+}
+
 impl FileConfig {
     /// Reads and parses `path`; the error names the file, and the key and reason as toml gives
     /// them (line and column included).
@@ -403,8 +437,8 @@ pub fn default_file() -> String {
         let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
         let defaults: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
         let value = match (id, defaults.first()) {
-            ("allow_anonymous" | "compression" | "no_demo", _) => "false".to_string(),
-            ("allowed_origins" | "redis_ingest", _) => "[]".to_string(),
+            ("allow_anonymous" | "compression" | "no_demo" | "proxy_protocol", _) => "false".to_string(),
+            ("allowed_origins" | "redis_ingest" | "trusted_proxies", _) => "[]".to_string(),
             (_, Some(d)) if d.parse::<u64>().is_ok() => d.clone(),
             (_, Some(d)) => format!("{d:?}"),
             ("workers", None) => "2    # default: the CPUs available".to_string(),
@@ -487,6 +521,28 @@ mod tests {
         let file: FileConfig = toml::from_str("compression = true").unwrap();
         file.apply(&mut args, |_| false);
         assert!(args.into_configs().unwrap().0.compression, "from the file too");
+    }
+
+    #[test]
+    fn proxy_and_rate_flags_reach_the_library_config() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let args = [
+            "fanout",
+            "--trusted-proxies",
+            "10.0.0.0/8, ::1",
+            "--proxy-protocol",
+            "--handshake-rate-per-ip",
+            "20/s:40",
+        ];
+        let (server, _) = Cli::parse_from(args).serve.into_configs().unwrap();
+        let proxies: Vec<String> = server.trusted_proxies.iter().map(|c| c.to_string()).collect();
+        assert_eq!((proxies.join(" "), server.proxy_protocol), ("10.0.0.0/8 ::1/128".into(), true));
+        assert_eq!(server.handshake_rate_per_ip, Some("20/s:40".parse().unwrap()));
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl<S: Service> Worker<S> {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, _peer)) => {
+                Ok((mut stream, peer)) => {
                     self.metrics.accepted.add(1);
                     if self.handshaking >= self.limits.max_pending_handshakes {
                         // Dropped unread: a flood of half-open handshakes must not hold fds.
@@ -53,6 +53,7 @@ impl<S: Service> Worker<S> {
                         },
                         _ => None,
                     };
+                    let proxy_header = self.owes_proxy_header(peer);
                     let entry = self.conns.vacant_entry();
                     let Ok(slot) = u32::try_from(entry.key()) else {
                         continue;
@@ -64,7 +65,9 @@ impl<S: Service> Worker<S> {
                         log::warn!("register accepted socket: {e}");
                         continue;
                     }
-                    entry.insert(Connection::new(stream, id.generation, tls_state));
+                    let mut conn = Connection::new(stream, id.generation, tls_state);
+                    conn.proxy_header = proxy_header;
+                    entry.insert(conn);
                     self.handshaking += 1;
                     self.metrics.connections.add(1);
                     let at = self.now + self.limits.handshake_ticks;
@@ -84,7 +87,7 @@ impl<S: Service> Worker<S> {
         }
     }
 
-    /// Admits connection `id` from `peer` to the open state, or names the counter of the
+    /// Admits connection `id` from client address `peer` to the open state, or names the counter of the
     /// refusal and its reason. Refused during a graceful stop.
     pub(super) fn admit_open(&mut self, id: ConnId, peer: SocketAddr) -> Result<(), (&Counter, &'static str)> {
         if self.stop.is_some() {

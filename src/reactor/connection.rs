@@ -8,6 +8,8 @@
 //! takes it out and hands it to `on_close`. No compression state either: permessage-deflate is a
 //! one-byte mode. A TLS connection adds one boxed `TlsConn`, which holds no buffer while idle.
 
+use std::net::SocketAddr;
+
 use mio::net::TcpStream;
 
 use super::deflate::Compression;
@@ -55,6 +57,8 @@ pub(crate) struct Connection<S> {
     /// stays in the kernel (TCP backpressure on a client that pipelines deeply) until the
     /// response is out, when the connection is read again.
     pub(crate) read_paused: bool,
+    /// The connection's first bytes must be a PROXY header (a trusted peer, `proxy_protocol`).
+    pub(crate) proxy_header: bool,
     /// permessage-deflate, as negotiated at the upgrade.
     pub(crate) compression: Compression,
     /// When the current phase's timeout (or the idle ping) is due.
@@ -67,6 +71,8 @@ pub(crate) struct Connection<S> {
     pub(crate) session: Option<S>,
     /// The TLS state of a connection accepted on a TLS listener; `None` on the plain path.
     pub(crate) tls: Option<Box<TlsConn>>,
+    /// The client's address from the PROXY header, boxed: most connections have none.
+    pub(crate) forwarded: Option<Box<SocketAddr>>,
 }
 
 impl<S> Connection<S> {
@@ -82,6 +88,7 @@ impl<S> Connection<S> {
             awaiting: false,
             keep_alive: false,
             read_paused: false,
+            proxy_header: false,
             compression: Compression::Off,
             deadline: 0,
             timer_at: 0,
@@ -90,6 +97,7 @@ impl<S> Connection<S> {
             receiver: Receiver::new(),
             session: None,
             tls,
+            forwarded: None,
         }
     }
 

@@ -48,7 +48,9 @@ mod deflate;
 mod dispatch;
 mod flush;
 mod listener;
+mod proxy;
 mod publish;
+mod rate_limit;
 mod read;
 mod read_buf;
 mod service;
@@ -137,7 +139,8 @@ where
     }
     let shared = Arc::new(Shared {
         bus: Bus::new(wakers),
-        admission: Admission::new(config.max_connections, config.max_connections_per_ip),
+        admission: Admission::new(config.max_connections, config.max_connections_per_ip)
+            .with_handshake_rate(config.handshake_rate_per_ip, config.handshake_rate_max_addresses),
         metrics: (0..workers).map(|_| Arc::default()).collect(),
         tls,
     });

@@ -11,6 +11,7 @@ use std::io::{self, Read};
 use std::mem;
 
 use super::connection::Phase;
+use super::proxy::HeaderStep;
 use super::read_buf::ReadBuf;
 use super::service::Service;
 use super::token::ConnId;
@@ -73,7 +74,11 @@ impl<S: Service> Worker<S> {
                 Ok(n) => {
                     buf.commit(n);
                     self.metrics.bytes_in.add(n as u64);
-                    self.process(id, &mut buf);
+                    match self.take_proxy_header(id, &mut buf) {
+                        HeaderStep::Ready => self.process(id, &mut buf),
+                        HeaderStep::Wait => {}
+                        HeaderStep::Closed => break,
+                    }
                     reads += 1;
                     if get(&mut self.conns, id).is_some_and(|c| c.read_paused) {
                         break;

@@ -18,6 +18,7 @@ use std::mem;
 use bytes::Buf;
 
 use super::connection::Phase;
+use super::proxy::HeaderStep;
 use super::read::{ADOPT_LIMIT, MAX_READS_PER_TURN, MIN_READ, READ_BLOCK};
 use super::read_buf::ReadBuf;
 use super::service::Service;
@@ -53,7 +54,13 @@ impl<S: Service> Worker<S> {
                 Ok(n) => {
                     records.commit(n);
                     self.metrics.bytes_in.add(n as u64);
-                    if !self.decrypt(id, &mut records) {
+                    // A PROXY header precedes the TLS records.
+                    let ready = match self.take_proxy_header(id, &mut records) {
+                        HeaderStep::Ready => true,
+                        HeaderStep::Wait => false,
+                        HeaderStep::Closed => break,
+                    };
+                    if ready && !self.decrypt(id, &mut records) {
                         break;
                     }
                     reads += 1;

@@ -2,9 +2,11 @@
 //! port (kept alive when the client asks, `100 Continue` when it waits for one).
 //!
 //! Owns: acting on `proto`'s parse of a request, and deferred responses (`Ctx::defer`). Must
-//! not: parse HTTP itself. Invariants: a connection is admitted (counted) before the
-//! application sees its upgrade and released if the application refuses it; every refusal is
-//! an HTTP response with a reason, then the close; a kept-alive connection gets the handshake
+//! not: parse HTTP itself. Invariants: a request is acted on for its client address
+//! (`proxy.rs`: a trusted proxy's word included), and an upgrade takes one of that address's
+//! handshake tokens before admission (none left: 429 with `Retry-After`); a connection is
+//! admitted (counted) before the application sees its upgrade and released if the application
+//! refuses it; every refusal is an HTTP response with a reason, then the close; a kept-alive connection gets the handshake
 //! deadline again for its next request. A connection awaiting a deferred response stays in the
 //! HTTP phase under the handshake deadline and parses nothing: what arrives meanwhile waits
 //! unparsed in its own buffer (at most `max_request_bytes`) and is read once the response is
@@ -12,6 +14,7 @@
 //! closed, or that no longer awaits one, is dropped.
 
 use std::mem;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -65,14 +68,23 @@ impl<S: Service> Worker<S> {
     }
 
     fn upgrade(&mut self, id: ConnId, upgrade: Upgrade) {
-        let Some(conn) = get(&mut self.conns, id) else {
-            return;
-        };
-        let Ok(peer) = conn.stream.peer_addr() else {
+        let Some(peer) = self.client_addr(id, &upgrade.request) else {
             self.remove(id);
             return;
         };
+        if self.stop.is_none() {
+            if let Err(wait) = self.shared.admission.handshake_token(peer.ip(), Instant::now()) {
+                log::debug!("upgrade from {peer} refused: over handshake_rate_per_ip");
+                self.metrics.rejected_handshake_rate.add(1);
+                self.metrics.handshake_failures.add(1);
+                let response = Response::text(429, "too many handshakes from this address")
+                    .header("Retry-After", retry_after(wait).to_string());
+                self.finish_with(id, response.encode(false));
+                return;
+            }
+        }
         if let Err((counter, reason)) = self.admit_open(id, peer) {
+            log::debug!("upgrade from {peer} refused: {reason}");
             counter.add(1);
             self.metrics.handshake_failures.add(1);
             self.finish_with(id, Response::text(503, reason).encode(false));
@@ -111,10 +123,7 @@ impl<S: Service> Worker<S> {
     /// Answers a plain HTTP request. Returns true when the connection stays open for the next
     /// request (HTTP keep-alive), false when it closes after the response.
     fn http_request(&mut self, id: ConnId, request: Request) -> bool {
-        let Some(conn) = get(&mut self.conns, id) else {
-            return false;
-        };
-        let Ok(peer) = conn.stream.peer_addr() else {
+        let Some(peer) = self.client_addr(id, &request) else {
             self.remove(id);
             return false;
         };
@@ -213,4 +222,9 @@ impl<S: Service> Worker<S> {
             self.read_again.push(id);
         }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up: a client that waits that long finds a token.
+fn retry_after(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }

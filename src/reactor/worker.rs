@@ -28,7 +28,7 @@ use super::stop::Stop;
 use super::timer::{self, Tick, Timers};
 use super::tls::WorkerTls;
 use super::token::{ConnId, LISTENER, TLS_LISTENER, WAKER};
-use crate::config::{Config, SlowConsumerPolicy};
+use crate::config::{Cidr, Config, SlowConsumerPolicy};
 use crate::metrics::WorkerMetrics;
 use crate::proto::frame::Role;
 use crate::proto::{FrameRules, HttpLimits};
@@ -54,6 +54,10 @@ pub(super) struct Limits {
     pub(super) max_pending_handshakes: usize,
     pub(super) subprotocols: Vec<String>,
     pub(super) deflate: DeflateSettings,
+    /// Peers whose PROXY header and `X-Forwarded-For` are believed.
+    pub(super) trusted_proxies: Vec<Cidr>,
+    /// Connections from `trusted_proxies` start with a PROXY header.
+    pub(super) proxy_protocol: bool,
 }
 
 impl Limits {
@@ -79,6 +83,8 @@ impl Limits {
             max_pending_handshakes: config.max_pending_handshakes.div_ceil(config.workers.max(1)),
             subprotocols: config.subprotocols.clone(),
             deflate: DeflateSettings::new(config),
+            trusted_proxies: config.trusted_proxies.clone(),
+            proxy_protocol: config.proxy_protocol,
         }
     }
 }
