@@ -4,7 +4,7 @@
 //! ```text
 //!   main.rs  (the `fanout` binary: subcommands, signals, logging, rlimit)
 //!      |
-//!   settings.rs  (clap + TOML + env in one field list -> Config + GatewayConfig)
+//!   settings/    (clap + TOML + env in one field list -> Config + GatewayConfig)
 //!      |
 //!   app.rs  (the Handler: native or Pusher sessions, subscribe / publish / resume)
 //!      |   admin.rs  (the admin listener: /metrics, /api/stats, /healthz of the main server)
