@@ -93,7 +93,7 @@ impl<S: Service> Worker<S> {
         if proxies.is_empty() {
             return Some(hop);
         }
-        let values = request.headers().filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for")).map(|h| h.1);
+        let values = request.header_values("x-forwarded-for");
         let client = forwarded_client(values, hop, |ip| trusted(proxies, ip));
         if client != hop {
             log::trace!("connection {id}: client {client} by X-Forwarded-For from {hop}");
