@@ -202,6 +202,11 @@ settings! {
     /// Messages shorter than this many bytes go uncompressed even with --compression.
     #[arg(long, env = "FANOUT_COMPRESSION_THRESHOLD", default_value_t = Config::default().compression_threshold)]
     compression_threshold: usize,
+    /// Microseconds a publish batch stays open for later publishes to join it (fewer writes per
+    /// delivery, up to this much added latency; replies and pongs are never held); 0 sends each
+    /// batch at the end of its loop turn. At most 100000.
+    #[arg(long, env = "FANOUT_COALESCE_US", default_value_t = Config::default().coalesce.as_micros() as u64)]
+    coalesce_us: u64,
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -284,6 +289,7 @@ impl ServeArgs {
             tls_watch_interval: Duration::from_secs(self.tls_watch),
             compression: self.compression,
             compression_threshold: self.compression_threshold,
+            coalesce: Duration::from_micros(self.coalesce_us),
             ..Config::default()
         };
         let gateway = GatewayConfig {
@@ -459,6 +465,25 @@ mod tests {
         let file: FileConfig = toml::from_str("compression = true").unwrap();
         file.apply(&mut args, |_| false);
         assert!(args.into_configs().unwrap().0.compression, "from the file too");
+    }
+
+    #[test]
+    fn the_coalescing_window_reaches_the_library_config_and_is_bounded() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let (server, _) =
+            Cli::parse_from(["fanout", "--workers", "1", "--coalesce-us", "1000"]).serve.into_configs().unwrap();
+        assert_eq!(server.coalesce, Duration::from_micros(1000));
+        let mut args = Cli::parse_from(["fanout", "--workers", "1"]).serve;
+        let file: FileConfig = toml::from_str("coalesce_us = 250").unwrap();
+        file.apply(&mut args, |_| false);
+        assert_eq!(args.into_configs().unwrap().0.coalesce, Duration::from_micros(250), "from the file too");
+        let err = Cli::parse_from(["fanout", "--coalesce-us", "100001"]).serve.into_configs().unwrap_err();
+        assert!(err.contains("coalesce"), "{err}");
     }
 
     #[test]
