@@ -2,21 +2,23 @@
 //! clock (due times are numbers the caller gives); it stores member ids and `Bytes`.
 //!
 //! Owns: `Topics` (topic -> members and member -> topics, both directions, and each topic's
-//! open batches with their due time); `Batch` (frames not yet delivered) is its leaf `batch.rs`. A topic's members are of two kinds, those that take plain
-//! frames and those that take compressed ones (permessage-deflate, chosen at subscribe), and it
-//! keeps a batch for each; the compressed frame is made by the caller, only when the topic has
-//! a member of that kind. Invariants:
+//! open batches with their due time); `Batch` (frames not yet delivered) is its leaf
+//! `batch.rs`. A topic's members are of two kinds, those that take plain frames and those that
+//! take compressed ones (permessage-deflate, chosen at subscribe), and it keeps a batch for
+//! each; the compressed frame is made by the caller, only when the topic has a member of that
+//! kind. Invariants:
 //! - A member leaves all its topics at a cost proportional to its own topics (`leave_all`), and
 //!   any one subscribe or unsubscribe is O(1) plus a scan of one member's own topic list.
 //! - Small frames published to a topic in one turn (or window) are appended to one contiguous
-//!   buffer; when it is delivered the buffer is frozen into a single `Bytes`, so each subscriber receives one
-//!   refcounted slice per turn however many frames were published. Frames at or above the large
-//!   threshold are never copied; they are queued as they are, in publish order.
+//!   buffer; when it is delivered the buffer is frozen into a single `Bytes`, so each
+//!   subscriber receives one refcounted slice per batch however many frames were published.
+//!   Frames at or above the large threshold are never copied; they are queued as they are, in
+//!   publish order.
 //! - With a coalescing window, a topic's batch is due at the time set when its first frame came
-//!   (`set_due`, in the caller's units) and stays open, taking later frames, until `deliver_due` passes that
-//!   time or an early delivery (`deliver_topic`, `deliver_member`, `publish_except`) takes it.
-//!   Batches are opened in order of their due times, so the ones due are a prefix of the dirty
-//!   list and each turn costs only the batches it delivers.
+//!   (`set_due`, in the caller's units) and stays open, taking later frames, until
+//!   `deliver_due` passes that time or an early delivery (`deliver_topic`, `deliver_member`,
+//!   `publish_except`) takes it. Batches are opened in order of their due times, so the ones
+//!   due are a prefix of the dirty list and each turn costs only the batches it delivers.
 //! - A topic with no members holds no memory and is forgotten.
 
 use std::collections::{HashMap, VecDeque};

@@ -2,9 +2,9 @@
 //! worker count from `FANOUT_WORKERS`, default 1; after the address, `--compression` (or
 //! `FANOUT_COMPRESSION=1`) turns permessage-deflate on, `--tls-cert FILE --tls-key FILE` serve
 //! TLS and `--coalesce-us N` (or `FANOUT_COALESCE_US=N`) sets the coalescing window for
-//! publishes, as the gateway's flag does), start the server, print `NAME: listening on ws://ADDR/` (`wss://` with TLS) on stderr
-//! (tests and scripts wait for that line to learn the port when they pass port 0), and serve
-//! until stopped.
+//! publishes, as the gateway's flag does), start the server, print `NAME: listening on
+//! ws://ADDR/` (`wss://` with TLS; the window, when set, follows) on stderr (tests and scripts
+//! wait for that line to learn the port when they pass port 0), and serve until stopped.
 
 use std::io;
 use std::time::Duration;
