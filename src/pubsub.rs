@@ -1,67 +1,35 @@
-//! The per-worker topic table and the per-turn publish batches. Pure data: no sockets, no
-//! protocol, no clock; it stores member ids and `Bytes`.
+//! The per-worker topic table and the publish batches. Pure data: no sockets, no protocol, no
+//! clock (due times are numbers the caller gives); it stores member ids and `Bytes`.
 //!
-//! Owns: `Topics` (topic -> members and member -> topics, both directions) and `Batch` (frames
-//! published within one loop turn). A topic's members are of two kinds, those that take plain
-//! frames and those that take compressed ones (permessage-deflate, chosen at subscribe), and it
-//! keeps a batch for each; the compressed frame is made by the caller, only when the topic has
-//! a member of that kind. Invariants:
+//! Owns: `Topics` (topic -> members and member -> topics, both directions, and each topic's
+//! open batches with their due time); `Batch` (frames not yet delivered) is its leaf
+//! `batch.rs`. A topic's members are of two kinds, those that take plain frames and those that
+//! take compressed ones (permessage-deflate, chosen at subscribe), and it keeps a batch for
+//! each; the compressed frame is made by the caller, only when the topic has a member of that
+//! kind. Invariants:
 //! - A member leaves all its topics at a cost proportional to its own topics (`leave_all`), and
 //!   any one subscribe or unsubscribe is O(1) plus a scan of one member's own topic list.
-//! - Small frames published to a topic in one turn are appended to one contiguous buffer; when
-//!   the turn ends the buffer is frozen into a single `Bytes`, so each subscriber receives one
-//!   refcounted slice per turn however many frames were published. Frames at or above the large
-//!   threshold are never copied; they are queued as they are, in publish order.
+//! - Small frames published to a topic in one turn (or window) are appended to one contiguous
+//!   buffer; when it is delivered the buffer is frozen into a single `Bytes`, so each
+//!   subscriber receives one refcounted slice per batch however many frames were published.
+//!   Frames at or above the large threshold are never copied; they are queued as they are, in
+//!   publish order.
+//! - With a coalescing window, a topic's batch is due at the time set when its first frame came
+//!   (`set_due`, in the caller's units) and stays open, taking later frames, until
+//!   `deliver_due` passes that time or an early delivery (`deliver_topic`, `deliver_member`,
+//!   `publish_except`) takes it. Batches are opened in order of their due times, so the ones
+//!   due are a prefix of the dirty list and each turn costs only the batches it delivers.
 //! - A topic with no members holds no memory and is forgotten.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+
+mod batch;
+pub use batch::Batch;
 
 /// Identifies a subscriber within one worker (the reactor uses its connection slot).
 pub type Member = u32;
-
-/// Frames published within one turn: small ones back to back in one buffer, large ones shared.
-#[derive(Debug, Default)]
-pub struct Batch {
-    open: BytesMut,
-    ready: Vec<Bytes>,
-}
-
-impl Batch {
-    /// Appends one frame given as its header and payload. Payloads of `large` bytes or more are
-    /// kept as they are (after any small frames already batched, so order holds).
-    pub fn push(&mut self, header: &[u8], payload: &Bytes, large: usize) {
-        if payload.len() >= large {
-            self.seal();
-            self.ready.push(Bytes::copy_from_slice(header));
-            self.ready.push(payload.clone());
-        } else {
-            self.open.reserve(header.len() + payload.len());
-            self.open.extend_from_slice(header);
-            self.open.extend_from_slice(payload);
-        }
-    }
-
-    /// True when no frame waits in the batch.
-    pub fn is_empty(&self) -> bool {
-        self.open.is_empty() && self.ready.is_empty()
-    }
-
-    /// Freezes the open buffer into the ready list.
-    fn seal(&mut self) {
-        if !self.open.is_empty() {
-            self.ready.push(self.open.split().freeze());
-        }
-    }
-
-    /// The turn's buffers in publish order; the batch is empty afterwards but keeps the spare
-    /// room of its open buffer for the next turn.
-    pub fn take(&mut self) -> std::vec::Drain<'_, Bytes> {
-        self.seal();
-        self.ready.drain(..)
-    }
-}
 
 struct Topic {
     name: Box<str>,
@@ -72,6 +40,8 @@ struct Topic {
     compressed: Vec<Member>,
     compressed_batch: Batch,
     dirty: bool,
+    /// When the open batch must go out (meaningful while `dirty`).
+    due: u64,
 }
 
 impl Topic {
@@ -121,7 +91,12 @@ pub struct Topics {
     topics: Vec<Option<Topic>>,
     free: Vec<u32>,
     memberships: HashMap<Member, Vec<Membership>>,
-    dirty: Vec<u32>,
+    /// Topics with an open batch and its due time, in the order they were opened. An entry is
+    /// stale once its topic was delivered early (or forgotten): the topic is then not dirty, or
+    /// dirty again with a later due time and a later entry of its own.
+    dirty: VecDeque<(u32, u64)>,
+    /// The due time of a batch opened now.
+    due: u64,
 }
 
 impl Topics {
@@ -197,10 +172,17 @@ impl Topics {
         self.ids.is_empty()
     }
 
-    /// Queues a frame for the members of `name` at the end of the turn: `header` and `payload`
+    /// Sets when the batches opened from now on are due (0 until set). The caller only moves
+    /// it forward, so batches are opened in order of their due times.
+    pub fn set_due(&mut self, due: u64) {
+        self.due = due;
+    }
+
+    /// Queues a frame for the members of `name` in the topic's batch: `header` and `payload`
     /// for those that take plain frames, what `compress` makes (called once, only if the topic
-    /// has members that take compressed frames) for the others. Returns the number of members
-    /// it will reach (0: nothing is stored).
+    /// has members that take compressed frames) for the others. A batch opened by this frame is
+    /// due at the time `set_due` gave; a frame that joins an open batch keeps that batch's.
+    /// Returns the number of members it will reach (0: nothing is stored).
     pub fn publish(
         &mut self,
         name: &str,
@@ -224,19 +206,40 @@ impl Topics {
         }
         if !t.dirty {
             t.dirty = true;
-            self.dirty.push(id);
+            t.due = self.due;
+            self.dirty.push_back((id, self.due));
         }
         t.len()
     }
 
-    /// Hands every buffer published this turn to `deliver`, once per member, in publish order
-    /// per topic. Each call gets a clone of the same `Bytes` (a refcount bump, no copy).
+    /// Hands every open batch to `deliver`, once per member, in publish order per topic. Each
+    /// call gets a clone of the same `Bytes` (a refcount bump, no copy).
     pub fn deliver(&mut self, mut deliver: impl FnMut(Member, &Bytes)) {
-        for id in std::mem::take(&mut self.dirty) {
+        for (id, _) in std::mem::take(&mut self.dirty) {
             if let Some(t) = self.topics.get_mut(id as usize).and_then(Option::as_mut) {
                 t.deliver(&mut deliver);
             }
         }
+    }
+
+    /// Hands the batches due at or before `now` to `deliver`, as `deliver` does; the others
+    /// stay open. Stale entries at the front are dropped, so `next_due` is exact afterwards.
+    pub fn deliver_due(&mut self, now: u64, mut deliver: impl FnMut(Member, &Bytes)) {
+        while let Some(&(id, due)) = self.dirty.front() {
+            let open = self.topics.get_mut(id as usize).and_then(Option::as_mut).filter(|t| t.dirty && t.due == due);
+            match open {
+                Some(_) if due > now => break,
+                Some(t) => t.deliver(&mut deliver),
+                None => {}
+            }
+            self.dirty.pop_front();
+        }
+    }
+
+    /// When the oldest open batch is due, if one may be open (an entry made stale by an early
+    /// delivery can answer too, which only wakes the caller early).
+    pub fn next_due(&self) -> Option<u64> {
+        self.dirty.front().map(|&(_, due)| due)
     }
 
     /// Delivers what `name` has pending now, to its current members only. Called before a
@@ -313,6 +316,7 @@ impl Topics {
             compressed: Vec::new(),
             compressed_batch: Batch::default(),
             dirty: false,
+            due: 0,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -392,21 +396,6 @@ mod tests {
         assert!(seen.iter().all(|(_, b)| b.as_ptr() == first && b.len() == 300), "same memory for all");
         let expected: Vec<u8> = (0..100u8).flat_map(|i| [0x81, 1, i]).collect();
         assert_eq!(&seen[0].1[..], &expected[..], "publish order kept");
-    }
-
-    #[test]
-    fn large_frames_skip_the_copy_and_keep_their_place() {
-        let mut t = Topics::new();
-        t.subscribe(7, "big", false);
-        let large = Bytes::from(vec![9u8; LARGE]);
-        t.publish("big", b"a", &Bytes::from_static(b"1"), LARGE, || None);
-        t.publish("big", b"h", &large, LARGE, || None);
-        t.publish("big", b"b", &Bytes::from_static(b"2"), LARGE, || None);
-        let mut seen: Vec<Bytes> = Vec::new();
-        t.deliver(|_, b| seen.push(b.clone()));
-        assert_eq!(seen.len(), 4);
-        assert_eq!((&seen[0][..], &seen[1][..], &seen[3][..]), (&b"a1"[..], &b"h"[..], &b"b2"[..]));
-        assert_eq!(seen[2].as_ptr(), large.as_ptr(), "large payload shared, not copied");
     }
 
     #[test]
@@ -567,5 +556,38 @@ mod tests {
         );
         assert_eq!(reached, 3);
         assert_eq!(got, vec![(1, frame.clone()), (2, frame), (4, Bytes::from_static(b"c"))]);
+    }
+
+    #[test]
+    fn deliver_due_takes_the_batches_due_and_keeps_the_rest_open() {
+        let mut t = Topics::new();
+        t.subscribe(1, "a", false);
+        t.subscribe(1, "b", false);
+        t.subscribe(2, "b", false);
+        t.set_due(10);
+        t.publish("a", b"", &Bytes::from_static(b"a1"), LARGE, || None);
+        t.set_due(20);
+        t.publish("b", b"", &Bytes::from_static(b"b1"), LARGE, || None);
+        t.publish("a", b"", &Bytes::from_static(b"a2"), LARGE, || None); // joins a's batch
+        assert_eq!(t.next_due(), Some(10));
+        let mut got = Vec::new();
+        t.deliver_due(9, |m, b| got.push((m, b.to_vec())));
+        assert!(got.is_empty(), "nothing due yet");
+        t.deliver_due(10, |m, b| got.push((m, b.to_vec())));
+        assert_eq!(got, vec![(1, b"a1a2".to_vec())], "a's batch, both frames in one buffer");
+        assert_eq!(t.next_due(), Some(20));
+        // b is taken early (a member's direct send); its entry goes stale and a new batch
+        // opens with its own due time.
+        t.deliver_member(2, |_, _| {});
+        t.set_due(30);
+        t.publish("b", b"", &Bytes::from_static(b"b2"), LARGE, || None);
+        got.clear();
+        t.deliver_due(25, |m, b| got.push((m, b.to_vec())));
+        assert!(got.is_empty(), "the stale entry delivers nothing");
+        assert_eq!(t.next_due(), Some(30));
+        t.deliver_due(30, |m, b| got.push((m, b.to_vec())));
+        got.sort();
+        assert_eq!(got, vec![(1, b"b2".to_vec()), (2, b"b2".to_vec())]);
+        assert_eq!(t.next_due(), None);
     }
 }

@@ -5,7 +5,7 @@
 //! most one deadline; extending it costs nothing (the wheel entry is re-filed only when it
 //! fires early), only an earlier deadline files a new entry; an open connection that stays
 //! silent gets the service's idle call (by default a ping) at half the idle timeout and a 1001
-//! close at the end of it.
+//! close at the end of it, after the publishes still coalescing for it.
 
 use std::mem;
 
@@ -90,6 +90,10 @@ impl<S: Service> Worker<S> {
             }
             Phase::Open => {
                 self.metrics.idle_timeouts.add(1);
+                // What is still coalescing for it goes out before its close frame.
+                if self.limits.coalesce_us > 0 {
+                    self.deliver_pending_to(id);
+                }
                 self.close_by_server(id, ServerClose::IdleTimeout);
             }
             Phase::CloseSent | Phase::Lingering | Phase::HalfClosed => self.remove(id),

@@ -14,6 +14,16 @@
 //! receives follows the inbox's order: a send or close from the inbox first delivers what its
 //! connection's topics have pending, and an unsubscribe takes effect between the publishes
 //! before and after it, as a subscribe does.
+//!
+//! With a coalescing window (`Config::coalesce`) a batch (a topic's, or the broadcast's) is
+//! delivered at the first turn's end past its due time instead of at the end of the turn that
+//! opened it; until then it takes the frames published after it. Order per topic still holds:
+//! whatever delivers a topic early (a subscribe, an unsubscribe, a publish that skips its sender,
+//! a send or close from the inbox, a close) delivers its whole open batch first. A direct frame
+//! made on the connection's own worker (a callback's send, a pong, the idle ping) is not held:
+//! it passes the connection's open batches, as it passes the publishes made in the same turn
+//! without a window, because order is promised per channel, not between a channel and direct
+//! frames. A close delivers the connection's open batches before its close frame.
 
 use std::mem;
 
@@ -79,6 +89,9 @@ impl<S: Service> Worker<S> {
                     self.publish_except(&topic, &head, &tail, except);
                 }
                 Envelope::Broadcast { head, tail } => {
+                    if self.broadcast.is_empty() {
+                        self.broadcast_due = self.open_due;
+                    }
                     self.broadcast.push(&head, &tail, SHARE_THRESHOLD);
                     if self.deflate.enabled {
                         let (h, t) = self.deflate.compress(&head, &tail, &self.metrics).unwrap_or((head, tail));
@@ -140,50 +153,71 @@ impl<S: Service> Worker<S> {
     }
 
     /// Delivers now what was published before to the topics connection `id` is in (and the
-    /// broadcast batch), so a send or close that follows those publishes in the inbox reaches
-    /// the connection after them. Other topics keep their end-of-turn batch.
-    fn deliver_pending_to(&mut self, id: ConnId) {
-        if get(&mut self.conns, id).is_none() {
-            return;
-        }
-        if !self.broadcast.is_empty() {
-            return self.deliver_published(None);
-        }
-        let Worker { topics, conns, dirty, slow, limits, metrics, index, .. } = self;
-        let mut delivery = Delivery { dirty, slow, limits, metrics, worker: *index as u16 };
-        topics.deliver_member(id.slot, |member, bytes| {
-            if let Some(conn) = conns.get_mut(member as usize) {
-                delivery.queue(member, conn, bytes);
-            }
-        });
-        for id in mem::take(&mut self.slow) {
-            self.slow_consumer(id);
+    /// broadcast batch), so a send or close that follows those publishes reaches the connection
+    /// after them. Other topics keep their batch open.
+    pub(super) fn deliver_pending_to(&mut self, id: ConnId) {
+        if get(&mut self.conns, id).is_some() {
+            self.deliver_pending(Pending::Member(id.slot));
         }
     }
 
     /// Hands published batches to their subscribers (one `Bytes` clone each): those of one
-    /// topic, or (None) those of every topic and the broadcast batch, at the end of a turn.
+    /// topic, or (None) every open batch, the broadcast's included.
     pub(super) fn deliver_published(&mut self, topic: Option<&str>) {
-        let Worker { topics, broadcast, deflate, conns, dirty, slow, limits, metrics, index, .. } = self;
+        self.deliver_pending(topic.map_or(Pending::All, Pending::Topic));
+    }
+
+    /// At the end of a turn with a coalescing window: the batches due by `now` (µs on the
+    /// timers' clock); the others stay open.
+    pub(super) fn deliver_due(&mut self, now: u64) {
+        self.deliver_pending(Pending::Due(now));
+    }
+
+    /// When the oldest open batch is due (µs on the timers' clock), with a coalescing window.
+    pub(super) fn next_due(&self) -> Option<u64> {
+        if self.limits.coalesce_us == 0 {
+            return None;
+        }
+        let broadcast = (!self.broadcast.is_empty()).then_some(self.broadcast_due);
+        match (self.topics.next_due(), broadcast) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn deliver_pending(&mut self, what: Pending<'_>) {
+        let Worker { topics, broadcast, broadcast_due, deflate, conns, dirty, slow, limits, metrics, index, .. } = self;
         let mut delivery = Delivery { dirty, slow, limits, metrics, worker: *index as u16 };
         let mut to_member = |member: u32, bytes: &Bytes| {
             if let Some(conn) = conns.get_mut(member as usize) {
                 delivery.queue(member, conn, bytes);
             }
         };
-        match topic {
-            Some(name) => topics.deliver_topic(name, &mut to_member),
-            None => {
+        let with_broadcast = match what {
+            Pending::Topic(name) => {
+                topics.deliver_topic(name, &mut to_member);
+                false
+            }
+            Pending::Member(slot) => {
+                topics.deliver_member(slot, &mut to_member);
+                true
+            }
+            Pending::Due(now) => {
+                topics.deliver_due(now, &mut to_member);
+                *broadcast_due <= now
+            }
+            Pending::All => {
                 topics.deliver(&mut to_member);
-                if !broadcast.is_empty() {
-                    // Each connection gets the one batch that matches its mode.
-                    for (batch, compressed) in [(broadcast, false), (&mut deflate.broadcast, true)] {
-                        for bytes in batch.take() {
-                            for (slot, conn) in conns.iter_mut() {
-                                if conn.compression.compresses() == compressed {
-                                    delivery.queue(slot as u32, conn, &bytes);
-                                }
-                            }
+                true
+            }
+        };
+        if with_broadcast && !broadcast.is_empty() {
+            // Each connection gets the one batch that matches its mode.
+            for (batch, compressed) in [(broadcast, false), (&mut deflate.broadcast, true)] {
+                for bytes in batch.take() {
+                    for (slot, conn) in conns.iter_mut() {
+                        if conn.compression.compresses() == compressed {
+                            delivery.queue(slot as u32, conn, &bytes);
                         }
                     }
                 }
@@ -193,4 +227,17 @@ impl<S: Service> Worker<S> {
             self.slow_consumer(id);
         }
     }
+}
+
+/// Which open batches a delivery takes.
+#[derive(Clone, Copy)]
+enum Pending<'a> {
+    /// One topic's (before a subscribe or unsubscribe changes its members).
+    Topic(&'a str),
+    /// Those of the member's topics, and the broadcast's (before a send or close to it).
+    Member(u32),
+    /// Those due at or before this time (the end of a turn with a window).
+    Due(u64),
+    /// Every one (the end of a turn without a window; the graceful stop).
+    All,
 }

@@ -1,6 +1,8 @@
 //! Deadlines for handshakes, idle connections and close handshakes, in coarse buckets.
 //!
-//! Owns: `Timers`, a hashed wheel of 250 ms ticks. Invariants: scheduling is O(1); extending a
+//! Owns: `Timers`, a hashed wheel of 250 ms ticks, and the worker's microsecond clock for
+//! coalescing windows (counted from the same start, so a window can be capped at its tick's end).
+//! Invariants: scheduling is O(1); extending a
 //! deadline costs nothing here (the connection only updates its own field and the wheel entry
 //! re-files itself when it comes due), so per-event timer cost is O(1) and no code ever scans
 //! all connections; an entry is processed at most once per wheel revolution.
@@ -76,6 +78,24 @@ impl Timers {
         }
     }
 
+    /// Microseconds from the wheel's start to `at`: the clock of coalescing windows.
+    pub(crate) fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_micros() as u64
+    }
+
+    /// When a batch opened at `at` (µs, see `micros`) with a window of `window` µs is due: the
+    /// end of the window, or the end of `at`'s tick if that comes first, so the window never
+    /// holds a batch past the next tick (where deadlines, idle closes and stop pacing act).
+    pub(crate) fn window_due(at: u64, window: u64) -> u64 {
+        let tick = TICK.as_micros() as u64;
+        (at + window).min((at / tick + 1) * tick)
+    }
+
+    /// How long from `now` until `due` (µs, see `micros`); zero once it has passed.
+    pub(crate) fn until(&self, due: u64, now: Instant) -> Duration {
+        (self.start + Duration::from_micros(due)).saturating_duration_since(now)
+    }
+
     /// How long poll may sleep before the next tick with entries could be due.
     pub(crate) fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if self.len == 0 {
@@ -132,6 +152,19 @@ mod tests {
         assert_eq!(t.schedule(id(1), 3), 11);
         t.expire(11, &mut due);
         assert_eq!(due.len(), 1);
+    }
+
+    #[test]
+    fn a_window_ends_at_its_length_or_at_the_tick_s_end() {
+        let tick = TICK.as_micros() as u64;
+        assert_eq!(Timers::window_due(1_000, 500), 1_500);
+        assert_eq!(Timers::window_due(tick - 100, 1_000), tick, "capped at the end of its tick");
+        assert_eq!(Timers::window_due(tick, 1_000), tick + 1_000, "a new tick starts a whole window");
+        let start = Instant::now();
+        let t = Timers::new(start);
+        assert_eq!(t.micros(start + Duration::from_micros(1_234)), 1_234);
+        assert_eq!(t.until(1_500, start + Duration::from_micros(1_000)), Duration::from_micros(500));
+        assert_eq!(t.until(1_500, start + Duration::from_micros(2_000)), Duration::ZERO);
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //! graceful stop (its pacing is `stop.rs`). Invariants: the loop never blocks on anything but `poll`; a turn
 //! ends with every dirty connection flushed; the poll timeout is zero while work is known to be
 //! waiting (connections with bytes left after their read budget, envelopes in this worker's own
-//! inbox), because no event would announce it.
+//! inbox), because no event would announce it, and never runs past the due time of an open
+//! publish batch (`Config::coalesce`). Without a window (the default) every batch is delivered at
+//! the end of its turn and the loop reads no clock beyond what it always read; with one, the
+//! turn reads the clock once more, at its end, to deliver the batches due; during a graceful
+//! stop every batch is delivered at the end of its turn, so a close never outruns a publish.
 
 use std::collections::HashMap;
 use std::io;
@@ -58,6 +62,8 @@ pub(super) struct Limits {
     pub(super) trusted_proxies: Vec<Cidr>,
     /// Connections from `trusted_proxies` start with a PROXY header.
     pub(super) proxy_protocol: bool,
+    /// The coalescing window for publish batches, in µs; 0 delivers them at the end of the turn.
+    pub(super) coalesce_us: u64,
 }
 
 impl Limits {
@@ -85,6 +91,7 @@ impl Limits {
             deflate: DeflateSettings::new(config),
             trusted_proxies: config.trusted_proxies.clone(),
             proxy_protocol: config.proxy_protocol,
+            coalesce_us: config.coalesce.as_micros() as u64,
         }
     }
 }
@@ -101,6 +108,10 @@ pub(crate) struct Worker<S: Service> {
     pub(super) conns: Slab<Connection<S::Session>>,
     pub(super) topics: Topics,
     pub(super) broadcast: Batch,
+    /// When a batch opened in this turn is due (µs on `timers`' clock; 0 without a window).
+    pub(super) open_due: u64,
+    /// When the broadcast batches are due, while they hold frames.
+    pub(super) broadcast_due: u64,
     /// permessage-deflate: the compressor, the inflater, the compressed broadcast batch.
     pub(super) deflate: Deflate,
     /// Connections found over their queue cap while delivering, closed once delivery is done.
@@ -157,6 +168,8 @@ impl<S: Service> Worker<S> {
             conns: Slab::new(),
             topics: Topics::new(),
             broadcast: Batch::default(),
+            open_due: 0,
+            broadcast_due: 0,
             deflate,
             slow: Vec::new(),
             service,
@@ -193,7 +206,12 @@ impl<S: Service> Worker<S> {
 
     /// One pass of the loop; returns after the dirty connections are flushed.
     pub(super) fn turn(&mut self, events: &mut Events) -> io::Result<()> {
-        let mut timeout = self.timers.poll_timeout(Instant::now());
+        let now = Instant::now();
+        let mut timeout = self.timers.poll_timeout(now);
+        if let Some(due) = self.next_due() {
+            let wait = self.timers.until(due, now);
+            timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+        }
         // Envelopes this worker queued for itself after its inbox was emptied (a callback run by
         // a timer, a delivery or a flush) have no waker to announce them: don't sleep on them.
         if !self.read_again.is_empty() || self.shared.bus.has_pending(self.index) {
@@ -208,6 +226,10 @@ impl<S: Service> Worker<S> {
         }
         let woke = Instant::now();
         self.now = self.timers.tick_at(woke);
+        if self.limits.coalesce_us > 0 {
+            self.open_due = Timers::window_due(self.timers.micros(woke), self.limits.coalesce_us);
+            self.topics.set_due(self.open_due);
+        }
         for id in mem::take(&mut self.read_again) {
             self.on_readable(id, true);
         }
@@ -235,7 +257,12 @@ impl<S: Service> Worker<S> {
         self.pace_stop();
         self.apply_inbox();
         self.expire_deadlines();
-        self.deliver_published(None);
+        if self.limits.coalesce_us == 0 || self.stop.is_some() {
+            self.deliver_published(None);
+        } else {
+            let now = self.timers.micros(Instant::now());
+            self.deliver_due(now);
+        }
         self.flush_dirty();
         // Time from wake-up to the end of the flush: what a new event waits at worst.
         let busy = woke.elapsed().as_micros() as u64;
@@ -264,7 +291,14 @@ impl<S: Service> Worker<S> {
             for command in batch.drain(..) {
                 match command {
                     Command::Send { id, head, tail, ping } => self.queue_send(id, head, tail, ping),
-                    Command::Close { id, code, reason } => self.close_conn(id, code, &reason),
+                    Command::Close { id, code, reason } => {
+                        // What is still coalescing for the connection goes out before its close
+                        // frame: nothing published before a close is lost to it.
+                        if self.limits.coalesce_us > 0 {
+                            self.deliver_pending_to(id);
+                        }
+                        self.close_conn(id, code, &reason)
+                    }
                 }
             }
             if self.io.commands.is_empty() {
@@ -287,6 +321,9 @@ impl<S: Service> Worker<S> {
                 .map(|(slot, c)| self.conn_id(slot, c.generation))
                 .collect();
             self.stop = Some(Stop::new(self.now, self.limits.stop_ticks, open));
+            // The stop delivers every batch at the end of each turn; those still coalescing
+            // go now, before the first 1001.
+            self.deliver_published(None);
         }
         let Some(stop) = self.stop.as_mut() else {
             return;

@@ -220,6 +220,11 @@ settings! {
     /// beyond it, 429 with Retry-After. off: no limit.
     #[arg(long, env = "FANOUT_HANDSHAKE_RATE_PER_IP", default_value = "off")]
     handshake_rate_per_ip: String,
+    /// Microseconds a publish batch stays open for later publishes to join it (fewer writes per
+    /// delivery, up to this much added latency; replies and pongs are never held); 0 sends each
+    /// batch at the end of its loop turn. At most 100000.
+    #[arg(long, env = "FANOUT_COALESCE_US", default_value_t = Config::default().coalesce.as_micros() as u64)]
+    coalesce_us: u64,
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FANOUT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -298,6 +303,11 @@ impl ServeArgs {
     /// The server and gateway settings these arguments describe, validated.
     pub fn into_configs(self) -> Result<(Config, GatewayConfig), String> {
         let pusher_apps = self.pusher_apps()?;
+        // Named as the flag and key are; the library's own check names its field.
+        let max_coalesce_us = Config::MAX_COALESCE.as_micros() as u64;
+        if self.coalesce_us > max_coalesce_us {
+            return Err(format!("coalesce_us must be at most {max_coalesce_us}, got {}", self.coalesce_us));
+        }
         let workers =
             self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(64));
         let server = Config {
@@ -323,6 +333,7 @@ impl ServeArgs {
             trusted_proxies: trusted_proxies(&self.trusted_proxies)?,
             proxy_protocol: self.proxy_protocol,
             handshake_rate_per_ip: handshake_rate(&self.handshake_rate_per_ip)?,
+            coalesce: Duration::from_micros(self.coalesce_us),
             ..Config::default()
         };
         let gateway = GatewayConfig {

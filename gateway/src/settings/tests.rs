@@ -60,14 +60,8 @@ fn proxy_and_rate_flags_reach_the_library_config() {
         #[command(flatten)]
         serve: ServeArgs,
     }
-    let args = [
-        "fanout",
-        "--trusted-proxies",
-        "10.0.0.0/8, ::1",
-        "--proxy-protocol",
-        "--handshake-rate-per-ip",
-        "20/s:40",
-    ];
+    let args =
+        ["fanout", "--trusted-proxies", "10.0.0.0/8, ::1", "--proxy-protocol", "--handshake-rate-per-ip", "20/s:40"];
     let (server, _) = Cli::parse_from(args).serve.into_configs().unwrap();
     let proxies: Vec<String> = server.trusted_proxies.iter().map(|c| c.to_string()).collect();
     assert_eq!((proxies.join(" "), server.proxy_protocol), ("10.0.0.0/8 ::1/128".into(), true));
@@ -115,8 +109,7 @@ fn pusher_apps_from_flags_and_file() {
     let flags = ["fanout", "--pusher-app-id", "1", "--pusher-app-key", "k", "--pusher-app-secret", "s"];
     let mut args = Cli::parse_from(flags).serve;
     let file: FileConfig =
-        toml::from_str("[[pusher.apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\nmax_connections = 5\n")
-            .unwrap();
+        toml::from_str("[[pusher.apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\nmax_connections = 5\n").unwrap();
     file.apply(&mut args, |_| false);
     let (_, gateway) = args.into_configs().unwrap();
     let ids: Vec<_> = gateway.pusher_apps.iter().map(|a| (a.id.as_str(), a.max_connections)).collect();
@@ -128,8 +121,7 @@ fn pusher_apps_from_flags_and_file() {
     let dir = std::env::temp_dir().join(format!("fanout-pusher-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("apps.toml");
-    std::fs::write(&path, "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nclient_event = true\n")
-        .unwrap();
+    std::fs::write(&path, "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nclient_event = true\n").unwrap();
     let err = FileConfig::read(&path).unwrap_err();
     assert!(err.contains("apps.toml") && err.contains("client_event"), "{err}");
     let twice = "[[pusher.apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[[pusher.apps]]\nid = \"1\"\nkey = \"k2\"\nsecret = \"s\"\n";
@@ -138,4 +130,23 @@ fn pusher_apps_from_flags_and_file() {
     assert!(err.contains("apps.toml") && err.contains("used twice"), "{err}");
     std::fs::write(&path, "[pusher]\nappz = []\n").unwrap();
     assert!(FileConfig::read(&path).unwrap_err().contains("appz"));
+}
+
+#[test]
+fn the_coalescing_window_reaches_the_library_config_and_is_bounded() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let (server, _) =
+        Cli::parse_from(["fanout", "--workers", "1", "--coalesce-us", "1000"]).serve.into_configs().unwrap();
+    assert_eq!(server.coalesce, Duration::from_micros(1000));
+    let mut args = Cli::parse_from(["fanout", "--workers", "1"]).serve;
+    let file: FileConfig = toml::from_str("coalesce_us = 250").unwrap();
+    file.apply(&mut args, |_| false);
+    assert_eq!(args.into_configs().unwrap().0.coalesce, Duration::from_micros(250), "from the file too");
+    let err = Cli::parse_from(["fanout", "--coalesce-us", "100001"]).serve.into_configs().unwrap_err();
+    assert_eq!(err, "coalesce_us must be at most 100000, got 100001");
 }
