@@ -23,6 +23,11 @@ pub struct Bound {
     /// its CPU over the cores it may use.
     pub generator_load_pct: f64,
     pub generator_cores: usize,
+    /// How many times the run's rate the generator could drive at the threshold, its cost per
+    /// operation staying the same (threshold / load): below 2, a server faster than this one by
+    /// half would already meet the generator's limit.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub generator_headroom: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub server_load_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -47,8 +52,9 @@ impl Bound {
             "neither" => "neither side saturated (latency, rate or client count bound)",
             _ => "unknown",
         };
+        let headroom = self.generator_headroom.map_or_else(String::new, |h| format!(", headroom x{h:.1}"));
         format!(
-            "{head}; generator at {:.0}% of its capacity ({} core{}), {server}; threshold {:.0}%",
+            "{head}; generator at {:.0}% of its capacity ({} core{}{headroom}), {server}; threshold {:.0}%",
             self.generator_load_pct,
             self.generator_cores,
             if self.generator_cores == 1 { "" } else { "s" },
@@ -84,9 +90,26 @@ pub fn verdict(
         threshold_pct,
         generator_load_pct,
         generator_cores: gen_cores,
+        generator_headroom: (generator_load_pct > 0.0).then(|| threshold_pct / generator_load_pct),
         server_load_pct,
         server_cores: server.map(|(_, c)| c),
     }
+}
+
+/// A note when the machine ran more than it has CPUs (the 1-minute load average, this run's
+/// own threads included): the CPU of either side was then not its own to use, and no verdict
+/// made from it holds.
+pub fn busy_machine_note() -> Option<String> {
+    let load: f64 = std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpus =
+        stat.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).count();
+    (cpus > 0 && load > cpus as f64).then(|| {
+        format!(
+            "the machine was busy: load average {load:.1} on {cpus} CPUs (this run included); CPU figures and the \
+             bound-by verdict assume cores free for each side"
+        )
+    })
 }
 
 /// How many CPUs process `pid` (`None`: this one) may run on, from `Cpus_allowed_list`.
@@ -142,5 +165,9 @@ mod tests {
         assert_eq!(verdict(85.0, 20.0, 1, 2, Some((150.0, 2.0))).by, "neither");
         assert_eq!(verdict(85.0, 20.0, 1, 2, None).by, "unknown");
         assert!(!verdict(85.0, 20.0, 1, 2, None).generator_bound());
+        // At 40% of its capacity the generator could drive the run about twice as fast.
+        let h = verdict(80.0, 40.0, 1, 1, None).generator_headroom.unwrap();
+        assert!((h - 2.0).abs() < 1e-9, "{h}");
+        assert!(verdict(80.0, 0.0, 1, 1, None).generator_headroom.is_none());
     }
 }

@@ -649,6 +649,7 @@ impl Top {
         }
         self.data.wall = self.data.go_at.map_or(Duration::ZERO, |go| end.duration_since(go));
         self.data.gen_cores = crate::bound::allowed_cpus(None).unwrap_or(1);
+        self.data.notes.extend(crate::bound::busy_machine_note());
         self.data.server_cores = c.server_cores.or_else(|| {
             let cpus: Option<usize> = c.server_pids.iter().map(|&p| crate::bound::allowed_cpus(Some(p))).sum();
             cpus.map(|n| n as f64)
