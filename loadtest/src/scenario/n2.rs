@@ -9,6 +9,9 @@
 //! of it are counted and not lost). The top-level monitor starts the next iteration once every
 //! thread of every process has reported, times it, and decides when to stop; so clients spread
 //! over any number of threads and processes, and no thread waits on another's atomics.
+//! The clients are the ones open when the thread reports phase 0 (N is their sum over every
+//! thread): one that connects later (after `--setup-timeout`) neither sends nor is counted, so
+//! the iterations stay N x N.
 //! A thread that has deliveries outstanding and sees none for `STALL` ends (a lost message would
 //! otherwise hang the run); one that waits for the others does not time out, since the slowest
 //! thread's own stall ends it.
@@ -30,6 +33,9 @@ pub struct N2 {
     setup: Setup,
     window: Window,
     open: Vec<usize>,
+    /// Slots of the clients taking part (frozen when phase 0 is reported).
+    member: Vec<bool>,
+    frozen: bool,
     /// Clients in all (the value of the iteration's phase).
     all: u64,
     /// This thread's clients when the run began.
@@ -51,6 +57,8 @@ impl N2 {
             setup: Setup::new(share.conns.end - share.conns.start, c.setup_timeout + cfg.ramp_time()),
             window: Window::default(),
             open: Vec::new(),
+            member: Vec::new(),
+            frozen: false,
             all: 0,
             mine: 0,
             iteration: 0,
@@ -97,11 +105,18 @@ impl Driver for N2 {
     }
 
     fn on_open(&mut self, _net: &mut Net, id: usize) {
+        if self.frozen {
+            // Too late for the run: it neither sends nor counts.
+            return;
+        }
         self.open.push(id);
         self.setup.done_one();
     }
 
-    fn on_message(&mut self, net: &mut Net, _id: usize, _text: bool, payload: &[u8], at: Instant) {
+    fn on_message(&mut self, net: &mut Net, id: usize, _text: bool, payload: &[u8], at: Instant) {
+        if !self.member.get(id).copied().unwrap_or(false) {
+            return;
+        }
         // Counted even before this thread has heard of the iteration: another thread or process
         // may start first, so its clients' messages can arrive here early.
         self.received += 1;
@@ -115,10 +130,13 @@ impl Driver for N2 {
             self.setup.done_one();
             return;
         }
-        if let Some(id) = end.id {
-            self.open.retain(|&o| o != id);
+        let Some(id) = end.id else { return };
+        self.open.retain(|&o| o != id);
+        let was_member = self.member.get(id).copied().unwrap_or(false);
+        if let Some(m) = self.member.get_mut(id) {
+            *m = false;
         }
-        if self.window.go.is_some() {
+        if self.window.go.is_some() && was_member {
             // A client gone mid-run: no iteration can complete any more.
             self.stop(net, "a client closed during the run; iterations stopped".into());
         }
@@ -126,6 +144,16 @@ impl Driver for N2 {
 
     fn on_turn(&mut self, net: &mut Net) -> Option<Instant> {
         let setup_wake = self.setup.check(net);
+        if self.setup.reported() && !self.frozen {
+            // The clients counted in phase 0's report are the ones that take part.
+            self.frozen = true;
+            for &id in &self.open {
+                if self.member.len() <= id {
+                    self.member.resize(id + 1, false);
+                }
+                self.member[id] = true;
+            }
+        }
         if self.window.go.is_none() || self.finished {
             return setup_wake;
         }
