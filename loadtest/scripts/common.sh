@@ -8,10 +8,22 @@
 # still running when the script exits, for whatever reason, are stopped by the EXIT trap.
 #
 # Environment understood by every script ([default]):
-#   SERVER       fanout | tokio-tungstenite | fastwebsockets | ws-node | uws-node | sockudo, who
-#                is measured [fanout] (sockudo, a Pusher server, only for broadcast and slow with
-#                PROTOCOL=pusher; ws-node (Node.js with the `ws` package) and uws-node
-#                (uWebSockets.js), one process each, not for the gateway's protocols)
+#   SERVER       fanout | tokio-tungstenite | fastwebsockets | ws-node | uws-node | sockudo, or
+#                any NAME with a PEER_NAME command (below), who is measured [fanout] (sockudo, a
+#                Pusher server, only for broadcast and slow with PROTOCOL=pusher; ws-node
+#                (Node.js with the `ws` package) and uws-node (uWebSockets.js), one process
+#                each, not for the gateway's protocols)
+#   PEER_NAME    the command line that starts server NAME (any peer built by the user:
+#                uWebSockets, Swoole, ...), run by bash with `exec` (so its pid is the server's;
+#                a wrapper must exec the server too), in its own process group, pinned like the
+#                others. NAME is the server's name with every character other than a letter,
+#                digit or _ turned into _ (PEER_uws_cpp for uws-cpp). Placeholders: {addr}
+#                (127.0.0.1:PORT), {port}, {host} (127.0.0.1), {mode} (what it must serve: echo,
+#                broadcast (every message to every connection, the sender included), shootout,
+#                pusher) and {workers} (WORKERS). With {addr} or {port} the script picks a free
+#                port and waits until it accepts connections; without, the server must listen
+#                where it likes and print a line containing ws://HOST:PORT/ (stdout or stderr).
+#                Example: PEER_uws_cpp='/opt/uws/EchoServer {port}' SERVERS="fanout uws-cpp"
 #   COMPRESSION  1: the server accepts permessage-deflate (fanout's --compression, ws-node's)
 #                and the generator offers it (--compression)                     [0]
 #   WORKERS      server worker threads (`fanout serve --workers`, FANOUT_WORKERS for the
@@ -112,6 +124,32 @@ lt_defaults() {
     esac
 }
 
+# lt_peer_var KIND: the name of the variable holding KIND's command line (PEER_NAME).
+lt_peer_var() {
+    local name=${1//[^A-Za-z0-9_]/_}
+    echo "PEER_$name"
+}
+
+# lt_custom KIND: true when KIND is started by a PEER_NAME command line.
+lt_custom() {
+    local var
+    var=$(lt_peer_var "$1")
+    [[ -n ${!var:-} ]]
+}
+
+# lt_serves KIND ROLE: true when KIND can serve ROLE (a custom peer is taken at its word).
+lt_serves() {
+    local kind=$1 role=$2
+    lt_custom "$kind" && return 0
+    case $kind in
+        fanout) return 0 ;;
+        tokio-tungstenite | fastwebsockets | uws-node) [[ $role == echo || $role == broadcast || $role == shootout ]] ;;
+        ws-node) [[ $role == echo || $role == broadcast ]] ;;
+        sockudo) [[ $role == pusher ]] ;;
+        *) return 1 ;;
+    esac
+}
+
 # lt_role SCENARIO KIND: which behaviour the server needs (echo | broadcast | shootout | gateway
 # | pusher).
 lt_role() {
@@ -125,7 +163,7 @@ lt_role() {
                     echo gateway
                     ;;
                 pusher)
-                    [[ $2 == fanout || $2 == sockudo ]] ||
+                    [[ $2 == fanout || $2 == sockudo ]] || lt_custom "$2" ||
                         lt_die "$2 does not speak the Pusher protocol (fanout and sockudo do): use PROTOCOL=raw"
                     echo pusher
                     ;;
@@ -171,8 +209,23 @@ lt_free_port() {
 # lt_server_cmd KIND ROLE: sets the array LT_SERVER_CMD, and LT_SERVER_PORT and LT_SERVER_CHECK
 # when the server is given its port instead of printing it (empty otherwise).
 lt_server_cmd() {
-    local kind=$1 role=$2
+    local kind=$1 role=$2 var cmd
     LT_SERVER_PORT='' LT_SERVER_CHECK=''
+    if lt_custom "$kind"; then
+        var=$(lt_peer_var "$kind")
+        cmd=${!var}
+        [[ $TLS != 1 ]] || lt_die "TLS=1: only SERVER=fanout serves wss:// here"
+        if [[ $cmd == *'{addr}'* || $cmd == *'{port}'* ]]; then
+            LT_SERVER_PORT=$(lt_free_port)
+        fi
+        cmd=${cmd//\{addr\}/127.0.0.1:$LT_SERVER_PORT}
+        cmd=${cmd//\{port\}/$LT_SERVER_PORT}
+        cmd=${cmd//\{host\}/127.0.0.1}
+        cmd=${cmd//\{mode\}/$role}
+        cmd=${cmd//\{workers\}/$WORKERS}
+        LT_SERVER_CMD=(bash -c "exec $cmd")
+        return 0
+    fi
     case $kind in
         fanout)
             if [[ $role == gateway || $role == pusher ]]; then
@@ -216,7 +269,7 @@ lt_server_cmd() {
                 PUSHER_APP_SECRET="$PUSHER_APP_SECRET"
                 "$LT_SOCKUDO_DIR/target/bin/sockudo" --config "$LT_SOCKUDO_DIR/config.toml")
             ;;
-        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets | ws-node | uws-node | sockudo)" ;;
+        *) lt_die "unknown server $kind (fanout | tokio-tungstenite | fastwebsockets | ws-node | uws-node | sockudo, or a PEER_NAME command line)" ;;
     esac
 }
 
@@ -228,7 +281,10 @@ lt_build() {
     lt_log "building fanout-load"
     (cd "$LT_ROOT" && cargo build --release --quiet -p fanout-load) || lt_die "cannot build fanout-load"
     for kind in "$@"; do
+        # A peer started by its own command line was built by the user.
+        lt_custom "$kind" && continue
         role=$(lt_role "$scenario" "$kind")
+        lt_serves "$kind" "$role" || continue
         lt_log "building $kind ($role)"
         case $kind in
             fanout)
@@ -363,6 +419,9 @@ lt_gen_args() {
         shootout) LT_GEN+=(--conns "$CONNS" --step "$STEP" --limit-ms "$LIMIT_MS" --duration "$DURATION") ;;
     esac
     LT_GEN+=(--threads "$THREADS" --server-pid "$pid" --json "$json" --svg "$svg")
+    # The cores the server can use, for the bottleneck verdict: its workers, at most the CPUs
+    # it is pinned to.
+    LT_GEN+=(--server-cores "$(lt_server_cores)")
     [[ -n ${PROCESSES:-} ]] && LT_GEN+=(--processes "$PROCESSES")
     [[ -n ${ADDRS:-} ]] && LT_GEN+=(--addrs "$ADDRS")
     if [[ $COMPRESSION == 1 ]]; then LT_GEN+=(--compression); fi
@@ -376,6 +435,22 @@ lt_gen_args() {
         secs=$((secs + (CONNS + RAMP - 1) / RAMP))
     fi
     LT_LIMIT=$((secs + SLACK))
+}
+
+# lt_server_cores: WORKERS, or the number of CPUs in SERVER_CPUS if that is fewer.
+lt_server_cores() {
+    local n=$WORKERS pinned
+    if [[ -n $SERVER_CPUS ]]; then
+        pinned=$(python3 -c '
+import sys
+n = 0
+for part in sys.argv[1].split(","):
+    a, _, b = part.partition("-")
+    n += int(b or a) - int(a) + 1
+print(n)' "$SERVER_CPUS")
+        ((pinned < n)) && n=$pinned
+    fi
+    echo "$n"
 }
 
 # lt_run SCENARIO KIND TAG: one measured run against one server. Returns the generator's status.
@@ -409,8 +484,9 @@ lt_run() {
     fi
     lt_stop_server "$SERVER_PID"
     ((rc != 124)) || lt_log "$tag: fanout-load did not finish within ${LT_LIMIT}s (timeout)"
-    printf '{"tag":"%s","scenario":"%s","server":"%s","role":"%s","exit":%d,"json":"%s","t0":%s,"t1":%s,"server_cpu_ticks":%d,"clk_tck":%d,"server_rss_kb":%d}\n' \
-        "$tag" "$scenario" "$kind" "$role" "$rc" "$json" "$t0" "$t1" \
+    # LT_CASE names the variant of the scenario (compare.sh headline: echo-100, echo-1000).
+    printf '{"tag":"%s","scenario":"%s","case":"%s","server":"%s","role":"%s","exit":%d,"json":"%s","t0":%s,"t1":%s,"server_cpu_ticks":%d,"clk_tck":%d,"server_rss_kb":%d}\n' \
+        "$tag" "$scenario" "${LT_CASE:-$scenario}" "$kind" "$role" "$rc" "$json" "$t0" "$t1" \
         "$((c1 - c0))" "$LT_CLK_TCK" "${rss:-0}" >>"$OUT/runs.jsonl"
     python3 "$LT_SCRIPTS/report.py" summary "$OUT/runs.jsonl" "$tag" || true
     return "$rc"

@@ -5,9 +5,14 @@
 #
 #   CONNS=100 PAYLOAD=64 DURATION=10s loadtest/scripts/n2.sh
 #
+#   CONNS=1000 THREADS=2 PROCESSES=2 LOAD_CPUS=1-2 loadtest/scripts/n2.sh
+#
 # Variables ([default]): CONNS [100] (the issue's target uses 1000), PAYLOAD bytes [64],
-# DURATION [10s], plus those of common.sh (SERVER, WORKERS, THREADS, ...). Bounded by `timeout`
-# at DURATION + SLACK. Loopback only.
+# DURATION [10s], plus those of common.sh (SERVER, WORKERS, THREADS, PROCESSES, LOAD_CPUS, ...):
+# the clients spread over the generator's threads and processes, each iteration a phase the
+# generator's monitor opens once every thread has all of the previous one. Read the summary's
+# "bound by": "generator" means the figure is the generator's limit; add THREADS or PROCESSES
+# and cores in LOAD_CPUS. Bounded by `timeout` at DURATION + SLACK. Loopback only.
 set -euo pipefail
 # shellcheck source=loadtest/scripts/common.sh disable=SC1091
 . "$(dirname "$0")/common.sh"

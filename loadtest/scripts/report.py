@@ -2,11 +2,17 @@
 """Summaries of load-test runs, for the scripts in this directory (standard library only).
 
     report.py summary RUNS.jsonl TAG       one run: its main figures
-    report.py compare RUNS.jsonl SCENARIO  per server: medians, ratio fanout/peer, CPU
+    report.py compare RUNS.jsonl SCENARIO  per server: medians, ratio fanout/peer, CPU, bound by
+    report.py headline RUNS.jsonl          every case against every peer: one markdown table
 
-RUNS.jsonl has one line per run, written by common.sh's lt_run: tag, scenario, server, exit
-status, the path of the generator's --json file, the wall-clock start and end, and the server's
-CPU ticks over the run read from /proc (used when the generator's JSON has no server CPU).
+RUNS.jsonl has one line per run, written by common.sh's lt_run: tag, scenario, case (the
+variant, e.g. echo-1000; the scenario when absent), server, exit status, the path of the
+generator's --json file, the wall-clock start and end, and the server's CPU ticks over the run
+read from /proc (used when the generator's JSON has no server CPU).
+
+A run whose generator was saturated (its JSON's bound.by is "generator" or "both", or
+generator_bottleneck in older files) measured the generator, not the server: no ratio that uses
+it is printed without "(generator-bound: not a server figure)".
 """
 
 import json
@@ -35,6 +41,8 @@ SECONDARY = {
     "idle": [("held", "connections.held")],
     "shootout": [],
 }
+
+GENERATOR_BOUND = "(generator-bound: not a server figure)"
 
 # Printed when present, in this order.
 FIGURES = [
@@ -90,7 +98,34 @@ def load_runs(path):
             run["server_cpu"] = proc_cpu
             run["server_cpu_source"] = "/proc, whole run incl. setup"
         run["client_cpu"] = lookup(run["doc"], "generator.pct")
+        run["case"] = run.get("case") or run["scenario"]
+        run["bound"] = bound_of(run["doc"])
     return runs
+
+
+def bound_of(doc):
+    """The run's bound-by verdict: generator, server, both, neither, unknown, or None."""
+    if not isinstance(doc, dict):
+        return None
+    b = doc.get("bound")
+    if isinstance(b, dict) and isinstance(b.get("by"), str):
+        return b["by"]
+    if doc.get("generator_bottleneck"):
+        return "generator"
+    return None
+
+
+def generator_bound(run):
+    return run.get("bound") in ("generator", "both")
+
+
+def verdicts(runs):
+    """The verdicts of runs, most frequent first: 'server 3/3', 'generator 1/3, server 2/3'."""
+    counts = {}
+    for r in runs:
+        counts[r["bound"] or "?"] = counts.get(r["bound"] or "?", 0) + 1
+    n = len(runs)
+    return ", ".join(f"{k} {v}/{n}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "-"
 
 
 def fmt(x):
@@ -120,8 +155,11 @@ def summary(runs, tag):
         lat = [(q, lookup(doc, f"latency_us.{q}")) for q in ("p50", "p90", "p99", "p999", "max")]
         if lookup(doc, "latency_us.count"):
             print("   latency us: " + " ".join(f"{q} {fmt(v)}" for q, v in lat))
-        if doc.get("generator_bottleneck"):
-            print("   WARNING: the generator was saturated; the figures may be its own limit")
+        if run["bound"]:
+            print(f"   bound by: {run['bound']}")
+        if generator_bound(run):
+            print("   WARNING: the generator was saturated; the figures may be its own limit "
+                  + GENERATOR_BOUND)
         for e in doc.get("errors") or []:
             print(f"   error: {e}")
     print(
@@ -138,7 +176,7 @@ def median(values):
 def compare(runs, scenario):
     label, path, higher = MAIN[scenario]
     extra = SECONDARY[scenario]
-    runs = [r for r in runs if r["scenario"] == scenario]
+    runs = [r for r in runs if r["case"] == scenario]
     servers = list(dict.fromkeys(r["server"] for r in runs))
     rows = {}
     for s in servers:
@@ -152,14 +190,16 @@ def compare(runs, scenario):
             "extra": [median(lookup(r["doc"], p) for r in ok) for _, p in extra],
             "server_cpu": median(r["server_cpu"] for r in mine),
             "client_cpu": median(r["client_cpu"] for r in mine),
-            "bottleneck": sum(1 for r in ok if r["doc"].get("generator_bottleneck")),
+            "bottleneck": sum(1 for r in ok if generator_bound(r)),
+            "verdicts": verdicts(ok),
         }
     base = rows.get("fanout", {}).get("main")
     better = "higher is better" if higher else "lower is better"
     print(f"== {scenario}: median {label} ({better}); ratio = fanout / server")
     head = f"{'server':<18} {'ok':>5} {'median':>12} {'ratio':>6} {'srv CPU%':>8} {'gen CPU%':>8}"
     head += "".join(f" {l:>{max(10, len(l))}}" for l, _ in extra)
-    print(head + "  each run")
+    print(head + "  bound by; each run")
+    fanout_bound = rows.get("fanout", {}).get("bottleneck", 0)
     for s in servers:
         row = rows[s]
         ratio = base / row["main"] if base is not None and row["main"] else None
@@ -169,7 +209,10 @@ def compare(runs, scenario):
             f" {fmt(row['server_cpu']):>8} {fmt(row['client_cpu']):>8}"
         )
         line += "".join(f" {fmt(v):>{max(10, len(l))}}" for (l, _), v in zip(extra, row["extra"]))
-        print(line + "  " + " ".join(fmt(v) for v in row["values"]))
+        line += f"  {row['verdicts']}; " + " ".join(fmt(v) for v in row["values"])
+        if ratio is not None and s != "fanout" and (row["bottleneck"] or fanout_bound):
+            line += "  ratio " + GENERATOR_BOUND
+        print(line)
     sources = {r["server_cpu_source"] for r in runs}
     print(f"(CPU in % of one core, medians; server CPU from: {', '.join(sorted(sources))})")
     status = 0
@@ -183,7 +226,79 @@ def compare(runs, scenario):
     return status
 
 
+def side(runs, path):
+    """Medians and verdicts of one server's successful runs of one case."""
+    ok = [r for r in runs if r["exit"] == 0 and r["doc"] is not None]
+    return {
+        "runs": len(runs),
+        "ok": ok,
+        "main": median(lookup(r["doc"], path) for r in ok),
+        "server_cpu": median(r["server_cpu"] for r in ok),
+        "client_cpu": median(r["client_cpu"] for r in ok),
+        "bound": any(generator_bound(r) for r in ok),
+        "verdicts": verdicts(ok),
+    }
+
+
+def case_label(case, runs):
+    """`echo-1000` -> `echo, 1,000 conns`; broadcast with its rate."""
+    scenario = runs[0]["scenario"]
+    doc = next((r["doc"] for r in runs if r["doc"]), None) or {}
+    target = lookup(doc, "connections.target")
+    label = scenario
+    if target is not None and scenario != "connect":
+        label += f", {fmt(target)} {'subscribers' if scenario == 'broadcast' else 'conns'}"
+    args = doc.get("args") or []
+    if scenario == "broadcast" and "--rate" in args:
+        label += f" at {fmt(float(args[args.index('--rate') + 1]))} msg/s"
+    if scenario in ("connect", "n2") and doc.get("processes", 1) * doc.get("threads", 1) > 1:
+        label += f" ({doc.get('processes')} x {doc.get('threads')} generator threads)"
+    return label
+
+
+def headline(runs):
+    """One markdown table: each case, fanout against each peer."""
+    cases = list(dict.fromkeys(r["case"] for r in runs))
+    servers = list(dict.fromkeys(r["server"] for r in runs))
+    peers = [s for s in servers if s != "fanout"] or ["-"]
+    print("| peer | scenario | figure | fanout | peer | ratio fanout/peer "
+          "| server CPU % fanout / peer | generator CPU % fanout / peer | bound by: fanout; peer |")
+    print("|---|---|---|---:|---:|---|---|---|---|")
+    status = 0
+    for case in cases:
+        mine = [r for r in runs if r["case"] == case]
+        label, path, higher = MAIN[mine[0]["scenario"]]
+        figure = label + ("" if higher else " (lower is better)")
+        f = side([r for r in mine if r["server"] == "fanout"], path)
+        for peer in peers:
+            p = side([r for r in mine if r["server"] == peer], path)
+            if peer != "-" and p["runs"] == 0:
+                print(f"| {peer} | {case_label(case, mine)} | {figure} | {fmt(f['main'])} | not run "
+                      f"(cannot serve it) | - | - | - | - |")
+                continue
+            ratio = f["main"] / p["main"] if f["main"] is not None and p["main"] else None
+            ratio_text = "-" if ratio is None else f"{ratio:.2f}"
+            if ratio is not None and (f["bound"] or p["bound"]):
+                ratio_text += " " + GENERATOR_BOUND
+            print(
+                f"| {peer} | {case_label(case, mine)} | {figure} | {fmt(f['main'])} | {fmt(p['main'])} "
+                f"| {ratio_text} | {fmt(f['server_cpu'])} / {fmt(p['server_cpu'])} "
+                f"| {fmt(f['client_cpu'])} / {fmt(p['client_cpu'])} | {f['verdicts']}; {p['verdicts']} |"
+            )
+            for name, s in (("fanout", f), (peer, p)):
+                if s["runs"] and len(s["ok"]) < s["runs"]:
+                    status = 1
+    print()
+    print("Medians of the successful runs; CPU in % of one core over the measured phase. "
+          "Bound by: the generator's verdict per run (server = the server's CPU was the limit).")
+    if status:
+        print("Some runs failed: see the log above and the servers' logs.")
+    return status
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "headline":
+        return headline(load_runs(sys.argv[2]))
     if len(sys.argv) != 4 or sys.argv[1] not in ("summary", "compare"):
         sys.exit(__doc__)
     runs = load_runs(sys.argv[2])

@@ -43,16 +43,16 @@ impl Config {
         if common.threads == 0 || common.processes == 0 {
             return Err("--threads and --processes must be at least 1".into());
         }
+        if !(common.bound_pct > 0.0 && common.bound_pct <= 100.0) {
+            return Err("--bound-pct must be in (0, 100]".into());
+        }
+        if common.server_cores.is_some_and(|c| c.is_nan() || c <= 0.0) {
+            return Err("--server-cores must be above 0".into());
+        }
         if common.addrs == 0 || common.addrs > 254 {
             return Err("--addrs must be in 1..=254".into());
         }
         match &scenario {
-            Scenario::N2(_) if common.processes > 1 => {
-                return Err("n2 waits for every client each iteration, which needs one process: use --threads".into())
-            }
-            Scenario::Shootout(_) if common.processes > 1 || common.threads > 1 => {
-                return Err("shootout runs on one thread of one process".into())
-            }
             Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) => check_broadcast(b, conns)?,
             Scenario::Echo(e) if e.in_flight == 0 => return Err("--in-flight must be at least 1".into()),
             _ => {}
@@ -261,8 +261,10 @@ mod tests {
         assert_eq!((c.conns, c.run_phase()), (500, 10));
         let c = config(&["fanout-load", "connect", "--rate", "300"]).unwrap();
         assert_eq!(c.ramp(), 300.0);
-        assert!(config(&["fanout-load", "n2", "--processes", "2"]).is_err());
-        assert!(config(&["fanout-load", "shootout", "--threads", "2"]).is_err());
+        // n2 and shootout spread like the others (their rounds are phases of the run).
+        assert!(config(&["fanout-load", "n2", "--processes", "2", "--threads", "2"]).is_ok());
+        assert!(config(&["fanout-load", "shootout", "--threads", "2"]).is_ok());
+        assert!(config(&["fanout-load", "echo", "--bound-pct", "0"]).is_err());
         assert!(config(&["fanout-load", "broadcast", "--protocol", "raw", "--via", "http"]).is_err());
         assert!(config(&["fanout-load", "broadcast", "--http-conns", "2"]).is_err());
         assert!(config(&["fanout-load", "slow", "--conns", "3", "--slow", "3"]).is_err());

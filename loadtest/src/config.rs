@@ -117,6 +117,15 @@ pub struct Common {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    // The bottleneck verdict (`bound`): which side's CPU limited the run.
+    /// Percent of its capacity above which the generator or the server counts as saturated in
+    /// the report's "bound by" verdict (generator: per thread, and over the cores it may use).
+    #[arg(long, default_value_t = 85.0)]
+    pub bound_pct: f64,
+    /// Cores the server can use, e.g. its worker threads, for the verdict [default: the CPUs its
+    /// affinity allows, summed over --server-pid].
+    #[arg(long)]
+    pub server_cores: Option<f64>,
     #[arg(long, hide = true)]
     pub child_index: Option<usize>,
     #[arg(long, hide = true)]

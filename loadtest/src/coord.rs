@@ -8,9 +8,14 @@
 //!
 //! Phases keep every thread and process in step: all start in phase 0 (connect, subscribe); each
 //! reports when it has finished a phase; once all have, the top-level monitor does what the
-//! scenario needs between phases (sample the server's memory for `idle`, note the start time)
-//! and opens the next. A child forwards its threads' arrivals to the parent and hears the next
-//! phase on stdin, so processes move together as threads do.
+//! scenario needs between phases (sample the server's memory for `idle`, note the start time,
+//! and whatever `steer` decides: the next n2 iteration, the next shootout step, the publisher's
+//! final count) and opens the next phase with its value, or ends the run. A child merges its
+//! threads' arrivals (values summed, histograms merged) before forwarding them to the parent and
+//! hears the next phase on stdin (`phase P [VALUE]`, `finish`, `abort`), so processes move
+//! together as threads do. A phase is a barrier across the whole run: it costs a round trip
+//! through the parent (tens of microseconds), which is why n2 and shootout, whose rounds are
+//! phases, add it to their iteration and step times whatever the number of processes.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -29,6 +34,7 @@ use crate::plan;
 use crate::report::{self, Row, TopData};
 use crate::shared::{Report, Shared};
 use crate::stats::{Counters, Hist, Stats};
+use crate::steer::{Next, Steer};
 use crate::sys;
 use crate::util::{self, Clock};
 
@@ -37,10 +43,19 @@ use crate::util::{self, Clock};
 pub enum Event {
     /// Every source has reported up to second `sec`: its merged figures.
     Second { sec: u64, open: u64, delta: Counters, hist: Box<Hist>, cpu_ns: u64 },
-    /// Every source still running has finished `phase`; `open` connections in all.
-    Reached { phase: u32, open: u64 },
+    /// Every source still running has finished `phase`; `open` connections in all, the sum of
+    /// the values given and the merged histograms.
+    Reached { phase: u32, open: u64, value: Option<u64>, hist: Option<Box<Hist>> },
     /// Every source is done.
     AllDone,
+}
+
+/// The sources that reached one phase and what they said.
+struct Arrivals {
+    seen: Vec<bool>,
+    open: Vec<u64>,
+    value: Option<u64>,
+    hist: Option<Box<Hist>>,
 }
 
 /// Merges reports from `sources` sources.
@@ -49,7 +64,7 @@ pub struct Monitor {
     latest: Vec<Option<u64>>,
     open: Vec<u64>,
     buckets: BTreeMap<u64, (Counters, Hist, u64)>,
-    reached: BTreeMap<u32, (Vec<bool>, Vec<u64>)>,
+    reached: BTreeMap<u32, Arrivals>,
     announced: u32,
     pub stats: Stats,
     pub errors: Vec<String>,
@@ -84,11 +99,24 @@ impl Monitor {
                 self.latest[source] = Some(self.latest[source].map_or(sec, |s| s.max(sec)));
                 self.open[source] = open;
             }
-            Report::Reached { source, phase, open } => {
+            Report::Reached { source, phase, open, value, hist } => {
                 let n = self.done.len();
-                let entry = self.reached.entry(phase).or_insert_with(|| (vec![false; n], vec![0; n]));
-                entry.0[source] = true;
-                entry.1[source] = open;
+                let entry = self.reached.entry(phase).or_insert_with(|| Arrivals {
+                    seen: vec![false; n],
+                    open: vec![0; n],
+                    value: None,
+                    hist: None,
+                });
+                entry.seen[source] = true;
+                entry.open[source] = open;
+                if let Some(v) = value {
+                    entry.value = Some(entry.value.unwrap_or(0) + v);
+                }
+                match (&mut entry.hist, hist) {
+                    (Some(mine), Some(h)) => mine.add(&h),
+                    (mine @ None, h) => *mine = h,
+                    _ => {}
+                }
             }
             Report::Done { source, stats } => {
                 self.stats.merge(&stats);
@@ -131,14 +159,16 @@ impl Monitor {
     fn complete_phases(&mut self, events: &mut Vec<Event>) {
         loop {
             let phase = self.announced;
-            let Some((seen, open)) = self.reached.get(&phase) else {
+            let Some(a) = self.reached.get(&phase) else {
                 return;
             };
-            let all = seen.iter().zip(&self.done).all(|(&s, &d)| s || d);
+            let all = a.seen.iter().zip(&self.done).all(|(&s, &d)| s || d);
             if !all || self.all_done() {
                 return;
             }
-            events.push(Event::Reached { phase, open: open.iter().sum() });
+            // Announced phases are forgotten: n2 runs one per iteration.
+            let Some(a) = self.reached.remove(&phase) else { return };
+            events.push(Event::Reached { phase, open: a.open.iter().sum(), value: a.value, hist: a.hist });
             self.announced += 1;
         }
     }
@@ -206,7 +236,13 @@ pub fn run_single(cfg: Arc<Config>) -> Result<report::Summary, String> {
     let threads = start_threads(&cfg, 0, clock)?;
     let shared = threads.shared.clone();
     let monitor = Monitor::new(threads.handles.len());
-    let stats = top.drive(monitor, &threads.rx, |phase| shared.open_phase(phase), || shared.abort())?;
+    let stats = top.drive(
+        monitor,
+        &threads.rx,
+        |phase, arg| shared.open_phase(phase, arg),
+        || shared.finish(),
+        || shared.abort(),
+    )?;
     for h in threads.handles {
         let _ = h.join();
     }
@@ -233,8 +269,9 @@ pub fn run_child(cfg: Arc<Config>, index: usize, epoch: u64) -> Result<(), Strin
                         if p == run_phase {
                             cpu_at_go.store(sys::cpu_ns(None).unwrap_or(0), Ordering::Relaxed);
                         }
-                        shared.open_phase(p);
+                        shared.open_phase(p, words.next().and_then(|w| w.parse::<u64>().ok()));
                     }
+                    (Some("finish"), _) => shared.finish(),
                     (Some("abort"), _) => shared.abort(),
                     _ => {}
                 }
@@ -276,7 +313,9 @@ pub fn run_child(cfg: Arc<Config>, index: usize, epoch: u64) -> Result<(), Strin
                     })?;
                     last_cpu = cpu;
                 }
-                Event::Reached { phase, open } => emit(&Report::Reached { source: index, phase, open })?,
+                Event::Reached { phase, open, value, hist } => {
+                    emit(&Report::Reached { source: index, phase, open, value, hist })?
+                }
                 Event::AllDone => {
                     let mut stats = std::mem::take(&mut monitor.stats);
                     let at_go = cpu_at_go.load(Ordering::Relaxed);
@@ -329,7 +368,16 @@ pub fn run_parent(cfg: Arc<Config>, args: &[String]) -> Result<report::Summary, 
             let _ = writeln!(s, "{line}").and_then(|_| s.flush());
         }
     };
-    let result = top.drive(monitor, &rx, |phase| send_all(&format!("phase {phase}")), || send_all("abort"));
+    let result = top.drive(
+        monitor,
+        &rx,
+        |phase, arg| match arg {
+            Some(v) => send_all(&format!("phase {phase} {v}")),
+            None => send_all(&format!("phase {phase}")),
+        },
+        || send_all("finish"),
+        || send_all("abort"),
+    );
     drop(stdins);
     for mut c in children {
         // Children exit once they have printed their result; wait a little, then make sure.
@@ -381,6 +429,7 @@ pub struct Top {
     started: Instant,
     go: Option<(Instant, u64)>,
     data: TopData,
+    steer: Option<Steer>,
     server_cpu_last: Option<(Instant, u64)>,
     own_cpu_last: (Instant, u64),
     total: Counters,
@@ -404,6 +453,7 @@ impl Top {
             started: now,
             go: None,
             data,
+            steer: Some(Steer::new(cfg)),
             server_cpu_last: sys::cpu_ns_sum(pids).map(|c| (now, c)),
             own_cpu_last: (now, sys::cpu_ns(None).unwrap_or(0)),
             total: Counters::default(),
@@ -417,7 +467,8 @@ impl Top {
         &mut self,
         mut monitor: Monitor,
         rx: &Receiver<Report>,
-        open_phase: impl Fn(u32),
+        open_phase: impl Fn(u32, Option<u64>),
+        finish: impl Fn(),
         abort: impl Fn(),
     ) -> Result<Stats, String> {
         let deadline = self.started + hard_limit(&self.cfg);
@@ -439,13 +490,22 @@ impl Top {
             for event in monitor.handle(report) {
                 match event {
                     Event::Second { sec, open, delta, hist, cpu_ns } => self.second(sec, open, &delta, &hist, cpu_ns),
-                    Event::Reached { phase, open } => {
+                    Event::Reached { phase, open, value, hist } => {
                         self.reached(phase, open);
-                        let next = phase + 1;
-                        if next == self.cfg.run_phase() {
-                            self.begin_run();
+                        let now = Instant::now();
+                        let decision = match self.steer.as_mut() {
+                            Some(s) => s.reached(phase, open, value, hist.as_deref(), now),
+                            None => Next::Open(phase + 1, None),
+                        };
+                        match decision {
+                            Next::Open(next, arg) => {
+                                if next == self.cfg.run_phase() {
+                                    self.begin_run();
+                                }
+                                open_phase(next, arg);
+                            }
+                            Next::Finish => finish(),
                         }
-                        open_phase(next);
                     }
                     Event::AllDone => {
                         self.clear_progress();
@@ -481,6 +541,16 @@ impl Top {
 
     fn second(&mut self, sec: u64, open: u64, delta: &Counters, hist: &Hist, child_cpu_ns: u64) {
         self.total.add(delta);
+        // n2's iteration times are measured here, not by the threads.
+        let merged;
+        let hist = match self.steer.as_mut().and_then(Steer::take_second) {
+            Some(mut mine) => {
+                mine.add(hist);
+                merged = mine;
+                &merged
+            }
+            None => hist,
+        };
         let now = Instant::now();
         let t = match self.go {
             Some((_, go_ns)) => (sec as f64 + 1.0) - go_ns as f64 / 1e9,
@@ -554,6 +624,9 @@ impl Top {
 
     fn finish(mut self, mut stats: Stats) -> report::Summary {
         let end = Instant::now();
+        if let Some(steer) = self.steer.take() {
+            steer.finish(&mut stats);
+        }
         let c = &self.cfg.common;
         if !c.server_pids.is_empty() {
             if self.data.rss_points.len() > 1 || self.cfg.scenario_name() != "idle" {
@@ -575,6 +648,12 @@ impl Top {
             stats.cpu_ns += sys::cpu_ns(None).unwrap_or(0).saturating_sub(at_go);
         }
         self.data.wall = self.data.go_at.map_or(Duration::ZERO, |go| end.duration_since(go));
+        self.data.gen_cores = crate::bound::allowed_cpus(None).unwrap_or(1);
+        self.data.notes.extend(crate::bound::busy_machine_note());
+        self.data.server_cores = c.server_cores.or_else(|| {
+            let cpus: Option<usize> = c.server_pids.iter().map(|&p| crate::bound::allowed_cpus(Some(p))).sum();
+            cpus.map(|n| n as f64)
+        });
         report::summarize(&self.cfg, stats, self.data)
     }
 }

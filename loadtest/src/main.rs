@@ -8,6 +8,7 @@
 //! main                        the process: flags in, the run, the table out, --json and --svg
 //! cli, chart                  command line -> config::Config; the SVG of a report::Summary
 //! coord                       reactor threads, child processes, the monitor, the per-second series
+//! steer                       the decisions between phases from merged reports (n2, shootout, broadcast)
 //! scenario                    run_thread: the configured scenario's Driver on a net::reactor
 //! scenario/{echo, broadcast, n2, connect, idle, shootout}   one Driver each
 //! scenario/publisher          broadcast's HTTP publisher: keep-alive connections, requests, answers
@@ -15,12 +16,13 @@
 //! net/reactor, net/connect    the loop, the client upgrade, frames in and out; opening sockets
 //! net, report                 Net and Driver, what a scenario acts through; figures and text
 //! config, shared              the scenario, its flags, Config; what the threads and coord share
-//! plan, stats, wire, pusher, util, sys, tls   where (Target), measurements, frames, Pusher, clock, /proc, TLS
+//! plan, stats, wire, pusher, util, sys, tls, bound   where (Target), measurements, frames, Pusher, clock, /proc, TLS, the bottleneck verdict
 //! ```
 //!
 //! From the server crate only `fanout::proto` is used: the generator must measure servers from
 //! outside, through their sockets.
 
+mod bound;
 mod chart;
 mod cli;
 mod config;
@@ -32,6 +34,7 @@ mod report;
 mod scenario;
 mod shared;
 mod stats;
+mod steer;
 mod sys;
 mod tls;
 mod util;

@@ -2,8 +2,9 @@
 //! verdict.
 //!
 //! Owns: `Row` (one second of the series), `TopData` (what the top-level monitor collected),
-//! `Summary` and `summarize` (merged stats -> figures per scenario), `print_table`. Must not
-//! measure anything itself; it only turns numbers into figures and text.
+//! `Summary` and `summarize` (merged stats -> figures per scenario, and the bottleneck verdict of
+//! `bound`), `table`. Must not measure anything itself; it only turns numbers into figures and
+//! text.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,12 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::bound::{self, Bound};
 use crate::config::{Config, Scenario};
 use crate::stats::{slope, Counters, Percentiles, Stats, Step};
 use crate::util::{bytes, micros, rate, thousands};
-
-/// Per-thread CPU above which the generator may be what limits the figures.
-pub const BOTTLENECK_PCT: f64 = 90.0;
 
 /// One second of the run, merged over every thread and process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +59,10 @@ pub struct TopData {
     pub wall: Duration,
     /// Most connections open at a phase boundary.
     pub held: u64,
+    /// Cores the generator may use (its affinity) and the server's (`--server-cores`, or its
+    /// affinity), for the verdict.
+    pub gen_cores: usize,
+    pub server_cores: Option<f64>,
     pub notes: Vec<String>,
     pub errors: Vec<String>,
 }
@@ -201,8 +204,10 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_clients: Option<u64>,
     pub generator: Cpu,
-    /// True when the generator's CPU per thread exceeded 90%: the figures may be its own limit.
+    /// True when the generator was saturated (see `bound`): the figures may be its own limit.
     pub generator_bottleneck: bool,
+    /// Which side limited the run, and the loads the verdict was made from.
+    pub bound: Bound,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<Server>,
     /// `--watch-pid`: processes whose CPU is reported but not counted as the server's.
@@ -351,6 +356,11 @@ pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
             deliveries_per_cpu_s,
         }
     });
+    let server_load = match (server.as_ref().and_then(|s| s.cpu.as_ref()), data.server_cores) {
+        (Some(cpu), Some(cores)) => Some((cpu.pct, cores)),
+        _ => None,
+    };
+    let verdict = bound::verdict(c.bound_pct, gen_pct, c.threads * c.processes, data.gen_cores.max(1), server_load);
     let mut notes = cfg.warnings.clone();
     notes.extend(data.notes);
     notes.extend(stats.notes.iter().cloned());
@@ -390,7 +400,8 @@ pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
         steps: stats.steps.clone(),
         max_clients,
         generator,
-        generator_bottleneck: per_thread > BOTTLENECK_PCT,
+        generator_bottleneck: verdict.generator_bound(),
+        bound: verdict,
         server,
         watched,
         notes,
@@ -406,11 +417,14 @@ pub fn cpu_warning(s: &Summary) -> Option<String> {
     }
     let workers = s.threads * s.processes;
     Some(format!(
-        "WARNING: the load generator used {:.0}% of a core per thread ({} thread{}); it may be the bottleneck, \
-         not the server. Add --threads/--processes or give the generator cores the server does not use.",
+        "WARNING: the load generator used {:.0}% of a core per thread ({} thread{}), {:.0}% of its capacity; \
+         it may be the bottleneck, not the server (bound by: {}). Add --threads/--processes or give the \
+         generator cores the server does not use.",
         s.generator.per_thread_pct.unwrap_or(0.0),
         workers,
-        if workers == 1 { "" } else { "s" }
+        if workers == 1 { "" } else { "s" },
+        s.bound.generator_load_pct,
+        s.bound.by
     ))
 }
 
@@ -570,6 +584,7 @@ pub fn table(s: &Summary) -> String {
         "generator CPU",
         format!("{:.2} s, {:.0}% of a core ({:.0}% per thread)", g.cpu_s, g.pct, g.per_thread_pct.unwrap_or(0.0)),
     );
+    row("bound by", s.bound.text());
     if let Some(sv) = &s.server {
         let mut text = match &sv.cpu {
             Some(c) => format!("{:.2} s, {:.0}% of a core", c.cpu_s, c.pct),
@@ -641,6 +656,7 @@ mod tests {
             max_clients: None,
             generator: Cpu { cpu_s: 1.9, pct: 190.0, per_thread_pct: Some(95.0) },
             generator_bottleneck: true,
+            bound: bound::verdict(85.0, 190.0, 2, 4, None),
             server: None,
             watched: vec![],
             notes: vec![],
@@ -656,6 +672,7 @@ mod tests {
         assert!(w.starts_with("WARNING: the load generator used 95% of a core"), "{w}");
         assert!(w.contains("may be the bottleneck"));
         assert!(table(&s).contains("WARNING"));
+        assert!(table(&s).contains("generator-bound: not a server figure"), "{}", table(&s));
         let calm = Summary { generator_bottleneck: false, ..s };
         assert!(cpu_warning(&calm).is_none());
         assert!(!table(&calm).contains("WARNING"));

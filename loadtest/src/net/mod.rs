@@ -399,7 +399,13 @@ impl Net {
 
     /// Tells the monitor this thread finished `phase`.
     pub fn reached(&mut self, phase: u32) {
-        let _ = self.tx.send(Report::Reached { source: self.source, phase, open: self.open });
+        self.reached_with(phase, None, None);
+    }
+
+    /// `reached`, with what the coordinator's decision for the next phase needs (see `Report`).
+    pub fn reached_with(&mut self, phase: u32, value: Option<u64>, hist: Option<Hist>) {
+        let hist = hist.map(Box::new);
+        let _ = self.tx.send(Report::Reached { source: self.source, phase, open: self.open, value, hist });
     }
 
     fn open_conn(&mut self, id: usize) -> Option<&mut Conn> {

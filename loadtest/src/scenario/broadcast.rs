@@ -14,10 +14,17 @@
 //! are read again only after the run, to learn whether the server closed them.
 //!
 //! Payload size: `--payload` is the size of the data object (timestamp, counter, padding).
+//!
+//! Ending: phase 1 publishes. The publisher's thread reports phase 1 reached with its final count
+//! (last acknowledged seq, or messages sent in raw mode) once every publish is answered or the
+//! drain ran out; every other thread reports it at once. The monitor opens phase 2 with that
+//! count, in every process alike, and each thread's subscribers are done once they have all of
+//! it, or when `--drain` after the later of the deadline and phase 2 runs out: a message that
+//! never came is then counted lost, whichever process its subscriber lives in. Only when the
+//! count is unknown (the publisher's process died) do subscribers end on `QUIET`.
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fanout::proto::OpCode;
@@ -31,7 +38,8 @@ use crate::pusher::{self, Step, Subscriber};
 use crate::stats::{SeqOutcome, SeqTracker};
 use crate::wire::{json_str, json_u64};
 
-/// After the publisher stopped, a subscriber that hears nothing for this long is done.
+/// Without the publisher's final count, a subscriber that hears nothing for this long after the
+/// publisher stopped is done.
 const QUIET: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +93,10 @@ pub struct Broadcast {
     last_seq: u64,
     max_lag: Duration,
     final_seq: Option<u64>,
+    /// Phase 1 reported (the publisher's final count, or at once on the other threads).
+    reported: bool,
+    /// Phase 2 opened: when, and the publisher's final count it carried.
+    published: Option<(Instant, Option<u64>)>,
     // Subscriber state.
     /// A Pusher event's data, unescaped (kept for its capacity).
     scratch: Vec<u8>,
@@ -149,6 +161,8 @@ impl Broadcast {
             last_seq: 0,
             max_lag: Duration::ZERO,
             final_seq: None,
+            reported: false,
+            published: None,
             scratch: Vec::new(),
             last_delivery: None,
             at_ns: None,
@@ -372,6 +386,14 @@ impl Driver for Broadcast {
     fn on_phase(&mut self, net: &mut Net, phase: u32) {
         if phase == 1 {
             self.window.begin(net.now, self.duration);
+            if self.publisher_index.is_none() {
+                // Nothing to publish here: phase 1 is the publisher's to finish.
+                self.reported = true;
+                net.reached(1);
+            }
+        }
+        if phase == 2 {
+            self.published = Some((net.now, net.shared.phase_arg(2)));
         }
     }
 
@@ -534,7 +556,7 @@ impl Driver for Broadcast {
             }
         }
         // The publisher's thread: once every publish is answered (or the drain ran out), the
-        // final count is known; tell the other threads of this process.
+        // final count is known; the monitor passes it to every thread of every process.
         if self.publisher_index.is_some() && self.final_seq.is_none() {
             let gone = match &self.http {
                 Some(http) => !http.ready(),
@@ -546,18 +568,26 @@ impl Driver for Broadcast {
                     Wire::Raw => self.sent,
                 };
                 self.final_seq = Some(last);
-                net.shared.published.store(last, Ordering::Release);
             }
         }
-        // Subscribers: done once caught up with the known final count, or after a quiet spell.
+        if let (false, Some(last)) = (self.reported, self.final_seq) {
+            self.reported = true;
+            net.reached_with(1, Some(last), None);
+        }
+        // Subscribers: done once caught up with the publisher's final count, or once the drain
+        // ran out; on a quiet spell only when that count never came.
         if self.last_check.is_none_or(|t| now >= t + Duration::from_millis(20)) {
             self.last_check = Some(now);
-            let published = net.shared.published.load(Ordering::Acquire);
-            let caught_up = published != u64::MAX && self.all_caught_up(published);
-            let quiet = self.last_delivery.unwrap_or(stopped).max(stopped) + QUIET;
             let slow_wait = self.slow > 0 && now < stopped + Duration::from_millis(300);
-            let own_done = self.publisher_index.is_none() || self.final_seq.is_some();
-            if own_done && !slow_wait && (caught_up || now >= quiet || now >= stopped + self.drain) {
+            let done = match self.published {
+                Some((at, Some(last))) => self.all_caught_up(last) || now >= stopped.max(at) + self.drain,
+                Some((at, None)) => {
+                    let quiet = self.last_delivery.unwrap_or(stopped).max(stopped).max(at) + QUIET;
+                    now >= quiet || now >= stopped.max(at) + self.drain
+                }
+                None => false,
+            };
+            if done && !slow_wait {
                 self.finished = true;
             }
         }

@@ -2,12 +2,20 @@
 //! that sends each message to every connection (the sender included); the iteration ends when
 //! every client has received all N messages, N² deliveries in all, and the next one begins.
 //!
-//! Owns: the iteration protocol across the threads of one process. Each thread adds its
-//! deliveries to a shared counter once per loop turn (not per message, to keep the cache line
-//! quiet); the thread whose addition completes N² starts the next iteration and wakes the others.
-//! A thread that sees no progress for `STALL` ends the run: a lost message would otherwise hang it.
+//! Owns: one thread's part of an iteration. Iteration k is phase k of the run (see `steer`), its
+//! value N the clients open in all: on phase k the thread sends one message from each of its
+//! clients, and reports k reached once its own clients have received k × N messages each in all
+//! (counted cumulatively, so messages of iteration k + 1 that arrive before this thread has heard
+//! of it are counted and not lost). The top-level monitor starts the next iteration once every
+//! thread of every process has reported, times it, and decides when to stop; so clients spread
+//! over any number of threads and processes, and no thread waits on another's atomics.
+//! The clients are the ones open when the thread reports phase 0 (N is their sum over every
+//! thread): one that connects later (after `--setup-timeout`) neither sends nor is counted, so
+//! the iterations stay N x N.
+//! A thread that has deliveries outstanding and sees none for `STALL` ends (a lost message would
+//! otherwise hang the run); one that waits for the others does not time out, since the slowest
+//! thread's own stall ends it.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fanout::proto::OpCode;
@@ -22,17 +30,22 @@ const STALL: Duration = Duration::from_secs(5);
 pub struct N2 {
     share: Share,
     payload: Vec<u8>,
-    duration: Duration,
-    /// Total messages allowed (iterations × N), from --messages.
-    budget: Option<u64>,
     setup: Setup,
     window: Window,
     open: Vec<usize>,
+    /// Slots of the clients taking part (frozen when phase 0 is reported).
+    member: Vec<bool>,
+    frozen: bool,
+    /// Clients in all (the value of the iteration's phase).
+    all: u64,
+    /// This thread's clients when the run began.
+    mine: u64,
+    /// The iteration running (the phase) and the last one reported complete.
     iteration: u64,
-    local: u64,
+    reported: u64,
+    /// Deliveries to this thread's clients since the run began.
+    received: u64,
     last_progress: Option<Instant>,
-    /// The shared delivery count last seen: progress made by any thread.
-    seen_delivered: u64,
     finished: bool,
 }
 
@@ -41,15 +54,17 @@ impl N2 {
         let c = &cfg.common;
         N2 {
             payload: filler(c.payload).into_bytes(),
-            duration: c.duration,
-            budget: c.messages,
             setup: Setup::new(share.conns.end - share.conns.start, c.setup_timeout + cfg.ramp_time()),
             window: Window::default(),
             open: Vec::new(),
+            member: Vec::new(),
+            frozen: false,
+            all: 0,
+            mine: 0,
             iteration: 0,
-            local: 0,
+            reported: 0,
+            received: 0,
             last_progress: None,
-            seen_delivered: 0,
             finished: false,
             share,
         }
@@ -62,6 +77,11 @@ impl N2 {
             }
         }
     }
+
+    fn stop(&mut self, net: &mut Net, note: String) {
+        net.stats.notes.push(note);
+        self.finished = true;
+    }
 }
 
 impl Driver for N2 {
@@ -71,27 +91,35 @@ impl Driver for N2 {
     }
 
     fn on_phase(&mut self, net: &mut Net, phase: u32) {
-        if phase != 1 {
-            return;
+        if phase == 1 {
+            // No deadline here: the monitor decides when the last iteration has run.
+            self.window.go = Some(net.now);
+            self.mine = self.open.len() as u64;
         }
-        self.window.begin(net.now, self.duration);
-        let go_ns = net.clock.ns_at(net.now);
-        let _ = net.shared.iteration_start_ns.compare_exchange(0, go_ns, Ordering::AcqRel, Ordering::Acquire);
-        self.iteration = 1;
+        if let Some(n) = net.shared.phase_arg(phase) {
+            self.all = n;
+        }
+        self.iteration = u64::from(phase);
         self.last_progress = Some(net.now);
         self.send_all(net);
     }
 
-    fn on_open(&mut self, net: &mut Net, id: usize) {
+    fn on_open(&mut self, _net: &mut Net, id: usize) {
+        if self.frozen {
+            // Too late for the run: it neither sends nor counts.
+            return;
+        }
         self.open.push(id);
-        net.shared.members.fetch_add(1, Ordering::AcqRel);
         self.setup.done_one();
     }
 
-    fn on_message(&mut self, net: &mut Net, _id: usize, _text: bool, payload: &[u8], at: Instant) {
-        // Counted even before this thread has seen the start: nothing is sent before it, and
-        // another thread may start first, so its clients' first messages can arrive here early.
-        self.local += 1;
+    fn on_message(&mut self, net: &mut Net, id: usize, _text: bool, payload: &[u8], at: Instant) {
+        if !self.member.get(id).copied().unwrap_or(false) {
+            return;
+        }
+        // Counted even before this thread has heard of the iteration: another thread or process
+        // may start first, so its clients' messages can arrive here early.
+        self.received += 1;
         net.stats.counters.received += 1;
         net.stats.counters.bytes_received += payload.len() as u64;
         self.window.touch(at);
@@ -102,69 +130,61 @@ impl Driver for N2 {
             self.setup.done_one();
             return;
         }
-        if let Some(id) = end.id {
-            self.open.retain(|&o| o != id);
+        let Some(id) = end.id else { return };
+        self.open.retain(|&o| o != id);
+        let was_member = self.member.get(id).copied().unwrap_or(false);
+        if let Some(m) = self.member.get_mut(id) {
+            *m = false;
         }
-        if self.window.go.is_some() {
+        if self.window.go.is_some() && was_member {
             // A client gone mid-run: no iteration can complete any more.
-            net.stats.notes.push("a client closed during the run; iterations stopped".into());
-            net.shared.done.store(true, Ordering::Release);
-            net.shared.wake_all();
-        } else {
-            net.shared.members.fetch_sub(1, Ordering::AcqRel);
+            self.stop(net, "a client closed during the run; iterations stopped".into());
         }
     }
 
     fn on_turn(&mut self, net: &mut Net) -> Option<Instant> {
         let setup_wake = self.setup.check(net);
-        if self.window.go.is_none() {
-            return setup_wake;
-        }
-        let shared = net.shared.clone();
-        let now = net.now;
-        if self.local > 0 {
-            let n = shared.members.load(Ordering::Acquire);
-            let total = shared.delivered.fetch_add(self.local, Ordering::AcqRel) + self.local;
-            self.local = 0;
-            self.last_progress = Some(now);
-            if total == n * n {
-                // This thread completed the iteration: time it, then start the next or stop.
-                let now_ns = net.clock.ns_at(now);
-                let began = shared.iteration_start_ns.swap(now_ns, Ordering::AcqRel);
-                net.record(now_ns.saturating_sub(began) / 1000);
-                net.stats.counters.iterations += 1;
-                shared.delivered.store(0, Ordering::Release);
-                let done_iterations = shared.iteration.load(Ordering::Acquire);
-                let over_budget = self.budget.is_some_and(|m| (done_iterations + 1) * n > m);
-                if !self.window.tick(now) || over_budget {
-                    shared.done.store(true, Ordering::Release);
-                } else {
-                    shared.iteration.fetch_add(1, Ordering::AcqRel);
+        if self.setup.reported() && !self.frozen {
+            // The clients counted in phase 0's report are the ones that take part.
+            self.frozen = true;
+            for &id in &self.open {
+                if self.member.len() <= id {
+                    self.member.resize(id + 1, false);
                 }
-                shared.wake_all();
+                self.member[id] = true;
             }
         }
-        if shared.done.load(Ordering::Acquire) {
+        if self.window.go.is_none() || self.finished {
+            return setup_wake;
+        }
+        if net.shared.finishing() {
             self.finished = true;
             return None;
         }
-        let delivered = shared.delivered.load(Ordering::Acquire);
-        if delivered != self.seen_delivered {
-            self.seen_delivered = delivered;
-            self.last_progress = Some(now);
+        let now = net.now;
+        let due = self.iteration * self.mine * self.all;
+        if self.iteration > self.reported && self.received >= due {
+            self.reported = self.iteration;
+            net.reached(self.iteration as u32);
         }
-        let it = shared.iteration.load(Ordering::Acquire);
-        if it > self.iteration {
-            self.iteration = it;
-            self.last_progress = Some(now);
-            self.send_all(net);
+        if self.reported == self.iteration {
+            // Waiting for the other threads: the slowest one times out on its own.
+            return None;
+        }
+        if self.window.last.is_some_and(|l| self.last_progress.is_none_or(|p| l > p)) {
+            self.last_progress = self.window.last;
         }
         let stall_at = self.last_progress.unwrap_or(now) + STALL;
         if now >= stall_at {
-            net.stats.notes.push(format!("iteration {it} stalled: no delivery for {} s", STALL.as_secs()));
-            shared.done.store(true, Ordering::Release);
-            shared.wake_all();
-            self.finished = true;
+            let missing = due - self.received;
+            self.stop(
+                net,
+                format!(
+                    "iteration {} stalled: {missing} deliveries missing after {} s",
+                    self.iteration,
+                    STALL.as_secs()
+                ),
+            );
             return None;
         }
         Some(stall_at)

@@ -25,6 +25,11 @@ impl Setup {
         Setup { pending, reported: false, timeout, deadline: None }
     }
 
+    /// Whether phase 0 has been reported.
+    pub fn reported(&self) -> bool {
+        self.reported
+    }
+
     /// One connection is set up or gave up.
     pub fn done_one(&mut self) {
         self.pending = self.pending.saturating_sub(1);

@@ -3,6 +3,15 @@
 //! stops when the chosen percentile exceeds `--limit-ms`, and the answer is the largest client
 //! count that stayed under it.
 //!
+//! Spread over threads and processes: each step is two phases of the run (see `steer`). On the
+//! odd one, whose value is the clients the run should have, each thread opens its even share of
+//! them and reports once they are connected; on the even one, the threads among the first
+//! `--concurrent` (each with its share of `--concurrent` and of `--sample`) time round trips
+//! from their own clients, and every thread reports its histogram and the broadcast deliveries
+//! it counted. The monitor merges them, records the step and decides the next one, so the
+//! decision is the one a single thread would make from all the samples. A thread without a
+//! client in a step measures nothing in it.
+//!
 //! Owns: the shootout protocol. A client sends `{"type":"broadcast","payload":{"t":..}}`; the
 //! server sends `{"type":"broadcast","payload":..}` to every client and then
 //! `{"type":"broadcastResult","payload":..}` to the sender, whose arrival ends the round trip
@@ -16,29 +25,29 @@ use fanout::proto::OpCode;
 use super::phase::{filler, Window};
 use crate::config::{Config, ShootCmd, ShootoutArgs};
 use crate::net::{Driver, Ended, Kind, Net};
-use crate::plan::Share;
-use crate::stats::{Hist, Step};
+use crate::plan::{split, Share};
+use crate::stats::Hist;
 use crate::wire::{json_str, json_u64};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    Connecting,
-    Sampling,
+    /// Between phases, or before the first.
+    Idle,
+    Connecting(u32),
+    Sampling(u32),
     Done,
 }
 
 pub struct Shootout {
     share: Share,
-    step: u64,
-    target: u64,
+    /// Threads in the run, and this one's index among them.
+    workers: usize,
     next: u64,
     limit_us: u64,
-    quantile: f64,
     concurrent: usize,
     sample: usize,
     command: ShootCmd,
     pad: String,
-    duration: Duration,
     window: Window,
     stage: Stage,
     clients: Vec<usize>,
@@ -51,22 +60,34 @@ pub struct Shootout {
     budget: u64,
 }
 
+/// This thread's part of `total` split over `workers` threads, or over the first `among` of
+/// them when there are fewer things than threads.
+fn part(total: u64, workers: usize, among: usize, index: usize) -> u64 {
+    let among = among.clamp(1, workers.max(1));
+    if index >= among {
+        return 0;
+    }
+    let r = &split(total, among)[index];
+    r.end - r.start
+}
+
 impl Shootout {
     pub fn new(cfg: &Config, args: &ShootoutArgs, share: Share) -> Shootout {
         let c = &cfg.common;
+        let workers = c.threads.max(1) * c.processes.max(1);
+        let concurrent = args.concurrent.max(1);
+        // The threads that sample: one in flight at least each.
+        let among = concurrent.min(workers);
         Shootout {
-            step: args.step.max(1),
-            target: args.initial.unwrap_or(args.step).max(1),
+            workers,
             next: share.conns.start,
             limit_us: (args.limit_ms * 1000.0) as u64,
-            quantile: (args.percentile / 100.0).clamp(0.0, 1.0),
-            concurrent: args.concurrent.max(1),
-            sample: args.sample.max(1),
+            concurrent: part(concurrent as u64, workers, among, share.index) as usize,
+            sample: part(args.sample.max(1) as u64, workers, among, share.index) as usize,
             command: args.command,
             pad: filler(c.payload.saturating_sub(30)),
-            duration: c.duration,
             window: Window::default(),
-            stage: Stage::Connecting,
+            stage: Stage::Idle,
             clients: Vec::new(),
             in_progress: 0,
             measured: 0,
@@ -100,30 +121,35 @@ impl Shootout {
         }
     }
 
-    fn start_step(&mut self, net: &mut Net) {
-        let end = self.share.conns.end.min(self.share.conns.start + self.target);
+    /// Opens this thread's share of the `target` clients the run should have.
+    fn start_step(&mut self, net: &mut Net, phase: u32, target: u64) {
+        let mine = part(target, self.workers, self.workers, self.share.index);
+        let end = self.share.conns.end.min(self.share.conns.start + mine);
         while self.next < end {
             net.open(self.next, Kind::Ws);
             self.next += 1;
         }
-        self.stage = Stage::Connecting;
+        self.stage = Stage::Connecting(phase);
     }
 
-    fn finish_step(&mut self, net: &mut Net) {
-        let rtt = self.step_hist.summary();
-        net.stats.steps.push(Step { clients: self.clients.len() as u64, rtt, deliveries: self.step_deliveries });
-        net.stats.latency.add(&self.step_hist);
-        let over = self.step_hist.q(self.quantile) > self.limit_us;
-        let full = self.next >= self.share.conns.end;
+    fn start_sampling(&mut self, net: &mut Net, phase: u32) {
+        self.stage = Stage::Sampling(phase);
+        self.sample_started = Some(net.now);
+        self.in_progress = 0;
+        self.measured = 0;
         self.step_hist.reset();
+        for _ in 0..self.concurrent.min(self.sample) {
+            self.send_random(net);
+        }
+    }
+
+    /// This thread's part of the step is measured: hand it to the monitor.
+    fn finish_step(&mut self, net: &mut Net, phase: u32) {
+        let hist = std::mem::take(&mut self.step_hist);
+        net.reached_with(phase, Some(self.step_deliveries), Some(hist));
         self.step_deliveries = 0;
         self.measured = 0;
-        if over || full || !self.window.tick(net.now) || self.budget == 0 {
-            self.stage = Stage::Done;
-            return;
-        }
-        self.target += self.step;
-        self.start_step(net);
+        self.stage = Stage::Idle;
     }
 }
 
@@ -132,8 +158,14 @@ impl Driver for Shootout {
 
     fn on_phase(&mut self, net: &mut Net, phase: u32) {
         if phase == 1 {
-            self.window.begin(net.now, self.duration);
-            self.start_step(net);
+            // No deadline here: the monitor decides when the last step has run.
+            self.window.go = Some(net.now);
+        }
+        if phase % 2 == 1 {
+            let target = net.shared.phase_arg(phase).unwrap_or(0);
+            self.start_step(net, phase, target);
+        } else {
+            self.start_sampling(net, phase);
         }
     }
 
@@ -164,7 +196,7 @@ impl Driver for Shootout {
         }
         self.window.touch(at);
         self.in_progress = self.in_progress.saturating_sub(1);
-        if self.stage != Stage::Sampling {
+        if !matches!(self.stage, Stage::Sampling(_)) {
             return;
         }
         self.step_hist.record(us);
@@ -186,33 +218,34 @@ impl Driver for Shootout {
             net.reached(0);
         }
         self.window.go?;
+        if net.shared.finishing() {
+            self.stage = Stage::Done;
+            return None;
+        }
         let now = net.now;
         match self.stage {
-            Stage::Connecting if net.opening() == 0 => {
-                if self.clients.is_empty() {
-                    self.stage = Stage::Done;
-                    return None;
-                }
-                self.stage = Stage::Sampling;
-                self.sample_started = Some(now);
-                self.in_progress = 0;
-                for _ in 0..self.concurrent.min(self.sample) {
-                    self.send_random(net);
-                }
+            Stage::Connecting(phase) if net.opening() == 0 => {
+                self.stage = Stage::Idle;
+                net.reached(phase);
             }
-            Stage::Sampling if self.measured >= self.sample => self.finish_step(net),
-            Stage::Sampling => {
+            // Nothing to measure here (no client, or no share of the sample, or no budget).
+            Stage::Sampling(phase) if self.clients.is_empty() || self.measured + self.in_progress == 0 => {
+                self.finish_step(net, phase)
+            }
+            Stage::Sampling(phase) if self.measured >= self.sample => self.finish_step(net, phase),
+            Stage::Sampling(phase) => {
                 // Round trips that never come back count as over the limit.
                 let give_up = Duration::from_micros(self.limit_us * 20).max(Duration::from_secs(10));
-                if self.sample_started.is_some_and(|s| now >= s + give_up) || !self.window.tick(now) {
+                if self.sample_started.is_some_and(|s| now >= s + give_up) {
                     net.stats.notes.push(format!(
-                        "step with {} clients: {} of {} round trips came back in time",
+                        "step with {} clients on thread {}: {} of {} round trips came back in time",
                         self.clients.len(),
+                        self.share.index,
                         self.measured,
                         self.sample
                     ));
                     self.step_hist.record(crate::stats::MAX_US);
-                    self.finish_step(net);
+                    self.finish_step(net, phase);
                 }
             }
             _ => {}
