@@ -245,16 +245,29 @@ impl SoakDriver {
     /// again and, if still open after that, are closed by us.
     fn step_slots(&mut self, net: &mut Net) {
         let now = net.now;
-        // The server closed a slow consumer: read the paused ones again now, while it still
-        // tries to send the 1008 (for its close timeout), so that the answer can be seen.
+        // The server closed k slow consumers: the k readers paused longest (the same stream
+        // reaches them all, so they hold the most) read again now, while the server still tries
+        // to send its 1008 (for its close timeout), so that the answer can be seen.
         let server_slow = self.state.server_slow.load(Ordering::Relaxed);
-        let slow_closed = server_slow > self.server_slow;
+        let closed = server_slow.saturating_sub(self.server_slow) as usize;
         self.server_slow = server_slow;
         let mut actions = Vec::new();
+        if closed > 0 {
+            let mut paused: Vec<(Instant, usize)> = self
+                .slots
+                .iter()
+                .filter_map(|(&id, s)| match (s.role, s.paused, s.resumed) {
+                    (Role::Slow, Some(p), None) if now >= p + SLOW_MIN => Some((p, id)),
+                    _ => None,
+                })
+                .collect();
+            paused.sort();
+            actions.extend(paused.iter().take(closed).map(|&(_, id)| (id, 'r')));
+        }
         for (&id, s) in &self.slots {
             match (s.role, s.phase) {
                 (Role::Slow, _) => match (s.paused, s.resumed) {
-                    (Some(p), None) if now >= p + self.share.slow_hold || slow_closed && now >= p + SLOW_MIN => {
+                    (Some(p), None) if now >= p + self.share.slow_hold && !actions.contains(&(id, 'r')) => {
                         actions.push((id, 'r'))
                     }
                     (_, Some(r)) if now >= r + SLOW_READ_AGAIN => actions.push((id, 'o')),
