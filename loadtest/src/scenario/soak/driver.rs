@@ -72,7 +72,8 @@ pub struct Share {
     pub drain: Duration,
 }
 
-/// A slow reader that read again and was still open this long after was not closed by the server.
+/// A slow reader that read again (and pinged) and was still open this long after was not closed
+/// by the server.
 const SLOW_READ_AGAIN: Duration = Duration::from_secs(10);
 /// A slow reader stops reading at least this long before a slow consumer closed elsewhere makes
 /// it read again.
@@ -283,6 +284,10 @@ impl SoakDriver {
             match what {
                 'r' => {
                     net.resume(id);
+                    // A server socket that gave up long ago is gone without a word (an orphan
+                    // whose zero-window probes ran out sends no RST): a ping then draws the RST
+                    // that tells it from a connection the server has not closed (which answers).
+                    net.send(id, OpCode::Ping, b"soak");
                     if let Some(s) = self.slots.get_mut(&id) {
                         s.resumed = Some(now);
                     }

@@ -116,6 +116,7 @@ pub fn run(cfg: &Config, args: &SoakArgs) -> Result<bool, String> {
     );
     let start = Instant::now();
     let cpu0 = crate::sys::cpu_ns(Some(pid)).unwrap_or(0);
+    let own_cpu0 = crate::sys::cpu_ns(None).unwrap_or(0);
     let mut samples = Vec::new();
     let mut last_metrics = ServerMetrics::default();
     let mut next = start + args.sample_every;
@@ -168,6 +169,7 @@ pub fn run(cfg: &Config, args: &SoakArgs) -> Result<bool, String> {
     }
     let final_metrics = metrics(&server).unwrap_or(last_metrics);
     let cpu = crate::sys::cpu_ns(Some(pid)).map(|n| n.saturating_sub(cpu0) as f64 / 1e9);
+    let own_cpu = crate::sys::cpu_ns(None).map(|n| n.saturating_sub(own_cpu0) as f64 / 1e9);
     let limits = Limits {
         warmup: args.warmup.unwrap_or(c.duration / 5).as_secs_f64(),
         rss_percent: args.rss_tolerance,
@@ -175,7 +177,7 @@ pub fn run(cfg: &Config, args: &SoakArgs) -> Result<bool, String> {
         fd_slack: args.fd_slack,
     };
     let g = growth(&samples, &limits);
-    Ok(report(&state, &samples, &g, &limits, final_metrics, cpu, start.elapsed(), &args.csv))
+    Ok(report(&state, &samples, &g, &limits, final_metrics, (cpu, own_cpu), start.elapsed(), &args.csv))
 }
 
 fn take_sample(
@@ -213,7 +215,7 @@ fn report(
     g: &verdict::Growth,
     limits: &Limits,
     m: ServerMetrics,
-    cpu: Option<f64>,
+    (cpu, own_cpu): (Option<f64>, Option<f64>),
     elapsed: Duration,
     csv: &std::path::Path,
 ) -> bool {
@@ -231,6 +233,9 @@ fn report(
     }
     if let Some(cpu) = cpu {
         println!("  server CPU: {cpu:.1} s over {secs:.0} s ({:.0}% of one core)", 100.0 * cpu / secs);
+    }
+    if let Some(own) = own_cpu {
+        println!("  generator CPU: {own:.1} s ({:.0}% of one core)", 100.0 * own / secs);
     }
     println!(
         "  publishes: {} ok over HTTP ({:.1}/s); delivered in order to healthy subscribers: {}; gaps {}, duplicates {}",
@@ -254,8 +259,8 @@ fn report(
         get(&n.churn_reset)
     );
     println!(
-        "  slow readers: {} opened; ended by the server with 1008 seen: {}, with EOF after the backlog: {}; \
-         still open when read again: {}; the server's slow_consumers: {}",
+        "  slow readers: {} opened; ended by the server with 1008 seen: {}, without the 1008 (EOF or reset): {}; \
+         not closed when read again: {}; the server's slow_consumers: {}",
         get(&n.slow_opened),
         get(&n.slow_1008),
         get(&n.slow_eof),

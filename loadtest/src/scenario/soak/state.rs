@@ -39,8 +39,9 @@ pub struct Counters {
     pub slow_opened: AtomicU64,
     /// Slow readers whose end showed the server's 1008 close frame.
     pub slow_1008: AtomicU64,
-    /// Slow readers the server had closed without its close frame reaching them: it was dropped
-    /// with the queue after the server's close timeout, before the reader read again.
+    /// Slow readers the server had closed without its close frame reaching them (EOF or a reset):
+    /// it was dropped with the queue after the server's close timeout, before the reader read
+    /// again.
     pub slow_eof: AtomicU64,
     /// Slow readers still open when they read again (the server had not closed them yet).
     pub slow_open: AtomicU64,
