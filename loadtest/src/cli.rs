@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use crate::config::{BroadcastArgs, Config, Scenario, SlowArgs, Via, Wire};
+use crate::config::{BroadcastArgs, Config, Scenario, SlowArgs, SoakArgs, Via, Wire};
 use crate::plan::{AddrPlan, Endpoint, Target};
 use crate::pusher;
 use crate::tls;
@@ -38,6 +38,7 @@ impl Config {
             Scenario::Connect(_) => u64::MAX / 4,
             Scenario::Idle(_) => 1000,
             Scenario::Shootout(_) => 19_000,
+            Scenario::Soak(_) => 400,
             _ => 100,
         });
         if common.threads == 0 || common.processes == 0 {
@@ -55,6 +56,7 @@ impl Config {
         match &scenario {
             Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) => check_broadcast(b, conns)?,
             Scenario::Echo(e) if e.in_flight == 0 => return Err("--in-flight must be at least 1".into()),
+            Scenario::Soak(s) => check_soak(s, &common)?,
             _ => {}
         }
         if let Scenario::Slow(s) = &scenario {
@@ -170,6 +172,42 @@ fn check_broadcast(b: &BroadcastArgs, conns: u64) -> Result<(), String> {
         }
     } else if let Some((flag, _)) = app.iter().find(|(_, v)| v.is_some()) {
         return Err(format!("{flag} is for --protocol pusher"));
+    }
+    Ok(())
+}
+
+/// The soak's flags that must hold: it runs in this one process and judges one server.
+fn check_soak(s: &SoakArgs, common: &crate::config::Common) -> Result<(), String> {
+    if common.processes != 1 {
+        return Err("soak runs in one process: use --threads".into());
+    }
+    if common.server_pids.len() != 1 {
+        return Err("soak needs the server's pid once (--server-pid): its RSS and fds are sampled".into());
+    }
+    if common.urls.len() != 1 {
+        return Err("soak takes one --url (its HTTP API is the same host and port)".into());
+    }
+    if s.channels == 0 || s.channels > 1000 {
+        return Err("--channels must be in 1..=1000".into());
+    }
+    for (flag, v) in [("--rate", s.rate), ("--churn-rate", s.churn_rate), ("--malformed-rate", s.malformed_rate)] {
+        if !(0.0..=100_000.0).contains(&v) {
+            return Err(format!("{flag} must be in 0..=100000 per second"));
+        }
+    }
+    if !(0.0..=50.0).contains(&s.slow_percent) {
+        return Err("--slow-percent must be in 0..=50".into());
+    }
+    if s.sample_every.is_zero() || s.sample_every * 6 > common.duration {
+        return Err(
+            "--sample-every must be positive and at most a sixth of --duration (the check needs samples)".into()
+        );
+    }
+    if s.warmup.is_some_and(|w| w >= common.duration) {
+        return Err("--warmup must be shorter than --duration".into());
+    }
+    if s.api_key.is_empty() || s.api_key.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err("--api-key: expected a non-empty token without spaces".into());
     }
     Ok(())
 }

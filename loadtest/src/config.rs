@@ -35,6 +35,10 @@ pub enum Scenario {
     /// The websocket-shootout protocol: ramp clients until the p95 broadcast round trip
     /// exceeds a limit: maximum clients.
     Shootout(ShootoutArgs),
+    /// A long mixed run against `fanout serve`: healthy subscribers that must see every seq,
+    /// churn, subscribers coming and going, 1% slow readers, malformed frames and handshakes,
+    /// HTTP publishes; the server's RSS, fds and connections sampled; fails on growth or a gap.
+    Soak(SoakArgs),
 }
 
 /// Flags every scenario takes.
@@ -267,6 +271,66 @@ pub enum ShootCmd {
     Echo,
 }
 
+/// `soak`'s flags (`scenario::soak` runs it; `--conns` is its steady subscribers).
+#[derive(Args, Debug, Clone)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The gateway's API key, for `POST /api/publish` (Authorization: Bearer).
+    #[arg(long)]
+    pub api_key: String,
+    /// Channels the mix spreads over (`soak-0`, `soak-1`, ...).
+    #[arg(long, default_value_t = 4)]
+    pub channels: usize,
+    /// HTTP publishes per second in all, over one keep-alive connection, channels in turn.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Connections that stay open and unsubscribe and resubscribe (with `since`) in turn.
+    #[arg(long, default_value_t = 100)]
+    pub flappers: u64,
+    /// How long a flapper stays subscribed (each time uniform in 0.5x..1.5x); it then stays
+    /// away a fifth of that.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub flap_hold: Duration,
+    /// Short-lived connections opened per second: subscribe, read, close (clean or reset).
+    #[arg(long, default_value_t = 10.0)]
+    pub churn_rate: f64,
+    /// How long a churn connection lives (each uniform in 0.5x..1.5x).
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub churn_life: Duration,
+    /// Slow readers, as a percentage of the long-lived subscribers (--conns + --flappers).
+    #[arg(long, default_value_t = 1.0)]
+    pub slow_percent: f64,
+    /// How long a slow reader stops reading before it reads again to learn how it ended.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub slow_hold: Duration,
+    /// Malformed frames and handshakes sent per second (the cases in turn).
+    #[arg(long, default_value_t = 2.0)]
+    pub malformed_rate: f64,
+    /// Length the oversize frame claims; must exceed the server's message limit.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub oversize: u64,
+    /// How often the server's RSS, fds and connections are sampled.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub sample_every: Duration,
+    /// Warm-up excluded from the growth check [default: 20% of --duration].
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// RSS growth allowed between the steady phase's first and last thirds, in percent (the
+    /// larger of this and --rss-slack-mib applies).
+    #[arg(long, default_value_t = 10.0)]
+    pub rss_tolerance: f64,
+    /// RSS growth allowed in MiB (the larger of this and --rss-tolerance applies).
+    #[arg(long, default_value_t = 8)]
+    pub rss_slack_mib: u64,
+    /// Growth allowed in the server's fds beyond the connections the mix holds open.
+    #[arg(long, default_value_t = 64)]
+    pub fd_slack: u64,
+    /// Write every sample as CSV to this file.
+    #[arg(long, default_value = "soak-samples.csv")]
+    pub csv: PathBuf,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ShootoutArgs {
     #[command(flatten)]
@@ -316,6 +380,7 @@ impl Scenario {
             Scenario::Idle(a) => &a.common,
             Scenario::Slow(a) => &a.broadcast.common,
             Scenario::Shootout(a) => &a.common,
+            Scenario::Soak(a) => &a.common,
         }
     }
 
@@ -328,6 +393,7 @@ impl Scenario {
             Scenario::Idle(_) => "idle",
             Scenario::Slow(_) => "slow",
             Scenario::Shootout(_) => "shootout",
+            Scenario::Soak(_) => "soak",
         }
     }
 }

@@ -11,6 +11,7 @@
 //! steer                       the decisions between phases from merged reports (n2, shootout, broadcast)
 //! scenario                    run_thread: the configured scenario's Driver on a net::reactor
 //! scenario/{echo, broadcast, n2, connect, idle, shootout}   one Driver each
+//! scenario/soak               its own threads: the mix, the sampler, the verdict
 //! scenario/publisher          broadcast's HTTP publisher: keep-alive connections, requests, answers
 //! scenario/phase              what the scenarios share: setup, the measured window, the drain
 //! net/reactor, net/connect    the loop, the client upgrade, frames in and out; opening sockets
@@ -67,6 +68,17 @@ fn main() -> ExitCode {
     }
     for w in &cfg.warnings {
         eprintln!("fanout-load: warning: {w}");
+    }
+    if let config::Scenario::Soak(args) = &cfg.scenario {
+        // A soak is judged, not measured: it runs its own threads and prints its own verdict.
+        return match scenario::soak::run(&cfg, args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("fanout-load: soak: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     let result =
         if cfg.common.processes > 1 { coord::run_parent(cfg.clone(), &args) } else { coord::run_single(cfg.clone()) };

@@ -269,7 +269,8 @@ pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
             t.upgrades_per_s = Some(per_s(k.opened));
             "handshake (connect start to 101)"
         }
-        Scenario::Idle(_) => "none",
+        // soak reports itself (scenario::soak) and never reaches here.
+        Scenario::Idle(_) | Scenario::Soak(_) => "none",
         Scenario::Shootout(a) => {
             let limit_us = (a.limit_ms * 1000.0) as u64;
             let q = a.percentile / 100.0;

@@ -13,6 +13,7 @@ pub mod n2;
 pub mod phase;
 pub mod publisher;
 pub mod shootout;
+pub mod soak;
 
 use mio::Poll;
 
@@ -32,5 +33,7 @@ pub fn run_thread(cfg: &Config, share: Share, poll: Poll, net: Net) -> Stats {
         Scenario::Connect(a) => Reactor::new(poll, net, connect::Connect::new(cfg, a, share)).run(),
         Scenario::Idle(_) => Reactor::new(poll, net, idle::Idle::new(cfg, share)).run(),
         Scenario::Shootout(a) => Reactor::new(poll, net, shootout::Shootout::new(cfg, a, share)).run(),
+        // soak starts its own threads (`soak::run`), never through `coord`.
+        Scenario::Soak(_) => Stats::default(),
     }
 }
