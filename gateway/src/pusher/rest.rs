@@ -112,7 +112,7 @@ impl Info {
 
 /// One event to trigger, from `events` or one item of `batch_events`.
 #[derive(Deserialize)]
-struct EventBody<'a> {
+pub struct EventBody<'a> {
     name: String,
     #[serde(borrow)]
     data: &'a RawValue,
@@ -132,11 +132,66 @@ struct BatchBody<'a> {
     batch: Vec<EventBody<'a>>,
 }
 
+/// The events of a trigger's body: one for `POST /apps/{id}/events`, at most
+/// [`MAX_BATCH_EVENTS`] for `batch_events` (`batch`); a 400 saying what was expected otherwise.
+/// Public for the fuzz targets.
+pub fn read_events(body: &[u8], batch: bool) -> Result<Vec<EventBody<'_>>, Response> {
+    if !batch {
+        return serde_json::from_slice(body)
+            .map(|event| vec![event])
+            .map_err(|e| error(400, format_args!("expected {{\"name\":...,\"data\":...,\"channels\":[...]}}: {e}")));
+    }
+    let batch: BatchBody<'_> = serde_json::from_slice(body).map_err(|e| {
+        error(400, format_args!("expected {{\"batch\":[{{\"name\":...,\"channel\":...,\"data\":...}}]}}: {e}"))
+    })?;
+    if batch.batch.len() > MAX_BATCH_EVENTS {
+        return Err(error(400, format_args!("a batch holds at most {MAX_BATCH_EVENTS} events")));
+    }
+    Ok(batch.batch)
+}
+
+/// Checks one event: name, data size (`max_event_size`, the app's), channels, `socket_id` (left
+/// out only when it is a connection of `node`, this one), `info`. Public for the fuzz targets.
+pub fn check_event<'a>(event: &'a EventBody<'a>, max_event_size: usize, node: u32) -> Result<Trigger<'a>, Response> {
+    crate::native::protocol::validate_event(&event.name).map_err(|e| error(400, e))?;
+    let data = event.data.get();
+    let size = serde_json::from_str::<String>(data).map_or(data.len(), |s| s.len());
+    if size > max_event_size {
+        return Err(error(413, format_args!("event data is {size} bytes, over the limit of {max_event_size}")));
+    }
+    let channels = match (&event.channel, &event.channels) {
+        (Some(c), None) => vec![c.clone()],
+        (None, Some(cs)) if !cs.is_empty() => cs.clone(),
+        _ => return Err(error(400, "give either channel or a non-empty channels list")),
+    };
+    if channels.len() > MAX_TRIGGER_CHANNELS {
+        return Err(error(400, format_args!("at most {MAX_TRIGGER_CHANNELS} channels per event")));
+    }
+    for channel in &channels {
+        let valid = match channel.strip_prefix(protocol::USER_CHANNEL_PREFIX) {
+            Some(user) => protocol::validate_user_id(user),
+            None => protocol::validate_channel(channel),
+        };
+        valid.map_err(|e| error(400, e))?;
+    }
+    let except = match event.socket_id.as_deref() {
+        None => None,
+        Some(s) => {
+            let (node_of, id) =
+                protocol::parse_socket_id(s).ok_or_else(|| error(400, format_args!("bad socket_id {s:?}")))?;
+            // Another node's connection is not here: nobody to leave out on this one.
+            (node_of == node).then_some(id)
+        }
+    };
+    let info = Info::parse(event.info.as_deref()).map_err(|e| error(400, e))?;
+    Ok(Trigger { name: &event.name, data, channels, except, socket: event.socket_id.as_deref(), info })
+}
+
 /// A checked event, ready to publish.
-struct Trigger<'a> {
-    name: &'a str,
-    data: &'a str,
-    channels: Vec<String>,
+pub struct Trigger<'a> {
+    pub name: &'a str,
+    pub data: &'a str,
+    pub channels: Vec<String>,
     /// The `socket_id` left out, when it is a connection of this node.
     except: Option<fanout::ConnId>,
     /// The `socket_id` left out, as given (in a cluster, any node's).
@@ -220,13 +275,11 @@ impl Pusher {
 
     /// `POST /apps/{id}/events`.
     fn events(&self, ctx: &mut Ctx<'_>, app: usize, body: &[u8]) -> Response {
-        let event: EventBody<'_> = match serde_json::from_slice(body) {
-            Ok(e) => e,
-            Err(e) => {
-                return error(400, format_args!("expected {{\"name\":...,\"data\":...,\"channels\":[...]}}: {e}"))
-            }
+        let events = match read_events(body, false) {
+            Ok(events) => events,
+            Err(response) => return response,
         };
-        let trigger = match self.check(app, &event) {
+        let trigger = match self.check(app, &events[0]) {
             Ok(t) => t,
             Err(response) => return response,
         };
@@ -246,20 +299,12 @@ impl Pusher {
 
     /// `POST /apps/{id}/batch_events`: up to 10 events, all checked before any is published.
     fn batch_events(&self, ctx: &mut Ctx<'_>, app: usize, body: &[u8]) -> Response {
-        let batch: BatchBody<'_> = match serde_json::from_slice(body) {
-            Ok(b) => b,
-            Err(e) => {
-                return error(
-                    400,
-                    format_args!("expected {{\"batch\":[{{\"name\":...,\"channel\":...,\"data\":...}}]}}: {e}"),
-                )
-            }
+        let batch = match read_events(body, true) {
+            Ok(events) => events,
+            Err(response) => return response,
         };
-        if batch.batch.len() > MAX_BATCH_EVENTS {
-            return error(400, format_args!("a batch holds at most {MAX_BATCH_EVENTS} events"));
-        }
-        let mut triggers = Vec::with_capacity(batch.batch.len());
-        for event in &batch.batch {
+        let mut triggers = Vec::with_capacity(batch.len());
+        for event in &batch {
             match self.check(app, event) {
                 Ok(t) => triggers.push(t),
                 Err(response) => return response,
@@ -287,44 +332,9 @@ impl Pusher {
         }
     }
 
-    /// Checks one event: name, data size, channels, `socket_id`, `info`.
+    /// Checks one event for this app and node (`check_event`).
     fn check<'a>(&self, app: usize, event: &'a EventBody<'a>) -> Result<Trigger<'a>, Response> {
-        let config = &self.apps[app].config;
-        crate::native::protocol::validate_event(&event.name).map_err(|e| error(400, e))?;
-        let data = event.data.get();
-        let size = serde_json::from_str::<String>(data).map_or(data.len(), |s| s.len());
-        if size > config.max_event_size {
-            return Err(error(
-                413,
-                format_args!("event data is {size} bytes, over the limit of {}", config.max_event_size),
-            ));
-        }
-        let channels = match (&event.channel, &event.channels) {
-            (Some(c), None) => vec![c.clone()],
-            (None, Some(cs)) if !cs.is_empty() => cs.clone(),
-            _ => return Err(error(400, "give either channel or a non-empty channels list")),
-        };
-        if channels.len() > MAX_TRIGGER_CHANNELS {
-            return Err(error(400, format_args!("at most {MAX_TRIGGER_CHANNELS} channels per event")));
-        }
-        for channel in &channels {
-            let valid = match channel.strip_prefix(protocol::USER_CHANNEL_PREFIX) {
-                Some(user) => protocol::validate_user_id(user),
-                None => protocol::validate_channel(channel),
-            };
-            valid.map_err(|e| error(400, e))?;
-        }
-        let except = match event.socket_id.as_deref() {
-            None => None,
-            Some(s) => {
-                let (node, id) =
-                    protocol::parse_socket_id(s).ok_or_else(|| error(400, format_args!("bad socket_id {s:?}")))?;
-                // Another node's connection is not here: nobody to leave out on this one.
-                (node == self.node()).then_some(id)
-            }
-        };
-        let info = Info::parse(event.info.as_deref()).map_err(|e| error(400, e))?;
-        Ok(Trigger { name: &event.name, data, channels, except, socket: event.socket_id.as_deref(), info })
+        check_event(event, self.apps[app].config.max_event_size, self.node())
     }
 
     /// Whether every channel the checked events name can be tracked (user channels have no

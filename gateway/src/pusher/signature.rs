@@ -41,9 +41,9 @@ pub fn sign(secret: &str, message: &str) -> String {
 }
 
 /// Splits an `auth` string, `KEY:HEX`, and checks its key; `None` on a missing colon or another key.
+/// The key is matched as a prefix, not split at the first colon, since a configured key may hold one.
 fn auth_signature<'a>(auth: &'a str, key: &str) -> Option<&'a str> {
-    let (auth_key, signature) = auth.split_once(':')?;
-    (auth_key == key).then_some(signature)
+    auth.strip_prefix(key)?.strip_prefix(':')
 }
 
 /// Checks the `auth` of a `pusher:subscribe` to a private or presence channel.
@@ -390,6 +390,18 @@ mod tests {
         for (what, socket, data, auth, ok) in cases {
             assert_eq!(user_auth_ok(KEY, SECRET, socket, data, auth), ok, "{what}");
         }
+    }
+
+    #[test]
+    fn a_key_with_a_colon_signs_and_checks() {
+        // Found by the pusher_signature fuzz target: the key was split off `auth` at its first
+        // colon, so an app whose key holds one refused every right signature.
+        let key = "app:key";
+        let auth = format!("{key}:{}", sign(SECRET, "1.2:private-a"));
+        assert!(channel_auth_ok(key, SECRET, "1.2", "private-a", None, &auth));
+        assert!(!channel_auth_ok("app", SECRET, "1.2", "private-a", None, &auth), "a prefix of the key");
+        let user = format!("{key}:{}", sign(SECRET, "1.2::user::{}"));
+        assert!(user_auth_ok(key, SECRET, "1.2", "{}", &user));
     }
 
     #[test]
