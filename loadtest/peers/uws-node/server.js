@@ -56,9 +56,10 @@ app.ws('/*', {
   },
   message: (ws, message, isBinary) => {
     if (mode === 'echo') {
-      ws.send(message, isBinary);
+      ws.send(message, isBinary, compression);
     } else if (mode === 'broadcast') {
-      app.publish(TOPIC, message, isBinary);
+      // The fourth argument asks for compression; uWS compresses a publish once (shared).
+      app.publish(TOPIC, message, isBinary, compression);
     } else {
       shootout(ws, message, isBinary);
     }
@@ -73,11 +74,11 @@ function shootout(ws, message, isBinary) {
     return;
   }
   if (parsed.type === 'echo') {
-    ws.send(message, isBinary);
+    ws.send(message, isBinary, compression);
   } else if (parsed.type === 'broadcast') {
     const payload = JSON.stringify(parsed.payload);
-    app.publish(TOPIC, `{"type":"broadcast","payload":${payload}}`, false);
-    ws.send(`{"type":"broadcastResult","payload":${payload}}`, false);
+    app.publish(TOPIC, `{"type":"broadcast","payload":${payload}}`, false, compression);
+    ws.send(`{"type":"broadcastResult","payload":${payload}}`, false, compression);
   }
 }
 
