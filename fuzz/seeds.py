@@ -246,3 +246,23 @@ write("cluster_wire", [
     '! {"f":"{\\"event\\":\\"x\\"}","x":"1.2"}',
     "1 ep 1 nope", "x ep 1 {}", "1  1 {}",
 ])
+
+# --- proxy_header: [max_len u16] then the bytes (src/proto/proxy.rs tests, the spec's examples).
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+V2_TCP4 = V2_SIG + bytes([0x21, 0x11]) + struct.pack(">H", 12) + bytes([192, 168, 0, 1, 10, 0, 0, 1]) + struct.pack(">HH", 56324, 443)
+V2_TCP6 = (V2_SIG + bytes([0x21, 0x21]) + struct.pack(">H", 36) + bytes(15) + b"\x01" + bytes(15) + b"\x02"
+           + struct.pack(">HH", 1, 2))
+V2_LOCAL = V2_SIG + bytes([0x20, 0x00]) + struct.pack(">H", 0)
+V2_TLV = V2_SIG + bytes([0x21, 0x11]) + struct.pack(">H", 19) + bytes([127, 0, 0, 2, 127, 0, 0, 1]) + struct.pack(">HH", 1, 2) + b"\x04\x00\x04abcd"
+write("proxy_header", [
+    b(struct.pack("<H", 512), "PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\n\r\n"),
+    b(struct.pack("<H", 512), "PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n"),
+    b(struct.pack("<H", 512), "PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"),
+    b(struct.pack("<H", 512), "PROXY TCP4 1.2.3.4\r\n"),
+    b(struct.pack("<H", 512), V2_TCP4, "GET / HTTP/1.1\r\n\r\n"),
+    b(struct.pack("<H", 512), V2_TCP6),
+    b(struct.pack("<H", 512), V2_LOCAL),
+    b(struct.pack("<H", 512), V2_TLV),
+    b(struct.pack("<H", 20), V2_TLV),
+    b(struct.pack("<H", 512), V2_SIG[:7]),
+])

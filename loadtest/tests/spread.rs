@@ -4,20 +4,12 @@
 //! together on the publisher's final count with no loss, and every report says which side
 //! limited the run (`bound`).
 //!
-//! The servers are the small ones of `common`, plus one here that delays every broadcast, so a
-//! subscriber that gave up on a quiet spell would miss the last messages.
+//! The servers are the small ones of `common`; one delays every broadcast, so a subscriber that
+//! gave up on a quiet spell would miss the last messages.
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use bytes::BytesMut;
-use fanout::proto::frame::encode_frame;
-use fanout::proto::handshake::{accept_key, accept_response};
-use fanout::proto::{decode_frame, FrameRules, OpCode, Role, Status};
 
 use common::{num, run_load, start_test_server, Behaviour};
 
@@ -108,76 +100,11 @@ fn shootout_over_processes_stops_at_the_limit() {
     assert_eq!(num(&r, &["connections", "opened"]), 4, "{table}");
 }
 
-/// Sends every message to every connection 800 ms after it arrived: the last deliveries come
-/// long after the publisher stopped, with nothing on the wire in between.
-fn start_delayed_broadcast() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let peers: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let peers = peers.clone();
-            std::thread::spawn(move || serve_delayed(stream, &peers));
-        }
-    });
-    addr
-}
-
-fn serve_delayed(mut stream: TcpStream, peers: &Arc<Mutex<Vec<TcpStream>>>) {
-    let mut buf = BytesMut::new();
-    let mut chunk = [0u8; 65536];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).unwrap_or(0);
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let Some(key) = head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim().to_owned())
-    }) else {
-        return;
-    };
-    let _ = buf.split_to(head_end);
-    {
-        let mut all = peers.lock().unwrap();
-        stream.write_all(&accept_response(&accept_key(key.as_bytes()), None)).unwrap();
-        all.push(stream.try_clone().unwrap());
-    }
-    let rules = FrameRules { role: Role::Server, allowed_rsv: 0, max_frame_payload: 1 << 20 };
-    loop {
-        while let Ok(Status::Complete(frame)) = decode_frame(&mut buf, &rules) {
-            match frame.opcode {
-                OpCode::Close => return,
-                OpCode::Text | OpCode::Binary => {
-                    let out = encode_frame(frame.opcode, &frame.payload);
-                    let peers = peers.clone();
-                    std::thread::spawn(move || {
-                        std::thread::sleep(Duration::from_millis(800));
-                        for p in peers.lock().unwrap().iter_mut() {
-                            let _ = p.write_all(&out);
-                        }
-                    });
-                }
-                _ => {}
-            }
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 #[test]
 fn broadcast_subscribers_in_every_process_end_on_the_final_count() {
-    let addr = start_delayed_broadcast();
+    // Every message reaches every connection 800 ms after it arrived: the last deliveries come
+    // long after the publisher stopped, with nothing on the wire in between.
+    let addr = start_test_server(Behaviour::DelayedBroadcast(Duration::from_millis(800)));
     let url = format!("ws://{addr}/");
     let started = Instant::now();
     // 5 messages in the first 50 ms, each delivered 800 ms later: a subscriber that stopped on

@@ -157,6 +157,9 @@ pub enum Behaviour {
     FaultyBroadcast,
     /// Send each message to every connection, the sender included.
     Broadcast,
+    /// Send each message to every connection after `delay`, from a thread of its own, so that
+    /// the last deliveries come long after the publisher stopped.
+    DelayedBroadcast(Duration),
     /// The websocket-shootout protocol: `echo` back to the sender; `broadcast` to everyone,
     /// then `broadcastResult` to the sender.
     Shootout,
@@ -179,7 +182,12 @@ pub fn start_test_server(behaviour: Behaviour) -> SocketAddr {
     addr
 }
 
-fn serve(mut stream: TcpStream, behaviour: Behaviour, peers: &Mutex<Vec<TcpStream>>, held: &Mutex<Option<Vec<u8>>>) {
+fn serve(
+    mut stream: TcpStream,
+    behaviour: Behaviour,
+    peers: &Arc<Mutex<Vec<TcpStream>>>,
+    held: &Mutex<Option<Vec<u8>>>,
+) {
     stream.set_nodelay(true).unwrap();
     let mut buf = BytesMut::new();
     let mut chunk = [0u8; 65536];
@@ -230,6 +238,15 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, peers: &Mutex<Vec<TcpStrea
                             for p in peers.lock().unwrap().iter_mut() {
                                 let _ = p.write_all(&out);
                             }
+                        }
+                        Behaviour::DelayedBroadcast(delay) => {
+                            let peers = peers.clone();
+                            std::thread::spawn(move || {
+                                std::thread::sleep(delay);
+                                for p in peers.lock().unwrap().iter_mut() {
+                                    let _ = p.write_all(&out);
+                                }
+                            });
                         }
                         Behaviour::Shootout => {
                             if !shootout(&frame.payload, &mut stream, peers) {
