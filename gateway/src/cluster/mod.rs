@@ -122,15 +122,7 @@ impl Cluster {
 
     /// A native publish (`fanout.v1` or `POST /api/publish`) of `data` on `channel`.
     pub fn publish_native(&self, channel: &str, event: Option<&str>, data: &RawValue, done: PublishDone) {
-        let body = wire::Body {
-            channel: channel.into(),
-            event: event.map(Into::into),
-            data,
-            pusher: None,
-            user_id: None,
-            except: None,
-        };
-        self.publish(channel, body.encode(), is_cache_channel(channel), done)
+        self.publish(channel, native_body(channel, event, data), is_cache_channel(channel), done)
     }
 
     /// Native publishes of `(channel, event, data)` in one Redis transaction (one round trip):
@@ -142,15 +134,7 @@ impl Cluster {
         let items = items
             .iter()
             .map(|&(channel, event, data)| {
-                let body = wire::Body {
-                    channel: channel.into(),
-                    event: event.map(Into::into),
-                    data,
-                    pusher: None,
-                    user_id: None,
-                    except: None,
-                };
-                (channel.into(), body.encode(), is_cache_channel(channel))
+                (channel.into(), native_body(channel, event, data), is_cache_channel(channel))
             })
             .collect();
         if let Err(refused) = self.tx.send(Request::PublishBatch { items, done }) {
@@ -288,4 +272,17 @@ fn random_node() -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());
     (h.finish() as u32).max(1)
+}
+
+/// The wire body of a native publish: the channel, the optional event name and the data.
+fn native_body(channel: &str, event: Option<&str>, data: &RawValue) -> String {
+    wire::Body {
+        channel: channel.into(),
+        event: event.map(Into::into),
+        data,
+        pusher: None,
+        user_id: None,
+        except: None,
+    }
+    .encode()
 }
