@@ -11,8 +11,9 @@
 //!   patterns: minted as claims, then verified.
 //!
 //! Invariants checked, beyond "no panic, no hang":
-//! - a refusal is one of the three documented reasons, which never echo the token;
-//! - accepted claims are unexpired, round-trip through `mint`, and fail under another secret;
+//! - a refusal is one of the four documented reasons, which never echo the token;
+//! - accepted claims are unexpired and already valid (`exp`, `nbf`, both with the leeway),
+//!   round-trip through `mint`, and fail under another secret;
 //! - minted claims verify to themselves while unexpired, and are refused as expired after;
 //! - a guessed token never verifies.
 #![no_main]
@@ -20,12 +21,12 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use fanout_fuzz::Input;
-use fanout_gateway::native::auth::{mint, verify, Claims};
+use fanout_gateway::native::auth::{mint, verify, Claims, LEEWAY_SECS};
 use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
 
-const REASONS: [&str; 3] = ["token expired", "invalid token signature", "invalid token"];
+const REASONS: [&str; 4] = ["token expired", "token not yet valid (nbf)", "invalid token signature", "invalid token"];
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs()
@@ -41,8 +42,10 @@ fn sign(header: &[u8], claims: &[u8], secret: &[u8]) -> String {
 fn check_verified(token: &str, secret: &str) {
     match verify(token, secret) {
         Ok(claims) => {
-            assert!(claims.exp >= now().saturating_sub(1), "an expired token was accepted");
-            if claims.exp > now() + 5 {
+            // Both times are taken with the same leeway; a second may pass between them and now.
+            assert!(claims.exp.saturating_add(LEEWAY_SECS + 1) >= now(), "an expired token was accepted");
+            assert!(claims.nbf.is_none_or(|nbf| nbf <= now() + LEEWAY_SECS), "a token not yet valid was accepted");
+            if claims.exp > now() + LEEWAY_SECS {
                 assert_eq!(verify(&mint(&claims, secret), secret), Ok(claims.clone()), "mint does not round-trip");
             }
             let other = format!("{secret}x");
@@ -75,12 +78,12 @@ fuzz_target!(|data: &[u8]| {
             let sub = input.text_until(0);
             let subscribe = lines(&input.text_until(0));
             let publish = lines(&input.text_until(0));
-            let claims = Claims { sub, exp, subscribe, publish };
+            let claims = Claims { sub, exp, nbf: None, subscribe, publish };
             let answer = verify(&mint(&claims, "s3cret"), "s3cret");
             let now = now();
-            if exp > now + 5 {
+            if exp > now + LEEWAY_SECS {
                 assert_eq!(answer, Ok(claims), "unexpired claims do not round-trip");
-            } else if exp + 5 < now {
+            } else if exp.saturating_add(LEEWAY_SECS + 1) < now {
                 assert_eq!(answer, Err("token expired".to_string()));
             }
         }
