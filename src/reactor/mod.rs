@@ -18,6 +18,7 @@
 //!   encrypted, then written).
 //! - `close.rs`: every way a connection ends. `deadline.rs`: its timeouts. `stop.rs`: graceful stop.
 //! - `publish.rs`: the inbox and the per-turn batches to subscribers. `flush.rs`: queueing and writes.
+//!   `window_timer.rs`: the wake-up at the end of a coalescing window, to the microsecond.
 //! - `deflate.rs`: permessage-deflate: the worker's compressor and inflater, each connection's
 //!   mode, the compressed forms of outgoing frames.
 //! - `bus.rs`: inboxes between workers and topic interest, nothing else. `admission.rs`: the
@@ -62,6 +63,7 @@ mod tls_config;
 mod tls_io;
 mod token;
 mod upgrade;
+mod window_timer;
 mod worker;
 mod write_queue;
 

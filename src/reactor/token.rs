@@ -19,6 +19,8 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 /// The second listening socket, serving TLS beside a plain `listen` (`Config::tls_listen`).
 /// Its generation half (all ones) is above `ConnId::MAX_GENERATION`, so no connection has it.
 pub(crate) const TLS_LISTENER: Token = Token(usize::MAX - 2);
+/// The coalescing window's timer (`window_timer.rs`); above every connection's token like the others.
+pub(crate) const WINDOW_TIMER: Token = Token(usize::MAX - 3);
 
 /// Identifies one connection for its whole life; never reused for another connection (until the
 /// 32-bit generation wraps). Valid on any worker: sends and closes for a connection of another
@@ -75,9 +77,9 @@ mod tests {
         let id = ConnId { worker: 2, slot: 7, generation: 3 };
         assert_eq!(ConnId::from_token(id.token(), 2), id);
         let last = ConnId { worker: 0, slot: u32::MAX, generation: ConnId::MAX_GENERATION };
-        assert_ne!(last.token(), LISTENER);
-        assert_ne!(last.token(), WAKER);
-        assert!(last.token().0 < WAKER.0);
+        for reserved in [LISTENER, WAKER, TLS_LISTENER, WINDOW_TIMER] {
+            assert!(last.token().0 < reserved.0, "{reserved:?}");
+        }
     }
 
     #[test]

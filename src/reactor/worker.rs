@@ -3,14 +3,15 @@
 //!
 //! Owns: `Worker`, `Limits` (the settings the loop reads on every event, derived once from
 //! `Config`), the turn order, applying the commands callbacks queue, and the worker's side of a
-//! graceful stop (its pacing is `stop.rs`). Invariants: the loop never blocks on anything but `poll`; a turn
-//! ends with every dirty connection flushed; the poll timeout is zero while work is known to be
-//! waiting (connections with bytes left after their read budget, envelopes in this worker's own
-//! inbox), because no event would announce it, and never runs past the due time of an open
-//! publish batch (`Config::coalesce`). Without a window (the default) every batch is delivered at
-//! the end of its turn and the loop reads no clock beyond what it always read; with one, the
-//! turn reads the clock once more, at its end, to deliver the batches due; during a graceful
-//! stop every batch is delivered at the end of its turn, so a close never outruns a publish.
+//! graceful stop (its pacing is `stop.rs`). Invariants: the loop never blocks on anything but
+//! `poll`; a turn ends with every dirty connection flushed; the poll timeout is zero while work
+//! is known to be waiting (connections with bytes left after their read budget, envelopes in
+//! this worker's own inbox), because no event would announce it; the poll never sleeps past the
+//! due time of an open publish batch (`Config::coalesce`): `window_timer.rs` wakes it then.
+//! Without a window (the default) every batch is delivered at the end of its turn and the loop
+//! reads no clock beyond what it always read; with one, the turn reads the clock once more, at
+//! its end, to deliver the batches due; during a graceful stop every batch is delivered at the
+//! end of its turn, so a close never outruns a publish.
 
 use std::collections::HashMap;
 use std::io;
@@ -31,7 +32,8 @@ use super::shared::Shared;
 use super::stop::Stop;
 use super::timer::{self, Tick, Timers};
 use super::tls::WorkerTls;
-use super::token::{ConnId, LISTENER, TLS_LISTENER, WAKER};
+use super::token::{ConnId, LISTENER, TLS_LISTENER, WAKER, WINDOW_TIMER};
+use super::window_timer::WindowTimer;
 use crate::config::{Cidr, Config, SlowConsumerPolicy};
 use crate::metrics::WorkerMetrics;
 use crate::proto::frame::Role;
@@ -112,6 +114,8 @@ pub(crate) struct Worker<S: Service> {
     pub(super) open_due: u64,
     /// When the broadcast batches are due, while they hold frames.
     pub(super) broadcast_due: u64,
+    /// Wakes the loop when the oldest open batch is due; only with a window.
+    pub(super) window_timer: Option<WindowTimer>,
     /// permessage-deflate: the compressor, the inflater, the compressed broadcast batch.
     pub(super) deflate: Deflate,
     /// Connections found over their queue cap while delivering, closed once delivery is done.
@@ -159,6 +163,7 @@ impl<S: Service> Worker<S> {
         let main_is_tls = tls.is_some() && tls_listener.is_none();
         let timers = Timers::new(Instant::now());
         let deflate = Deflate::new(&limits.deflate);
+        let window_timer = WindowTimer::new(poll.registry(), limits.coalesce_us)?;
         Ok(Worker {
             poll,
             listener: Some(listener),
@@ -170,6 +175,7 @@ impl<S: Service> Worker<S> {
             broadcast: Batch::default(),
             open_due: 0,
             broadcast_due: 0,
+            window_timer,
             deflate,
             slow: Vec::new(),
             service,
@@ -208,9 +214,8 @@ impl<S: Service> Worker<S> {
     pub(super) fn turn(&mut self, events: &mut Events) -> io::Result<()> {
         let now = Instant::now();
         let mut timeout = self.timers.poll_timeout(now);
-        if let Some(due) = self.next_due() {
-            let wait = self.timers.until(due, now);
-            timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+        if let (Some(due), Some(window_timer)) = (self.next_due(), self.window_timer.as_mut()) {
+            window_timer.arm(due, self.timers.until(due, now))?;
         }
         // Envelopes this worker queued for itself after its inbox was emptied (a callback run by
         // a timer, a delivery or a flush) have no waker to announce them: don't sleep on them.
@@ -238,6 +243,11 @@ impl<S: Service> Worker<S> {
                 LISTENER => self.accept(false),
                 TLS_LISTENER => self.accept(true),
                 WAKER => {}
+                WINDOW_TIMER => {
+                    if let Some(window_timer) = self.window_timer.as_mut() {
+                        window_timer.fired();
+                    }
+                }
                 token => {
                     let id = ConnId::from_token(token, self.index as u16);
                     if event.is_writable() {
