@@ -121,7 +121,7 @@ fn a_window_under_a_millisecond_is_not_rounded_up_to_one() {
     let (plain, _) = median_delivery(&start(Duration::ZERO, 1), 41);
     let (held, delays) = median_delivery(&start(window, 1), 41);
     assert!(held >= window, "held for the window: median {held:?} of {delays:?}");
-    let bound = plain + window + Duration::from_micros(450);
+    let bound = plain + window + Duration::from_micros(650);
     assert!(held <= bound, "median {held:?} over {bound:?} (without a window: {plain:?}): {delays:?}");
 }
 
