@@ -288,6 +288,25 @@ fn inbox_actions_from_outside_reach_a_connection_in_the_order_they_were_made() {
     assert_eq!((frames[5].0, &frames[5].1[2..]), (OpCode::Close, &b"bye"[..]));
 }
 
+#[test]
+fn a_publish_in_the_inbox_when_the_stop_begins_goes_out_before_the_1001() {
+    // A drain window of one tick: the connection's 1001 is due in the stop's first turn.
+    let config = Config { drain_window: std::time::Duration::from_millis(250), ..Config::default() };
+    let (mut h, _) = Harness::upgraded(config, &[]);
+    let id = h.id();
+    let shared = h.worker.shared.clone();
+    shared.bus.subscribe(NO_WORKER, id, "t");
+    h.worker.turn(&mut h.events).unwrap();
+    // Another worker's publish (an HTTP publish answered 200), then the signal, both seen by
+    // one turn: the publish was made first, so it is delivered first.
+    shared.publish(NO_WORKER, "t", true, Bytes::from_static(b"published before the stop"), None);
+    shared.request_stop();
+    h.worker.turn(&mut h.events).unwrap();
+    let frames = h.frames(2);
+    assert_eq!((frames[0].0, &frames[0].1[..]), (OpCode::Text, &b"published before the stop"[..]));
+    assert_eq!((frames[1].0, u16::from_be_bytes([frames[1].1[0], frames[1].1[1]])), (OpCode::Close, 1001));
+}
+
 const DEFER: &[u8] = b"GET /defer HTTP/1.1\r\nHost: x\r\n\r\n";
 
 impl Harness {

@@ -3,7 +3,7 @@
 //!
 //! One turn of a worker's loop (`worker.rs`) is:
 //! poll -> accept -> read and dispatch (each connection's replies flushed right after its read)
-//! -> graceful-stop pacing -> apply the inbox -> expire deadlines -> deliver publishes -> flush.
+//! -> apply the inbox -> graceful-stop pacing -> expire deadlines -> deliver publishes -> flush.
 //!
 //! The files, one duty each (most are another `impl Worker` block):
 //! - `worker.rs`: `Worker` (`Poll` + `Slab<Connection>` + listener + `Waker`), its settings, the loop.

@@ -264,8 +264,10 @@ impl<S: Service> Worker<S> {
             self.accept(false);
             self.accept(true);
         }
-        self.pace_stop();
+        // The inbox before the stop's pacing: what another worker published before the stop
+        // began (an HTTP publish already answered 200) reaches its subscribers before their 1001.
         self.apply_inbox();
+        self.pace_stop();
         self.expire_deadlines();
         if self.limits.coalesce_us == 0 || self.stop.is_some() {
             self.deliver_published(None);
@@ -340,6 +342,10 @@ impl<S: Service> Worker<S> {
         };
         let closing = stop.due(self.now);
         let over = stop.is_over(self.now);
+        if !closing.is_empty() {
+            // What this turn published goes out before the close frames that follow it.
+            self.deliver_published(None);
+        }
         for id in closing {
             self.close_by_server(id, ServerClose::Stopping);
         }
