@@ -136,8 +136,9 @@ pub struct Config {
     /// next 250 ms timer tick). Replies, pongs and close frames are never held: a reply may
     /// overtake a publish held for its connection (order holds per topic), and a close by the
     /// server sends what is held for the connection before its close frame. The worker's
-    /// timer wakes it when a batch is due, to the microsecond. Under `SlowConsumerPolicy::Drop` a subscriber over its cap
-    /// misses a whole batch, so up to a window's worth of messages at once. At most 100 ms.
+    /// timer wakes it when a batch is due, to the microsecond. Under `SlowConsumerPolicy::Drop`
+    /// a subscriber over its cap misses a whole batch, so up to a window's worth of messages at
+    /// once. At most 100 ms.
     pub coalesce: Duration,
 }
 
