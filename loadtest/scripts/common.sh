@@ -401,8 +401,14 @@ lt_gen_args() {
     local scenario=$1 url=$2 pid=$3 json=$4 svg=$5 secs
     LT_GEN=("$scenario" --url "$url")
     case $scenario in
-        echo) LT_GEN+=(--conns "$CONNS" --payload "$PAYLOAD" --in-flight "$IN_FLIGHT" --duration "$DURATION") ;;
-        n2) LT_GEN+=(--conns "$CONNS" --payload "$PAYLOAD" --duration "$DURATION") ;;
+        echo)
+            LT_GEN+=(--conns "$CONNS" --payload "$PAYLOAD" --in-flight "$IN_FLIGHT" --duration "$DURATION")
+            [[ -n ${RATE:-} ]] && LT_GEN+=(--rate "$RATE")
+            ;;
+        n2)
+            LT_GEN+=(--conns "$CONNS" --payload "$PAYLOAD" --duration "$DURATION")
+            [[ -n ${RATE:-} ]] && LT_GEN+=(--rate "$RATE")
+            ;;
         broadcast)
             LT_GEN+=(--conns "$CONNS" --rate "$RATE" --duration "$DURATION")
             lt_publish_args

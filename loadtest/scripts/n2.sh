@@ -6,9 +6,11 @@
 #   CONNS=100 PAYLOAD=64 DURATION=10s loadtest/scripts/n2.sh
 #
 #   CONNS=1000 THREADS=2 PROCESSES=2 LOAD_CPUS=1-2 loadtest/scripts/n2.sh
+#   CONNS=1000 THREADS=2 RATE=20 loadtest/scripts/n2.sh        paced: 20 iterations a second
 #
 # Variables ([default]): CONNS [100] (the target uses 1000), PAYLOAD bytes [64],
-# DURATION [10s], plus those of common.sh (SERVER, WORKERS, THREADS, PROCESSES, LOAD_CPUS, ...):
+# DURATION [10s], RATE iterations/s at most [unset: each as soon as the last is done], plus
+# those of common.sh (SERVER, WORKERS, THREADS, PROCESSES, LOAD_CPUS, ...):
 # the clients spread over the generator's threads and processes, each iteration a phase the
 # generator's monitor opens once every thread has all of the previous one. Read the summary's
 # "bound by": "generator" means the figure is the generator's limit; add THREADS or PROCESSES

@@ -31,13 +31,18 @@ MAIN = {
     "shootout": ("max clients", "max_clients", True),
 }
 
+# In SECONDARY: the main figure per second of server CPU (for throughputs). The figure that
+# compares servers when both sides have headroom, as in a paced run (connect --rate, n2 --rate).
+PER_SERVER_CPU_S = "per server CPU s"
+
 # scenario -> further medians compare prints: (label, path)
 SECONDARY = {
-    "echo": [("p99 us", "latency_us.p99")],
+    "echo": [("p99 us", "latency_us.p99"), ("msgs/server CPU s", PER_SERVER_CPU_S)],
     "n2": [("iterations/s", "throughput.iterations_per_s"), ("deliv/server CPU s", "server.deliveries_per_cpu_s")],
     "broadcast": [("deliveries/s", "throughput.deliveries_per_s"), ("lost", "delivery.lost")],
     "slow": [("slow closed", "delivery.slow_subscribers_closed"), ("lost", "delivery.lost")],
-    "connect": [("p99 us", "latency_us.p99"), ("failed", "connections.failed")],
+    "connect": [("p99 us", "latency_us.p99"), ("failed", "connections.failed"),
+                ("upgr/server CPU s", PER_SERVER_CPU_S)],
     "idle": [("held", "connections.held")],
     "shootout": [],
 }
@@ -173,6 +178,14 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def secondary(run, path, main_path):
+    """One run's value of a SECONDARY column."""
+    if path != PER_SERVER_CPU_S:
+        return lookup(run["doc"], path)
+    main, cpu = lookup(run["doc"], main_path), run["server_cpu"]
+    return main / (cpu / 100.0) if main is not None and cpu else None
+
+
 def compare(runs, scenario):
     label, path, higher = MAIN[scenario]
     extra = SECONDARY[scenario]
@@ -187,7 +200,7 @@ def compare(runs, scenario):
             "ok": len(ok),
             "values": [lookup(r["doc"], path) for r in ok],
             "main": median(lookup(r["doc"], path) for r in ok),
-            "extra": [median(lookup(r["doc"], p) for r in ok) for _, p in extra],
+            "extra": [median(secondary(r, p, path) for r in ok) for _, p in extra],
             "server_cpu": median(r["server_cpu"] for r in mine),
             "client_cpu": median(r["client_cpu"] for r in mine),
             "bottleneck": sum(1 for r in ok if generator_bound(r)),

@@ -56,6 +56,12 @@ impl Config {
         match &scenario {
             Scenario::Broadcast(b) | Scenario::Slow(SlowArgs { broadcast: b, .. }) => check_broadcast(b, conns)?,
             Scenario::Echo(e) if e.in_flight == 0 => return Err("--in-flight must be at least 1".into()),
+            Scenario::N2(n) if !(0.0..=100_000.0).contains(&n.rate) => {
+                return Err("--rate must be in 0..=100000 iterations per second".into())
+            }
+            Scenario::Echo(e) if !(0.0..=100_000_000.0).contains(&e.rate) => {
+                return Err("--rate must be in 0..=100000000 messages per second".into())
+            }
             Scenario::Soak(s) => check_soak(s, &common)?,
             _ => {}
         }
@@ -302,6 +308,11 @@ mod tests {
         // n2 and shootout spread like the others (their rounds are phases of the run).
         assert!(config(&["fanout-load", "n2", "--processes", "2", "--threads", "2"]).is_ok());
         assert!(config(&["fanout-load", "shootout", "--threads", "2"]).is_ok());
+        assert!(config(&["fanout-load", "n2", "--rate", "50"]).is_ok());
+        assert!(config(&["fanout-load", "n2", "--rate", "-1"]).is_err());
+        assert!(config(&["fanout-load", "n2", "--rate", "NaN"]).is_err());
+        assert!(config(&["fanout-load", "echo", "--rate", "1000"]).is_ok());
+        assert!(config(&["fanout-load", "echo", "--rate", "-5"]).is_err());
         assert!(config(&["fanout-load", "echo", "--bound-pct", "0"]).is_err());
         assert!(config(&["fanout-load", "broadcast", "--protocol", "raw", "--via", "http"]).is_err());
         assert!(config(&["fanout-load", "broadcast", "--http-conns", "2"]).is_err());

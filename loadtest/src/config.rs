@@ -143,6 +143,11 @@ pub struct EchoArgs {
     /// Messages outstanding per connection.
     #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
+    /// Messages sent per second in all, at most (0 = each as soon as its echo is back). A
+    /// connection whose echo is back waits its turn in the schedule, so a paced run leaves both
+    /// sides headroom and CPU per message is measured with neither saturated.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Send binary frames instead of text.
     #[arg(long)]
     pub binary: bool,
@@ -242,6 +247,10 @@ pub struct SlowArgs {
 pub struct N2Args {
     #[command(flatten)]
     pub common: Common,
+    /// Iterations started per second at most (0 = each as soon as the last is complete). A paced
+    /// run leaves both sides headroom, so CPU per delivery is measured with neither saturated.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
 }
 
 #[derive(Args, Debug, Clone)]

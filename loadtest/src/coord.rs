@@ -473,8 +473,20 @@ impl Top {
     ) -> Result<Stats, String> {
         let deadline = self.started + hard_limit(&self.cfg);
         let mut aborted = false;
+        // A phase to open at a set instant (a paced n2 iteration).
+        let mut scheduled: Option<(Instant, u32, Option<u64>)> = None;
         loop {
-            let report = match rx.recv_timeout(Duration::from_millis(200)) {
+            let mut wait = Duration::from_millis(200);
+            if let Some((at, next, arg)) = scheduled {
+                let now = Instant::now();
+                if now >= at {
+                    scheduled = None;
+                    self.open(next, arg, &open_phase);
+                } else {
+                    wait = wait.min(at - now);
+                }
+            }
+            let report = match rx.recv_timeout(wait) {
                 Ok(r) => r,
                 Err(RecvTimeoutError::Timeout) => {
                     if Instant::now() > deadline && !aborted {
@@ -498,12 +510,8 @@ impl Top {
                             None => Next::Open(phase + 1, None),
                         };
                         match decision {
-                            Next::Open(next, arg) => {
-                                if next == self.cfg.run_phase() {
-                                    self.begin_run();
-                                }
-                                open_phase(next, arg);
-                            }
+                            Next::Open(next, arg) => self.open(next, arg, &open_phase),
+                            Next::OpenAt(at, next, arg) => scheduled = Some((at, next, arg)),
                             Next::Finish => finish(),
                         }
                     }
@@ -515,6 +523,13 @@ impl Top {
                 }
             }
         }
+    }
+
+    fn open(&mut self, phase: u32, arg: Option<u64>, open_phase: &impl Fn(u32, Option<u64>)) {
+        if phase == self.cfg.run_phase() {
+            self.begin_run();
+        }
+        open_phase(phase, arg);
     }
 
     fn begin_run(&mut self) {

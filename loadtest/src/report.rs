@@ -195,6 +195,9 @@ pub struct Summary {
     pub latency_uncorrected_us: Option<Percentiles>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ack_latency_us: Option<Percentiles>,
+    /// shootout: a broadcast's send to each receipt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_latency_us: Option<Percentiles>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliverySummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -396,6 +399,7 @@ pub fn summarize(cfg: &Config, stats: Stats, data: TopData) -> Summary {
         co_interval_us: (stats.co_interval_us > 0).then_some(stats.co_interval_us),
         latency_uncorrected_us: (stats.co_interval_us > 0).then(|| stats.latency.summary()),
         ack_latency_us: (!stats.ack_latency.is_empty()).then(|| stats.ack_latency.summary()),
+        delivery_latency_us: (!stats.delivery_latency.is_empty()).then(|| stats.delivery_latency.summary()),
         delivery,
         memory,
         steps: stats.steps.clone(),
@@ -531,8 +535,10 @@ pub fn table(s: &Summary) -> String {
             ),
         );
     }
-    if let Some(a) = &s.ack_latency_us {
-        row("publish ack", format!("p50 {}  p99 {}  max {}", micros(a.p50), micros(a.p99), micros(a.max)));
+    for (name, p) in [("publish ack", &s.ack_latency_us), ("broadcast delivery", &s.delivery_latency_us)] {
+        if let Some(p) = p {
+            row(name, format!("p50 {}  p99 {}  max {}", micros(p.p50), micros(p.p99), micros(p.max)));
+        }
     }
     if let Some(d) = &s.delivery {
         row(
@@ -651,6 +657,7 @@ mod tests {
             co_interval_us: None,
             latency_uncorrected_us: None,
             ack_latency_us: None,
+            delivery_latency_us: None,
             delivery: None,
             memory: None,
             steps: vec![],

@@ -247,6 +247,9 @@ pub struct Stats {
     pub latency: Hist,
     /// Secondary latency: publish-to-ack for the broadcast publisher.
     pub ack_latency: Hist,
+    /// shootout: from a broadcast's send to each client's receipt of it (what a coalescing
+    /// window holds shows here; the round trip in `latency` ends at the direct reply).
+    pub delivery_latency: Hist,
     pub delivery: Delivery,
     pub steps: Vec<Step>,
     /// Nanoseconds from the run phase's start to the last message sent or received.
@@ -272,6 +275,7 @@ impl Stats {
         }
         self.latency.add(&o.latency);
         self.ack_latency.add(&o.ack_latency);
+        self.delivery_latency.add(&o.delivery_latency);
         self.delivery.add(&o.delivery);
         self.steps.extend(o.steps.iter().cloned());
         self.active_ns = self.active_ns.max(o.active_ns);

@@ -10,6 +10,8 @@
 //! - `n2`: phase k (k >= 1) is iteration k; its value is N, the clients open in all once set up.
 //!   Every thread reports k once each of its own clients has received all N messages of the
 //!   iteration, so the iteration is over when every thread has reported it, in whatever process.
+//!   With `--rate`, the next iteration opens an interval after the last one began, not before
+//!   (`Next::OpenAt`), and its time runs from then.
 //! - `shootout`: odd phases connect a step (value: the clients the run should have open in all),
 //!   even phases sample it (each thread reports its share of the round trips as a histogram and
 //!   the broadcast deliveries it counted); the next step, or the end, is decided here from the
@@ -29,6 +31,8 @@ use crate::stats::{Hist, Stats, Step};
 pub enum Next {
     /// Open this phase, with this value for the drivers.
     Open(u32, Option<u64>),
+    /// Open this phase, with this value, at this instant (a paced n2 iteration).
+    OpenAt(Instant, u32, Option<u64>),
     /// End the run in order: drivers stop sending and report.
     Finish,
 }
@@ -36,8 +40,20 @@ pub enum Next {
 #[derive(Debug)]
 enum Kind {
     Plain,
-    N2 { clients: u64, budget: Option<u64> },
-    Shootout { target: u64, step: u64, most: u64, quantile: f64, limit_us: u64, clients: u64 },
+    N2 {
+        clients: u64,
+        budget: Option<u64>,
+        /// The least time from one iteration's start to the next (`--rate`).
+        interval: Option<Duration>,
+    },
+    Shootout {
+        target: u64,
+        step: u64,
+        most: u64,
+        quantile: f64,
+        limit_us: u64,
+        clients: u64,
+    },
     Broadcast,
 }
 
@@ -62,7 +78,11 @@ impl Steer {
     pub fn new(cfg: &Config) -> Steer {
         let c = &cfg.common;
         let kind = match &cfg.scenario {
-            Scenario::N2(_) => Kind::N2 { clients: 0, budget: c.messages },
+            Scenario::N2(a) => Kind::N2 {
+                clients: 0,
+                budget: c.messages,
+                interval: (a.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / a.rate)),
+            },
             Scenario::Shootout(a) => Kind::Shootout {
                 target: a.initial.unwrap_or(a.step).max(1).min(cfg.conns),
                 step: a.step.max(1),
@@ -91,12 +111,15 @@ impl Steer {
     /// of the values given and the merged histogram. Returns what comes next.
     pub fn reached(&mut self, phase: u32, open: u64, value: Option<u64>, hist: Option<&Hist>, now: Instant) -> Next {
         let next = self.decide(phase, open, value, hist, now);
-        if let Next::Open(p, _) = next {
-            if p == 1 {
-                self.go = Some(now);
-            }
-            self.opened = Some(now);
+        let (opened, p) = match next {
+            Next::Open(p, _) => (now, p),
+            Next::OpenAt(at, p, _) => (at, p),
+            Next::Finish => return next,
+        };
+        if p == 1 {
+            self.go = Some(opened);
         }
+        self.opened = Some(opened);
         next
     }
 
@@ -110,7 +133,7 @@ impl Steer {
         match &mut self.kind {
             Kind::Plain => Next::Open(phase + 1, None),
             Kind::Broadcast => Next::Open(phase + 1, if phase == 1 { value } else { None }),
-            Kind::N2 { clients, budget } => {
+            Kind::N2 { clients, budget, interval } => {
                 if phase == 0 {
                     *clients = open;
                     if open == 0 {
@@ -125,10 +148,11 @@ impl Steer {
                 }
                 let n = *clients;
                 let over_budget = budget.is_some_and(|m| (u64::from(phase) + 1) * n > m);
-                if time_up || over_budget {
-                    Next::Finish
-                } else {
-                    Next::Open(phase + 1, Some(n))
+                let due = interval.zip(self.opened).map(|(i, o)| o + i).filter(|&at| at > now);
+                match due {
+                    _ if time_up || over_budget => Next::Finish,
+                    Some(at) => Next::OpenAt(at, phase + 1, Some(n)),
+                    None => Next::Open(phase + 1, Some(n)),
                 }
             }
             Kind::Shootout { target, step, most, quantile, limit_us, clients } => {
@@ -207,7 +231,7 @@ mod tests {
 
     #[test]
     fn n2_iterates_with_the_client_count_until_the_budget() {
-        let mut s = steer(Kind::N2 { clients: 0, budget: Some(30) }, Duration::from_secs(60));
+        let mut s = steer(Kind::N2 { clients: 0, budget: Some(30), interval: None }, Duration::from_secs(60));
         let t = Instant::now();
         assert_eq!(s.reached(0, 10, None, None, t), Next::Open(1, Some(10)));
         assert_eq!(s.reached(1, 10, None, None, t + Duration::from_millis(2)), Next::Open(2, Some(10)));
@@ -222,12 +246,31 @@ mod tests {
 
     #[test]
     fn n2_stops_at_the_duration_and_without_clients() {
-        let mut s = steer(Kind::N2 { clients: 0, budget: None }, Duration::from_millis(10));
+        let mut s = steer(Kind::N2 { clients: 0, budget: None, interval: None }, Duration::from_millis(10));
         let t = Instant::now();
         assert_eq!(s.reached(0, 4, None, None, t), Next::Open(1, Some(4)));
         assert_eq!(s.reached(1, 4, None, None, t + Duration::from_millis(20)), Next::Finish);
-        let mut none = steer(Kind::N2 { clients: 0, budget: None }, Duration::from_secs(1));
+        let mut none = steer(Kind::N2 { clients: 0, budget: None, interval: None }, Duration::from_secs(1));
         assert_eq!(none.reached(0, 0, None, None, t), Next::Finish);
+    }
+
+    #[test]
+    fn a_paced_n2_opens_each_iteration_an_interval_after_the_last_began() {
+        let interval = Some(Duration::from_millis(10));
+        let mut s = steer(Kind::N2 { clients: 0, budget: None, interval }, Duration::from_secs(60));
+        let t = Instant::now();
+        assert_eq!(s.reached(0, 3, None, None, t), Next::Open(1, Some(3)));
+        // Done after 2 ms: the next one waits for the 10 ms mark.
+        let at = t + Duration::from_millis(10);
+        assert_eq!(s.reached(1, 3, None, None, t + Duration::from_millis(2)), Next::OpenAt(at, 2, Some(3)));
+        // Done after 12 ms, past the next mark: at once.
+        let late = at + Duration::from_millis(12);
+        assert_eq!(s.reached(2, 3, None, None, late), Next::Open(3, Some(3)));
+        let mut stats = Stats::default();
+        s.finish(&mut stats);
+        // Iteration times run from when each began, not from when it was decided.
+        assert_eq!(stats.counters.iterations, 2);
+        assert!(stats.latency.q(1.0) >= 11_900 && stats.latency.q(1.0) <= 12_100, "{}", stats.latency.q(1.0));
     }
 
     #[test]

@@ -265,4 +265,34 @@ fn shootout_ramps_in_steps_until_the_limit_or_the_client_cap() {
     assert_eq!(clients, vec![10, 20, 30], "{table}");
     assert_eq!(num(&r, &["max_clients"]), 30, "{table}");
     assert!(steps.iter().all(|s| s["rtt"]["count"].as_u64() == Some(10)), "{table}");
+    // Every broadcast a client received is timed from its sender's send.
+    let received = num(&r, &["counters", "received"]);
+    assert!(received > 0, "{table}");
+    assert_eq!(num(&r, &["delivery_latency_us", "count"]), received, "{table}");
+    assert!(table.contains("broadcast delivery"), "{table}");
+}
+
+/// Paced, echo sends at most the rate (flat out, 10 connections to the echo example send tens of
+/// thousands a second), and every message still comes back.
+#[test]
+fn echo_at_a_rate_sends_no_faster_than_the_rate() {
+    let server = start_echo();
+    let url = format!("ws://127.0.0.1:{}/", server.port);
+    let (r, table) =
+        run_load(&["echo", "--url", &url, "--conns", "10", "--rate", "500", "--duration", "1s", "--threads", "2"]);
+    let sent = num(&r, &["counters", "sent"]);
+    // 500 in the second, plus at most a millisecond's catch-up and the first send per thread.
+    assert!((300..=505).contains(&sent), "{sent} sent at --rate 500 for 1 s:\n{table}");
+    assert_eq!(num(&r, &["counters", "received"]), sent, "{table}");
+}
+
+/// Paced, n2 opens an iteration no sooner than 1/rate after the last one began.
+#[test]
+fn n2_at_a_rate_paces_its_iterations() {
+    let addr = start_test_server(Behaviour::Broadcast);
+    let url = format!("ws://{addr}/");
+    let (r, table) = run_load(&["n2", "--url", &url, "--conns", "10", "--rate", "20", "--duration", "1s"]);
+    let iterations = num(&r, &["counters", "iterations"]);
+    assert!((10..=21).contains(&iterations), "{iterations} iterations at --rate 20 for 1 s:\n{table}");
+    assert_eq!(num(&r, &["counters", "received"]), iterations * 100, "{table}");
 }

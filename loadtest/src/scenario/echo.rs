@@ -4,6 +4,9 @@
 //! Owns: the per-connection queue of send times. An echo server answers in order on each
 //! connection, so the oldest send time is the one an echo belongs to, and the payload can be
 //! anything (no timestamp in it, so any size works, even 0).
+//!
+//! Paced (`--rate`): a connection whose echo is back joins `ready` instead of sending at once,
+//! and the thread's schedule (its share of the rate) sends from the front of that queue.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -30,7 +33,15 @@ pub struct Echo {
     budget: u64,
     outstanding: u64,
     finished: bool,
+    /// Paced: this thread's time between sends, the next send's due time, and the connections
+    /// with a message to send (one entry per free in-flight slot).
+    interval: Option<Duration>,
+    next_send: Option<Instant>,
+    ready: VecDeque<usize>,
 }
+
+/// How far a paced schedule may fall behind (a late turn) and still catch up in a burst.
+const CATCH_UP: Duration = Duration::from_millis(1);
 
 impl Echo {
     pub fn new(cfg: &Config, args: &EchoArgs, share: Share) -> Echo {
@@ -48,8 +59,38 @@ impl Echo {
             budget: share.messages,
             outstanding: 0,
             finished: false,
+            interval: (args.rate > 0.0).then(|| {
+                let threads = (c.threads * c.processes) as f64;
+                Duration::from_secs_f64(threads / args.rate)
+            }),
+            next_send: None,
+            ready: VecDeque::new(),
             share,
         }
+    }
+
+    /// Sends now, or, paced, queues the connection for its turn in the schedule.
+    fn send_or_queue(&mut self, net: &mut Net, id: usize, at: Instant) {
+        match self.interval {
+            None => self.send_one(net, id, at),
+            Some(_) => {
+                self.ready.push_back(id);
+                self.send_due(net, at);
+            }
+        }
+    }
+
+    /// Paced: sends what the schedule allows by `now`; returns when the next send is due.
+    fn send_due(&mut self, net: &mut Net, now: Instant) -> Option<Instant> {
+        let interval = self.interval?;
+        let mut next = self.next_send.unwrap_or(now).max(now.checked_sub(CATCH_UP).unwrap_or(now));
+        while next <= now && self.window.running() {
+            let Some(id) = self.ready.pop_front() else { break };
+            self.send_one(net, id, now);
+            next += interval;
+        }
+        self.next_send = Some(next);
+        (!self.ready.is_empty() && self.window.running()).then_some(next)
     }
 
     fn send_one(&mut self, net: &mut Net, id: usize, at: Instant) {
@@ -83,7 +124,7 @@ impl Driver for Echo {
         }
         for id in self.open.clone() {
             for _ in 0..self.in_flight {
-                self.send_one(net, id, now);
+                self.send_or_queue(net, id, now);
             }
         }
     }
@@ -113,7 +154,7 @@ impl Driver for Echo {
         }
         self.window.touch(at);
         if self.window.tick(at) {
-            self.send_one(net, id, at);
+            self.send_or_queue(net, id, at);
         }
     }
 
@@ -140,10 +181,14 @@ impl Driver for Echo {
             return setup_wake;
         }
         self.window.tick(net.now);
+        let paced_wake = self.send_due(net, net.now);
         if self.window.stopped.is_some() && (self.outstanding == 0 || self.window.drained(net.now, self.drain)) {
             self.finished = true;
         }
-        self.window.wake(self.drain)
+        match (self.window.wake(self.drain), paced_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn finished(&self) -> bool {

@@ -16,6 +16,8 @@
 //! server sends `{"type":"broadcast","payload":..}` to every client and then
 //! `{"type":"broadcastResult","payload":..}` to the sender, whose arrival ends the round trip
 //! (as in the original tool). `--command echo` sends `{"type":"echo",...}` and times the echo.
+//! Every client also times each broadcast it receives from the sender's `t` (the clock is shared
+//! by every thread and process of the run): the delivery latency, reported beside the round trip.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -180,6 +182,9 @@ impl Driver for Shootout {
                 self.step_deliveries += 1;
                 net.stats.counters.received += 1;
                 net.stats.counters.bytes_received += payload.len() as u64;
+                if let Some(t) = json_u64(payload, "t") {
+                    net.stats.delivery_latency.record(net.clock.ns_at(at).saturating_sub(t) / 1000);
+                }
                 return;
             }
             (b"broadcastResult", ShootCmd::Broadcast) | (b"echo", ShootCmd::Echo) => {
