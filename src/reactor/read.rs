@@ -27,14 +27,61 @@ pub(super) const ADOPT_LIMIT: usize = 4 * 1024;
 /// Reads per readiness event before the connection yields to the others (1 MiB at 64 KiB).
 pub(super) const MAX_READS_PER_TURN: usize = 16;
 
+/// How far a read loop reads, from what the readiness event said. A read shorter than the room
+/// offered means the socket was empty at that moment; the read after it would only return
+/// WouldBlock, the EOF or the error, so where the event already told which, that read is
+/// skipped (one syscall per message in a ping-pong, one per closing connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReadUntil {
+    /// Plain readable: stop at a short read (edge-triggered, new bytes raise a new event).
+    Short,
+    /// Until WouldBlock: a connection resumed after its per-turn budget, whose bytes already
+    /// waiting raise no new edge.
+    Empty,
+    /// The peer's FIN had arrived: the bytes before it are all queued, so after a short read
+    /// the connection is at its EOF.
+    Fin,
+    /// The socket had an error (a reset): the bytes before it are all queued, so after a short
+    /// read nothing more can come.
+    Error,
+}
+
+/// What a read loop does after one successful read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterRead {
+    Again,
+    /// The socket is empty for now.
+    Stop,
+    /// The per-turn budget is spent: read again next turn.
+    Yield,
+    /// The peer's FIN is next: handle it as a read of 0.
+    Eof,
+    /// The socket's error is next: drop the connection.
+    Dead,
+}
+
+impl ReadUntil {
+    /// After the `reads`-th read of this turn returned `n` bytes of the `offered`.
+    pub(super) fn after(self, n: usize, offered: usize, reads: usize) -> AfterRead {
+        match self {
+            _ if n >= offered => {}
+            ReadUntil::Short => return AfterRead::Stop,
+            ReadUntil::Fin => return AfterRead::Eof,
+            ReadUntil::Error => return AfterRead::Dead,
+            ReadUntil::Empty => {}
+        }
+        if reads >= MAX_READS_PER_TURN {
+            AfterRead::Yield
+        } else {
+            AfterRead::Again
+        }
+    }
+}
+
 impl<S: Service> Worker<S> {
     /// Reads until the socket is empty (or the per-turn budget runs out) and dispatches what
-    /// arrived. Without `until_eof`, a read shorter than the room offered ends it: the socket
-    /// was empty at that moment and, edge-triggered, new bytes raise a new event, so the read
-    /// that would only return WouldBlock is skipped (one syscall per message in a ping-pong). A
-    /// FIN or an error already reported by the event sets `until_eof`, because the bytes before
-    /// it may fit in one short read and no later edge would announce the EOF.
-    pub(super) fn on_readable(&mut self, id: ConnId, until_eof: bool) {
+    /// arrived; `until` says where to stop.
+    pub(super) fn on_readable(&mut self, id: ConnId, until: ReadUntil) {
         let Some(conn) = get(&mut self.conns, id) else {
             return;
         };
@@ -46,7 +93,7 @@ impl<S: Service> Worker<S> {
             conn.deadline = self.now + self.limits.ping_ticks;
         }
         if conn.tls.is_some() {
-            return self.on_readable_tls(id, until_eof);
+            return self.on_readable_tls(id, until);
         }
         // A large frame in progress keeps its own buffer; a small tail joins the worker's.
         let own = conn.rbuf.filled() >= ADOPT_LIMIT;
@@ -83,12 +130,23 @@ impl<S: Service> Worker<S> {
                     if get(&mut self.conns, id).is_some_and(|c| c.read_paused) {
                         break;
                     }
-                    if n < offered && !until_eof {
-                        break;
-                    }
-                    if reads == MAX_READS_PER_TURN {
-                        self.read_again.push(id);
-                        break;
+                    match until.after(n, offered, reads) {
+                        AfterRead::Again => {}
+                        AfterRead::Stop => break,
+                        AfterRead::Yield => {
+                            self.read_again.push(id);
+                            break;
+                        }
+                        AfterRead::Eof => {
+                            self.stash(id, buf, own);
+                            self.peer_closed(id);
+                            return;
+                        }
+                        AfterRead::Dead => {
+                            self.stash(id, buf, own);
+                            self.remove(id);
+                            return;
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -133,5 +191,29 @@ impl<S: Service> Worker<S> {
         } else {
             conn.rbuf = buf;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AfterRead, ReadUntil, MAX_READS_PER_TURN};
+
+    #[test]
+    fn a_short_read_ends_the_loop_as_the_event_said() {
+        assert_eq!(ReadUntil::Short.after(10, 100, 1), AfterRead::Stop);
+        assert_eq!(ReadUntil::Fin.after(10, 100, 1), AfterRead::Eof);
+        assert_eq!(ReadUntil::Error.after(10, 100, 1), AfterRead::Dead);
+        // Resumed after the budget: only WouldBlock (or the EOF, or an error) ends it.
+        assert_eq!(ReadUntil::Empty.after(10, 100, 1), AfterRead::Again);
+    }
+
+    #[test]
+    fn a_full_read_goes_on_until_the_budget() {
+        for until in [ReadUntil::Short, ReadUntil::Empty, ReadUntil::Fin, ReadUntil::Error] {
+            assert_eq!(until.after(100, 100, 1), AfterRead::Again, "{until:?}");
+            assert_eq!(until.after(100, 100, MAX_READS_PER_TURN), AfterRead::Yield, "{until:?}");
+        }
+        // A short last read still says what comes next.
+        assert_eq!(ReadUntil::Fin.after(1, 100, MAX_READS_PER_TURN), AfterRead::Eof);
     }
 }

@@ -19,7 +19,7 @@ use bytes::Buf;
 
 use super::connection::Phase;
 use super::proxy::HeaderStep;
-use super::read::{ADOPT_LIMIT, MAX_READS_PER_TURN, MIN_READ, READ_BLOCK};
+use super::read::{AfterRead, ReadUntil, ADOPT_LIMIT, MIN_READ, READ_BLOCK};
 use super::read_buf::ReadBuf;
 use super::service::Service;
 use super::tls::{Gather, Received};
@@ -32,7 +32,7 @@ const CHUNK: usize = 64 * 1024;
 impl<S: Service> Worker<S> {
     /// `on_readable` for a TLS connection: reads records until the socket is empty (or the
     /// budget runs out), decrypting as they come.
-    pub(super) fn on_readable_tls(&mut self, id: ConnId, until_eof: bool) {
+    pub(super) fn on_readable_tls(&mut self, id: ConnId, until: ReadUntil) {
         let Some(tls) = self.tls.as_mut() else { return };
         let Some(conn) = get(&mut self.conns, id) else { return };
         let Some(state) = conn.tls.as_mut() else { return };
@@ -67,12 +67,23 @@ impl<S: Service> Worker<S> {
                     if get(&mut self.conns, id).is_some_and(|c| c.read_paused) {
                         break; // a deferred response is awaited with a full request held
                     }
-                    if n < offered && !until_eof {
-                        break;
-                    }
-                    if reads == MAX_READS_PER_TURN {
-                        self.read_again.push(id);
-                        break;
+                    match until.after(n, offered, reads) {
+                        AfterRead::Again => {}
+                        AfterRead::Stop => break,
+                        AfterRead::Yield => {
+                            self.read_again.push(id);
+                            break;
+                        }
+                        AfterRead::Eof => {
+                            self.stash_records(id, records);
+                            self.peer_closed(id);
+                            return;
+                        }
+                        AfterRead::Dead => {
+                            self.stash_records(id, records);
+                            self.remove(id);
+                            return;
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -26,6 +26,7 @@ use slab::Slab;
 use super::bus::Envelope;
 use super::connection::{Connection, Phase};
 use super::deflate::{Deflate, DeflateSettings};
+use super::read::ReadUntil;
 use super::read_buf::ReadBuf;
 use super::service::{Command, Io, ServerClose, Service};
 use super::shared::Shared;
@@ -236,7 +237,7 @@ impl<S: Service> Worker<S> {
             self.topics.set_due(self.open_due);
         }
         for id in mem::take(&mut self.read_again) {
-            self.on_readable(id, true);
+            self.on_readable(id, ReadUntil::Empty);
         }
         for event in events.iter() {
             match event.token() {
@@ -253,9 +254,16 @@ impl<S: Service> Worker<S> {
                     if event.is_writable() {
                         self.flush(id);
                     }
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        self.on_readable(id, event.is_read_closed() || event.is_error());
-                    }
+                    let until = if event.is_error() {
+                        ReadUntil::Error
+                    } else if event.is_read_closed() {
+                        ReadUntil::Fin
+                    } else if event.is_readable() {
+                        ReadUntil::Short
+                    } else {
+                        continue;
+                    };
+                    self.on_readable(id, until);
                 }
             }
         }
