@@ -65,7 +65,7 @@ impl<S: Service> Worker<S> {
                         log::warn!("register accepted socket: {e}");
                         continue;
                     }
-                    let mut conn = Connection::new(stream, id.generation, tls_state);
+                    let mut conn = Connection::new(stream, peer, id.generation, tls_state);
                     conn.proxy_header = proxy_header;
                     entry.insert(conn);
                     self.handshaking += 1;

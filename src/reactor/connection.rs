@@ -4,7 +4,7 @@
 //! Handshake -> Open -> CloseSent -> Lingering -> HalfClosed, where any phase may skip ahead.
 //! Invariants: an idle open connection owns no read buffer (`rbuf` is released once empty), no
 //! write buffer (`wq` holds at most an inline slot) and no message buffer (the receiver is one
-//! null pointer); the session exists exactly while the connection is `Open`: leaving that phase
+//! null pointer) and no address; the session exists exactly while the connection is `Open`: leaving that phase
 //! takes it out and hands it to `on_close`. No compression state either: permessage-deflate is a
 //! one-byte mode. A TLS connection adds one boxed `TlsConn`, which holds no buffer while idle.
 
@@ -71,12 +71,14 @@ pub(crate) struct Connection<S> {
     pub(crate) session: Option<S>,
     /// The TLS state of a connection accepted on a TLS listener; `None` on the plain path.
     pub(crate) tls: Option<Box<TlsConn>>,
-    /// The client's address from the PROXY header, boxed: most connections have none.
-    pub(crate) forwarded: Option<Box<SocketAddr>>,
+    /// In the HTTP phase, the nearest hop towards the client: the TCP peer as `accept` returned
+    /// it (no `getpeername` per upgrade), or the source a PROXY header named. Boxed and dropped
+    /// at the upgrade, so an open connection keeps no address.
+    pub(crate) hop: Option<Box<SocketAddr>>,
 }
 
 impl<S> Connection<S> {
-    pub(crate) fn new(stream: TcpStream, generation: u32, tls: Option<Box<TlsConn>>) -> Self {
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, generation: u32, tls: Option<Box<TlsConn>>) -> Self {
         Connection {
             stream,
             generation,
@@ -97,7 +99,7 @@ impl<S> Connection<S> {
             receiver: Receiver::new(),
             session: None,
             tls,
-            forwarded: None,
+            hop: Some(Box::new(peer)),
         }
     }
 

@@ -407,6 +407,15 @@ fn deep_pipelining_while_awaiting_pauses_reading_and_every_request_is_answered_i
 }
 
 #[test]
+fn the_address_accept_returned_is_kept_until_the_upgrade_and_no_longer() {
+    let h = Harness::http();
+    let local = h.client.local_addr().unwrap();
+    assert_eq!(h.conn().hop.as_deref(), Some(&local), "the client's address as accept returned it");
+    let h = Harness::new();
+    assert!(h.conn().hop.is_none(), "an open connection keeps no address");
+}
+
+#[test]
 fn accepted_sockets_inherit_nodelay_from_the_listener() {
     let h = Harness::new();
     assert!(h.conn().stream.nodelay().unwrap(), "accept no longer sets it; the listener's must carry over");

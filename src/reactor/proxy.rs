@@ -64,14 +64,16 @@ impl<S: Service> Worker<S> {
             }
             Ok(Status::Complete(header)) => {
                 conn.proxy_header = false;
-                conn.forwarded = header.source.map(Box::new);
+                if let Some(source) = header.source {
+                    conn.hop = Some(Box::new(source));
+                }
                 data.advance(header.len);
                 buf.give_back(data);
                 HeaderStep::Ready
             }
             Err(e) => {
                 conn.proxy_header = false;
-                let peer = conn.stream.peer_addr().map_or_else(|_| "?".to_owned(), |p| p.to_string());
+                let peer = conn.hop.as_deref().map_or_else(|| "?".to_owned(), ToString::to_string);
                 log::warn!("connection from proxy {peer} closed: {e}");
                 self.metrics.proxy_header_errors.add(1);
                 self.finish_with(id, Bytes::new());
@@ -82,11 +84,12 @@ impl<S: Service> Worker<S> {
 
     /// The client connection `id`'s `request` comes from: the TCP peer, or the source its PROXY
     /// header named, then, when that hop is a trusted proxy, what `X-Forwarded-For` says
-    /// (`proto::forwarded_client`). `None` once the socket has no peer (it was reset).
+    /// (`proto::forwarded_client`). The hop is the one `accept` returned, kept in the HTTP phase;
+    /// `None` only for a connection past it whose socket has no peer any more (it was reset).
     pub(super) fn client_addr(&mut self, id: ConnId, request: &Request) -> Option<SocketAddr> {
         let conn = get(&mut self.conns, id)?;
-        let hop = match conn.forwarded.as_deref() {
-            Some(source) => *source,
+        let hop = match conn.hop.as_deref() {
+            Some(hop) => *hop,
             None => conn.stream.peer_addr().ok()?,
         };
         let proxies = &self.limits.trusted_proxies;

@@ -102,6 +102,7 @@ impl<S: Service> Worker<S> {
                 if let Some(conn) = self.conns.get_mut(id.slot as usize) {
                     conn.session = Some(session);
                     conn.phase = Phase::Open;
+                    conn.hop = None;
                     conn.compression = Compression::of(deflate.as_ref());
                     conn.wq.push(response, &self.metrics.queued_bytes);
                 }
