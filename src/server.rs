@@ -107,7 +107,9 @@ impl Ctx<'_> {
         self.io.subscribe(id, topic);
     }
 
-    /// Takes a connection out of a topic.
+    /// Takes a connection out of a topic. What is sent to the connection from then on reaches
+    /// it after every message of the topic published before the unsubscribe, so a reply to it
+    /// can mean "no more of this topic".
     pub fn unsubscribe(&mut self, id: ConnId, topic: &str) {
         self.io.unsubscribe(id, topic);
     }

@@ -25,7 +25,7 @@ use crate::proto::deflate::Compressor;
 use crate::proto::frame::{encode_masked_frame, OpCode, Role, RSV1};
 use crate::proto::{decode_frame, CloseCode, FrameRules, Request, Response, Status, Upgrade};
 
-/// Echoes messages. Plain requests: `/defer` keeps its `Deferred` for the test, `/drop` drops
+/// Echoes messages, but `unsubscribe T` leaves topic T and answers `unsubscribed`. Plain requests: `/defer` keeps its `Deferred` for the test, `/drop` drops
 /// it at once, `/now` answers through it at once; any other path gets a 404 naming the path.
 #[derive(Default)]
 struct Echo {
@@ -38,6 +38,11 @@ impl Service for Echo {
         Ok(())
     }
     fn message(&mut self, io: &mut Io, id: ConnId, _: &mut (), text: bool, payload: Bytes) {
+        if let Some(topic) = payload.strip_prefix(b"unsubscribe ") {
+            io.unsubscribe(id, std::str::from_utf8(topic).unwrap());
+            io.send_data(id, true, Bytes::from_static(b"unsubscribed"));
+            return;
+        }
         io.send_data(id, text, payload);
     }
     fn close(&mut self, _: &mut Io, _: ConnId, _: (), _: CloseCode, _: &str) {}
@@ -286,6 +291,29 @@ fn inbox_actions_from_outside_reach_a_connection_in_the_order_they_were_made() {
     let texts: Vec<&[u8]> = frames[..5].iter().map(|(_, p)| &p[..]).collect();
     assert_eq!(texts, [&b"replay"[..], b"live", b"direct", b"last", b"before the close"]);
     assert_eq!((frames[5].0, &frames[5].1[2..]), (OpCode::Close, &b"bye"[..]));
+}
+
+#[test]
+fn a_reply_after_an_unsubscribe_follows_what_the_topic_published_before_it() {
+    let mut h = Harness::new();
+    let id = h.id();
+    let shared = h.worker.shared.clone();
+    shared.bus.subscribe(NO_WORKER, id, "t");
+    h.worker.turn(&mut h.events).unwrap();
+    // Another worker's publish waits in the inbox while the client's unsubscribe, and a message
+    // after it, are read in the same turn.
+    shared.publish(NO_WORKER, "t", true, Bytes::from_static(b"published first"), None);
+    let mut bytes = encode_masked_frame(true, OpCode::Text, b"unsubscribe t", [1, 2, 3, 4]).to_vec();
+    bytes.extend_from_slice(&encode_masked_frame(true, OpCode::Text, b"after", [5, 6, 7, 8]));
+    h.client.write_all(&bytes).unwrap();
+    h.worker.turn(&mut h.events).unwrap();
+    let frames = h.frames(3);
+    let texts: Vec<&[u8]> = frames.iter().map(|(_, p)| &p[..]).collect();
+    assert_eq!(texts, [&b"published first"[..], b"unsubscribed", b"after"]);
+    // Taken out of the topic, and its replies go direct again.
+    shared.publish(NO_WORKER, "t", true, Bytes::from_static(b"not for it"), None);
+    h.send(&encode_masked_frame(true, OpCode::Text, b"ping", [9; 4]));
+    assert_eq!(&h.frames(1)[0].1[..], b"ping");
 }
 
 #[test]

@@ -77,6 +77,9 @@ impl<S: Service> Worker<S> {
     pub(super) fn apply_inbox(&mut self) {
         let mut envelopes = mem::take(&mut self.envelopes);
         self.shared.bus.take_inbox(self.index, &mut envelopes);
+        // Everything queued behind an unsubscribe is in `envelopes` now, applied in order below;
+        // what callbacks send from here on is applied as they return.
+        self.io.take_inbox();
         for envelope in envelopes.drain(..) {
             match envelope {
                 Envelope::Publish { topic, head, tail, except: None } => {

@@ -7,7 +7,10 @@
 //! worker's connections are queued as commands and applied, in order, as soon as the callback
 //! returns; those for another worker's connections, and every subscribe, publish and broadcast,
 //! go to the bus at once, so that a caller holding its own lock (the gateway's history) orders
-//! them across workers. The frame encoding and bus calls are `Shared`'s, which the server
+//! them across workers. An unsubscribe goes to the connection's own inbox, where publishes made
+//! before it may still wait: until the worker next takes its inbox, what is sent to or closes
+//! that connection follows it there (`behind_inbox`), so it reaches the client after the
+//! topic's last message for it, not before. The frame encoding and bus calls are `Shared`'s, which the server
 //! layer's `Remote` uses too.
 
 use std::net::SocketAddr;
@@ -86,6 +89,9 @@ pub(crate) struct Io {
     pub(super) request: Option<(ConnId, bool)>,
     /// `defer` was called for that request.
     pub(super) deferred: bool,
+    /// This worker's connections with an unsubscribe in the inbox: their sends and closes go
+    /// through the inbox behind it until the worker takes the inbox (`take_inbox`).
+    pub(super) behind_inbox: Vec<ConnId>,
 }
 
 /// An HTTP response owed to a connection waiting in its HTTP phase (`Io::defer`). Answered at
@@ -147,7 +153,7 @@ impl Io {
     /// A frame for `id`: a command when the connection is this worker's, else an envelope to
     /// its worker.
     fn send_frame(&mut self, id: ConnId, head: Bytes, tail: Bytes, ping: bool) {
-        if id.worker() == self.worker {
+        if self.is_direct(id) {
             self.commands.push(Command::Send { id, head, tail, ping });
         } else {
             self.shared.send_frame(self.worker, id, head, tail, ping);
@@ -159,8 +165,25 @@ impl Io {
         self.shared.bus.subscribe(self.worker, id, topic);
     }
 
+    /// Takes a connection out of a topic (the unsubscribe is queued on its worker). What is sent
+    /// to the connection afterwards reaches it after the topic's messages published before.
     pub(crate) fn unsubscribe(&mut self, id: ConnId, topic: &str) {
         self.shared.bus.unsubscribe(self.worker, id, topic);
+        if id.worker() == self.worker && !self.behind_inbox.contains(&id) {
+            self.behind_inbox.push(id);
+        }
+    }
+
+    /// Whether a send or close for `id` is a command applied when the callback returns, rather
+    /// than an envelope in its worker's inbox (another worker's connection, or one of ours with
+    /// an unsubscribe in the inbox).
+    fn is_direct(&self, id: ConnId) -> bool {
+        id.worker() == self.worker && !self.behind_inbox.contains(&id)
+    }
+
+    /// The worker is about to apply every envelope queued so far: sends go direct again.
+    pub(super) fn take_inbox(&mut self) {
+        self.behind_inbox.clear();
     }
 
     /// Encodes the frame once and hands it to every worker with subscribers of `topic`, except
@@ -210,7 +233,7 @@ impl Io {
 
     /// Starts the close handshake of a connection of any worker.
     pub(crate) fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        if id.worker() == self.worker {
+        if self.is_direct(id) {
             self.commands.push(Command::Close { id, code, reason: reason.to_owned() });
         } else {
             self.shared.close(self.worker, id, code, reason);
