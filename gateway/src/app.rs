@@ -337,12 +337,13 @@ impl Gateway {
             Op::Unsubscribe { channel } => {
                 if let Some(pos) = session.channels.iter().position(|c| **c == *channel) {
                     session.channels.swap_remove(pos);
+                    // Out of the topic here in both modes (the cluster's own unsubscribe then
+                    // finds it gone): the reply below is ordered behind the channel's messages
+                    // already on their way to this worker, so none follows `unsubscribed`.
+                    ctx.unsubscribe(id, &channel);
                     match &self.shared.cluster {
                         Some(cluster) => cluster.leave(id, &channel, false, None),
-                        None => {
-                            ctx.unsubscribe(id, &channel);
-                            self.history().unsubscribe(&channel, Instant::now());
-                        }
+                        None => self.history().unsubscribe(&channel, Instant::now()),
                     }
                 }
                 ctx.send_text(id, &protocol::unsubscribed(&channel));

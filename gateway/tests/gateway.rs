@@ -347,6 +347,59 @@ fn race(workers: usize) {
     publisher.join().unwrap();
 }
 
+/// `unsubscribed` is the end of the channel for the client: publishes that reached the
+/// connection's worker before the unsubscribe arrive before it, and none after it. The soak
+/// found messages after it (the reply went out at once while earlier publishes waited in the
+/// worker's inbox). Publishers stream into the channel from both workers meanwhile; after each
+/// `unsubscribed` the client asks for an error reply, and nothing of the channel may come
+/// between the two.
+#[test]
+fn nothing_of_a_channel_arrives_after_its_unsubscribed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let server = start_with(Config { workers: 2, ..test_config() }, GatewayConfig::default());
+    let addr = server.local_addr();
+    // Publishers until both workers have one (the kernel spreads connections by their ports).
+    let mut connected = Vec::new();
+    while connected.len() < 2 || server.worker_stats().iter().any(|s| s.connections == 0) {
+        assert!(connected.len() < 64, "64 connections all on one worker");
+        connected.push(connect(addr));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers: Vec<_> = connected
+        .into_iter()
+        .map(|mut p| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for n in 0..20 {
+                        p.write(Message::text(json!({"op": "publish", "channel": "flow", "data": n}).to_string()))
+                            .unwrap();
+                    }
+                    p.flush().unwrap();
+                    for _ in 0..20 {
+                        assert_eq!(recv(&mut p)["op"], "ack");
+                    }
+                }
+            })
+        })
+        .collect();
+    for round in 0..40 {
+        let mut c = connect(addr);
+        subscribe(&mut c, "flow");
+        assert_eq!(recv(&mut c)["op"], "message", "the channel is flowing");
+        send(&mut c, json!({"op": "unsubscribe", "channel": "flow"}));
+        while recv(&mut c)["op"] != "unsubscribed" {}
+        send(&mut c, json!({"op": "no-such-op", "id": round}));
+        let reply = recv(&mut c);
+        assert_eq!((&reply["op"], &reply["id"]), (&json!("error"), &json!(round)), "round {round}: {reply}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.join().unwrap();
+    }
+}
+
 #[test]
 fn two_workers_deliver_every_publish_exactly_once_and_in_order() {
     let server = start_with(Config { workers: 2, ..test_config() }, secured());
