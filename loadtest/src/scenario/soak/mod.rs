@@ -246,11 +246,10 @@ fn report(
         get(&n.dups)
     );
     println!(
-        "  subscribes {}, of which resumes with since {}; unsubscribes {} ({} messages, in order, followed an `unsubscribed`)",
+        "  subscribes {}, of which resumes with since {}; unsubscribes {}",
         get(&n.subscribes),
         get(&n.resumes),
-        get(&n.unsubscribes),
-        get(&n.trailing)
+        get(&n.unsubscribes)
     );
     println!(
         "  churn: {} opened, {} closed clean, {} reset",

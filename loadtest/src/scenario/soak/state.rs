@@ -45,8 +45,6 @@ pub struct Counters {
     pub slow_eof: AtomicU64,
     /// Slow readers still open when they read again (the server had not closed them yet).
     pub slow_open: AtomicU64,
-    /// Messages that followed `unsubscribed`, in order (published before it took effect).
-    pub trailing: AtomicU64,
     pub malformed: AtomicU64,
     /// Connections the generator holds to the server right now (WebSocket and HTTP).
     pub client_open: AtomicU64,
