@@ -127,24 +127,12 @@ impl<S: Service> Worker<S> {
                         HeaderStep::Closed => break,
                     }
                     reads += 1;
-                    if get(&mut self.conns, id).is_some_and(|c| c.read_paused) {
-                        break;
-                    }
-                    match until.after(n, offered, reads) {
+                    match self.after_read(id, until, n, offered, reads) {
                         AfterRead::Again => {}
-                        AfterRead::Stop => break,
-                        AfterRead::Yield => {
-                            self.read_again.push(id);
-                            break;
-                        }
-                        AfterRead::Eof => {
+                        AfterRead::Stop | AfterRead::Yield => break,
+                        end => {
                             self.stash(id, buf, own);
-                            self.peer_closed(id);
-                            return;
-                        }
-                        AfterRead::Dead => {
-                            self.stash(id, buf, own);
-                            self.remove(id);
+                            self.end_read(id, end);
                             return;
                         }
                     }
@@ -167,6 +155,36 @@ impl<S: Service> Worker<S> {
                 conn.dirty = false;
                 self.flush(id);
             }
+        }
+    }
+
+    /// What a read loop does after the `reads`-th read of this turn returned `n` bytes of the
+    /// `offered`: a connection that paused reading stops; one that spent its budget is read
+    /// again next turn.
+    pub(super) fn after_read(
+        &mut self,
+        id: ConnId,
+        until: ReadUntil,
+        n: usize,
+        offered: usize,
+        reads: usize,
+    ) -> AfterRead {
+        if get(&mut self.conns, id).is_some_and(|c| c.read_paused) {
+            return AfterRead::Stop; // a deferred response is awaited with a full request held
+        }
+        let after = until.after(n, offered, reads);
+        if after == AfterRead::Yield {
+            self.read_again.push(id);
+        }
+        after
+    }
+
+    /// Ends a read loop at the EOF or the socket's error it knows is next.
+    pub(super) fn end_read(&mut self, id: ConnId, end: AfterRead) {
+        match end {
+            AfterRead::Eof => self.peer_closed(id),
+            AfterRead::Dead => self.remove(id),
+            AfterRead::Again | AfterRead::Stop | AfterRead::Yield => {}
         }
     }
 

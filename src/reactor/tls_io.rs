@@ -64,24 +64,12 @@ impl<S: Service> Worker<S> {
                         break;
                     }
                     reads += 1;
-                    if get(&mut self.conns, id).is_some_and(|c| c.read_paused) {
-                        break; // a deferred response is awaited with a full request held
-                    }
-                    match until.after(n, offered, reads) {
+                    match self.after_read(id, until, n, offered, reads) {
                         AfterRead::Again => {}
-                        AfterRead::Stop => break,
-                        AfterRead::Yield => {
-                            self.read_again.push(id);
-                            break;
-                        }
-                        AfterRead::Eof => {
+                        AfterRead::Stop | AfterRead::Yield => break,
+                        end => {
                             self.stash_records(id, records);
-                            self.peer_closed(id);
-                            return;
-                        }
-                        AfterRead::Dead => {
-                            self.stash_records(id, records);
-                            self.remove(id);
+                            self.end_read(id, end);
                             return;
                         }
                     }
