@@ -10,6 +10,8 @@
 use std::io::{self, Read};
 use std::mem;
 
+use mio::event::Event;
+
 use super::connection::Phase;
 use super::proxy::HeaderStep;
 use super::read_buf::ReadBuf;
@@ -79,6 +81,29 @@ impl ReadUntil {
 }
 
 impl<S: Service> Worker<S> {
+    /// A readiness event for connection `id`: what it says about the socket's end decides
+    /// where the read stops.
+    pub(super) fn on_read_event(&mut self, id: ConnId, event: &Event) {
+        let until = if event.is_error() {
+            ReadUntil::Error
+        } else if event.is_read_closed() {
+            ReadUntil::Fin
+        } else if event.is_readable() {
+            ReadUntil::Short
+        } else {
+            return;
+        };
+        self.on_readable(id, until);
+    }
+
+    /// Reads the connections that spent their read budget last turn, until WouldBlock: their
+    /// waiting bytes raise no new edge.
+    pub(super) fn read_again_now(&mut self) {
+        for id in mem::take(&mut self.read_again) {
+            self.on_readable(id, ReadUntil::Empty);
+        }
+    }
+
     /// Reads until the socket is empty (or the per-turn budget runs out) and dispatches what
     /// arrived; `until` says where to stop.
     pub(super) fn on_readable(&mut self, id: ConnId, until: ReadUntil) {

@@ -26,7 +26,6 @@ use slab::Slab;
 use super::bus::Envelope;
 use super::connection::{Connection, Phase};
 use super::deflate::{Deflate, DeflateSettings};
-use super::read::ReadUntil;
 use super::read_buf::ReadBuf;
 use super::service::{Command, Io, ServerClose, Service};
 use super::shared::Shared;
@@ -243,9 +242,7 @@ impl<S: Service> Worker<S> {
             self.open_due = Timers::window_due(self.timers.micros(woke), self.limits.coalesce_us);
             self.topics.set_due(self.open_due);
         }
-        for id in mem::take(&mut self.read_again) {
-            self.on_readable(id, ReadUntil::Empty);
-        }
+        self.read_again_now();
         for event in events.iter() {
             match event.token() {
                 LISTENER => self.accept(false),
@@ -261,16 +258,7 @@ impl<S: Service> Worker<S> {
                     if event.is_writable() {
                         self.flush(id);
                     }
-                    let until = if event.is_error() {
-                        ReadUntil::Error
-                    } else if event.is_read_closed() {
-                        ReadUntil::Fin
-                    } else if event.is_readable() {
-                        ReadUntil::Short
-                    } else {
-                        continue;
-                    };
-                    self.on_readable(id, until);
+                    self.on_read_event(id, event);
                 }
             }
         }
