@@ -3,10 +3,10 @@
 //! Owns: `Connection` and `Phase`. Phases only move forward:
 //! Handshake -> Open -> CloseSent -> Lingering -> HalfClosed, where any phase may skip ahead.
 //! Invariants: an idle open connection owns no read buffer (`rbuf` is released once empty), no
-//! write buffer (`wq` holds at most an inline slot) and no message buffer (the receiver is one
-//! null pointer) and no address; the session exists exactly while the connection is `Open`: leaving that phase
-//! takes it out and hands it to `on_close`. No compression state either: permessage-deflate is a
-//! one-byte mode. A TLS connection adds one boxed `TlsConn`, which holds no buffer while idle.
+//! write buffer (`wq` holds at most an inline slot), no message buffer (the receiver is one null
+//! pointer) and no address (`hop` is dropped at the upgrade); the session exists exactly while
+//! the connection is `Open`: leaving that phase takes it out and hands it to `on_close`. No
+//! compression state either: permessage-deflate is a one-byte mode. A TLS connection adds one boxed `TlsConn`, which holds no buffer while idle.
 
 use std::net::SocketAddr;
 

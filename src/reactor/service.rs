@@ -10,8 +10,8 @@
 //! them across workers. An unsubscribe goes to the connection's own inbox, where publishes made
 //! before it may still wait: until the worker next takes its inbox, what is sent to or closes
 //! that connection follows it there (`behind_inbox`), so it reaches the client after the
-//! topic's last message for it, not before. The frame encoding and bus calls are `Shared`'s, which the server
-//! layer's `Remote` uses too.
+//! topic's last message for it, not before. The frame encoding and bus calls are `Shared`'s,
+//! which the server layer's `Remote` uses too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
