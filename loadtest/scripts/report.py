@@ -32,7 +32,8 @@ MAIN = {
 }
 
 # In SECONDARY: the main figure per second of server CPU (for throughputs). The figure that
-# compares servers when both sides have headroom, as in a paced run (connect --rate, n2 --rate).
+# compares servers when both sides have headroom, as in a paced run (echo --rate, connect --rate;
+# n2 has its own deliveries per server CPU second).
 PER_SERVER_CPU_S = "per server CPU s"
 
 # scenario -> further medians compare prints: (label, path)
